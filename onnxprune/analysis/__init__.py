@@ -1,0 +1,22 @@
+"""Channel dependency analysis: coupling groups and barriers (see `dependency`)."""
+
+from onnxprune.analysis.dependency import Barrier, DependencyAnalysis, Group, Member, analyze_model
+from onnxprune.analysis.flow import ChannelFlow, Dim, FlowBuilder, RuleContext
+from onnxprune.analysis.index_map import IndexMap
+from onnxprune.analysis.registry import lookup, register, registered_ops
+
+__all__ = [
+    "Barrier",
+    "ChannelFlow",
+    "DependencyAnalysis",
+    "Dim",
+    "FlowBuilder",
+    "Group",
+    "IndexMap",
+    "Member",
+    "RuleContext",
+    "analyze_model",
+    "lookup",
+    "register",
+    "registered_ops",
+]

@@ -1,0 +1,318 @@
+"""The dependency analyzer: coupling groups of channels and the barriers that pin them.
+
+Nodes of a networkx graph are channel axes `(tensor, axis)`; each op rule adds edges
+carrying an index map. Inside each connected component, positions joined by the maps
+are merged (union-find over elements); a merged set is a *unit*: channels (or whole
+blocks of channels: heads, features of a flattened channel) that are removed together,
+everywhere they appear. Units that touch the same axes in the same way form a *group*;
+the ratio applies per group. A unit touching a pinned axis cannot be removed.
+
+>>> analysis = analyze_model(model)  # doctest: +SKIP
+>>> [g.size for g in analysis.groups if g.prunable]  # doctest: +SKIP
+[16, 32]
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import networkx as nx
+import numpy as np
+import onnx
+
+from onnxprune.analysis import rules  # noqa: F401  (registers every op rule)
+from onnxprune.analysis.flow import ChannelFlow, Dim, Link, RuleContext
+from onnxprune.analysis.registry import lookup
+
+
+@dataclass(frozen=True)
+class Barrier:
+    """Why channels of `tensor` (axis `axis`, or every axis when -1) cannot be removed."""
+
+    node: str
+    op_type: str
+    tensor: str
+    axis: int
+    reason: str
+
+    def __str__(self) -> str:
+        where = f"{self.tensor}:{self.axis}" if self.axis >= 0 else self.tensor
+        return f"node '{self.node}' ({self.op_type}) pins {where}: {self.reason}"
+
+
+@dataclass(frozen=True, eq=False)
+class Member:
+    """Where a group's units sit in one axis: `positions[k]` are the indices of unit k."""
+
+    tensor: str
+    axis: int
+    size: int
+    positions: np.ndarray
+    is_weight: bool
+    role: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.tensor}:{self.axis}"
+
+
+@dataclass(frozen=True, eq=False)
+class Group:
+    """A coupling group: `size` units that share one structure; each is kept or removed whole."""
+
+    id: int
+    size: int
+    members: tuple[Member, ...]
+    prunable: bool
+    barriers: tuple[Barrier, ...] = ()
+
+    @property
+    def weight_members(self) -> tuple[Member, ...]:
+        return tuple(m for m in self.members if m.is_weight)
+
+    @property
+    def channels_per_unit(self) -> int:
+        """Positions one unit occupies in its widest weight axis (1 for plain channels)."""
+        return max((m.positions.shape[1] for m in self.weight_members), default=1)
+
+    def describe(self) -> str:
+        head = ", ".join(m.key for m in self.weight_members[:3])
+        more = len(self.weight_members) - 3
+        return head + (f" (+{more} more)" if more > 0 else "")
+
+
+@dataclass(frozen=True, eq=False)
+class DependencyAnalysis:
+    """Immutable result of analysing one (normalized) model."""
+
+    groups: tuple[Group, ...]
+    barriers: tuple[Barrier, ...]
+    graph: nx.Graph = field(repr=False)
+    dim_sizes: dict[Dim, int] = field(repr=False)
+
+    @property
+    def prunable_groups(self) -> tuple[Group, ...]:
+        return tuple(g for g in self.groups if g.prunable)
+
+    @property
+    def pinned_groups(self) -> tuple[Group, ...]:
+        return tuple(g for g in self.groups if not g.prunable)
+
+
+def analyze_model(model: onnx.ModelProto, *, exclude: str | None = None) -> DependencyAnalysis:
+    """Analyse a normalized model (initializers for constants, shapes inferred)."""
+    ctx = RuleContext(model)
+    graph = nx.Graph()
+    links: list[Link] = []
+    pins: dict[Dim, list[Barrier]] = defaultdict(list)
+    roles: dict[Dim, str] = {}
+    virtual: dict[str, int] = {}
+    excluded = re.compile(exclude) if exclude else None
+
+    def pin(dim: Dim, barrier: Barrier) -> None:
+        pins[dim].append(barrier)
+
+    for index, node in enumerate(model.graph.node):
+        name = node.name or f"{node.op_type}_{index}"
+        flow = _flow_of(node, ctx)
+        touched = {d for link in flow.links for d in (link.a, link.b)}
+        for p in flow.pins:
+            pin(p.dim, Barrier(name, node.op_type, p.dim[0], p.dim[1], p.reason))
+            touched.add(p.dim)
+        reason = None
+        if excluded is not None and excluded.search(name):
+            reason = "excluded by --exclude"
+        elif lookup(node.domain, node.op_type) is None:
+            reason = f"no channel rule for {node.domain + '::' if node.domain else ''}{node.op_type}"
+        for tensor in [*node.input, *node.output]:
+            if not tensor:
+                continue
+            rank = ctx.rank(tensor)
+            if rank is None:
+                if reason or not any(d[0] == tensor for d in touched):
+                    pin(
+                        (tensor, -1),
+                        Barrier(name, node.op_type, tensor, -1, reason or "shape unknown to the analyzer"),
+                    )
+                continue
+            for axis in range(rank):
+                if reason:
+                    pin((tensor, axis), Barrier(name, node.op_type, tensor, axis, reason))
+                elif (tensor, axis) not in touched and ctx.size((tensor, axis)) != 1:
+                    pin(
+                        (tensor, axis),
+                        Barrier(
+                            name,
+                            node.op_type,
+                            tensor,
+                            axis,
+                            f"{node.op_type} does not map axis {axis} of '{tensor}'",
+                        ),
+                    )
+        links.extend(flow.links)
+        roles.update(dict(flow.roles))
+        virtual.update(dict(flow.virtual_sizes))
+
+    for vi in model.graph.input:
+        for axis in range(len(ctx.shape(vi.name) or ())):
+            pin((vi.name, axis), Barrier("<graph>", "input", vi.name, axis, f"graph input '{vi.name}'"))
+    for vi in model.graph.output:
+        shape = ctx.shape(vi.name)
+        axes = range(len(shape)) if shape is not None else [-1]
+        for axis in axes:
+            pin((vi.name, axis), Barrier("<graph>", "output", vi.name, axis, f"graph output '{vi.name}'"))
+
+    for link in links:
+        graph.add_edge(link.a, link.b)
+    graph.graph["links"] = links
+
+    def size_of(dim: Dim) -> int | None:
+        if dim[0] in virtual:
+            return virtual[dim[0]]
+        return ctx.size(dim)
+
+    weights = {t.name for t in model.graph.initializer}
+    groups: list[Group] = []
+    dim_sizes: dict[Dim, int] = {}
+    by_dim: dict[Dim, list[Link]] = defaultdict(list)
+    for link in links:
+        by_dim[link.a].append(link)
+    for component in nx.connected_components(graph):
+        dims = sorted(component, key=lambda d: (d[0], d[1]))
+        if not any(d[0] in weights for d in dims):
+            continue
+        sizes = {d: size_of(d) for d in dims}
+        comp_links = [lk for d in dims for lk in by_dim.get(d, [])]
+        component_barriers = _component_pins(dims, pins)
+        if any(s is None for s in sizes.values()):
+            continue  # dynamic axes: nothing to slice
+        try:
+            labels, offsets = _merge_elements(dims, sizes, comp_links)
+        except ValueError as exc:
+            bad = Barrier("<analysis>", "index map", dims[0][0], dims[0][1], f"inconsistent sizes: {exc}")
+            groups.extend(_groups_of(dims, sizes, None, None, weights, roles, pins, [bad], len(groups)))
+            continue
+        dim_sizes.update(sizes)
+        groups.extend(
+            _groups_of(dims, sizes, labels, offsets, weights, roles, pins, component_barriers, len(groups))
+        )
+    barriers = _dedupe(b for g in groups if not g.prunable for b in g.barriers)
+    return DependencyAnalysis(
+        groups=tuple(groups), barriers=tuple(barriers), graph=graph, dim_sizes=dim_sizes
+    )
+
+
+def _flow_of(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
+    rule = lookup(node.domain, node.op_type)
+    if rule is None:
+        return ChannelFlow()
+    return rule(node, ctx)
+
+
+def _component_pins(dims: list[Dim], pins: dict[Dim, list[Barrier]]) -> list[Barrier]:
+    found: list[Barrier] = []
+    for d in dims:
+        found.extend(pins.get(d, ()))
+        found.extend(pins.get((d[0], -1), ()))
+    return found
+
+
+def _is_pinned(dim: Dim, pins: dict[Dim, list[Barrier]]) -> list[Barrier]:
+    return [*pins.get(dim, ()), *pins.get((dim[0], -1), ())]
+
+
+def _merge_elements(dims: list[Dim], sizes: dict[Dim, int], links: list[Link]):
+    """Union-find over all positions of the component's axes; returns root labels and offsets."""
+    offsets: dict[Dim, int] = {}
+    total = 0
+    for d in dims:
+        offsets[d] = total
+        total += sizes[d]
+    ia_all, ib_all = [], []
+    for link in links:
+        ia, ib = link.index_map.pairs(sizes[link.a], sizes[link.b])
+        ia_all.append(ia + offsets[link.a])
+        ib_all.append(ib + offsets[link.b])
+    labels = np.arange(total)
+    if not ia_all:
+        return labels, offsets
+    u, v = np.concatenate(ia_all), np.concatenate(ib_all)
+    while True:
+        lu, lv = labels[u], labels[v]
+        if np.array_equal(lu, lv):
+            return labels, offsets
+        low = np.minimum(lu, lv)
+        np.minimum.at(labels, lu, low)
+        np.minimum.at(labels, lv, low)
+        while True:
+            jumped = labels[labels]
+            if np.array_equal(jumped, labels):
+                break
+            labels = jumped
+
+
+def _groups_of(dims, sizes, labels, offsets, weights, roles, pins, barriers, first_id) -> list[Group]:
+    """Split a component's units into groups of equal structure."""
+    if labels is None:
+        members = tuple(
+            Member(
+                d[0], d[1], sizes[d] or 0, np.zeros((0, 0), np.int64), d[0] in weights, roles.get(d, "out")
+            )
+            for d in dims
+            if d[0] in weights
+        )
+        return [Group(first_id, 0, members, False, tuple(barriers))]
+    signatures: dict[int, list[tuple[int, int]]] = defaultdict(list)
+    segments = []
+    for k, d in enumerate(dims):
+        seg = labels[offsets[d] : offsets[d] + sizes[d]]
+        segments.append(seg)
+        units, counts = np.unique(seg, return_counts=True)
+        for unit, count in zip(units.tolist(), counts.tolist(), strict=True):
+            signatures[unit].append((k, count))
+    by_signature: dict[tuple, list[int]] = defaultdict(list)
+    for unit, sig in signatures.items():
+        by_signature[tuple(sig)].append(unit)
+    groups = []
+    for sig, units in by_signature.items():
+        dim_ids = [k for k, _ in sig]
+        if not any(dims[k][0] in weights for k in dim_ids):
+            continue
+        first = segments[dim_ids[0]]
+        first_pos = {u: int(np.flatnonzero(first == u)[0]) for u in units}
+        units = sorted(units, key=first_pos.__getitem__)
+        unit_index = np.full(int(labels.max()) + 1, -1)
+        unit_index[units] = np.arange(len(units))
+        members = []
+        group_barriers: list[Barrier] = []
+        for k, count in sig:
+            d = dims[k]
+            seg = segments[k]
+            idx = unit_index[seg]
+            pos = np.flatnonzero(idx >= 0)
+            order = np.argsort(idx[pos], kind="stable")
+            positions = pos[order].reshape(len(units), count)
+            members.append(Member(d[0], d[1], sizes[d], positions, d[0] in weights, roles.get(d, "out")))
+            group_barriers.extend(_is_pinned(d, pins))
+        groups.append(
+            Group(
+                first_id + len(groups),
+                len(units),
+                tuple(members),
+                not group_barriers,
+                tuple(_dedupe(group_barriers)),
+            )
+        )
+    return groups
+
+
+def _dedupe(barriers) -> list[Barrier]:
+    seen, out = set(), []
+    for b in barriers:
+        key = (b.node, b.op_type, b.reason)
+        if key not in seen:
+            seen.add(key)
+            out.append(b)
+    return out

@@ -1,0 +1,165 @@
+"""What an op rule says about one node: which channel axes it couples and which it pins.
+
+A rule is a pure function `(node, ctx) -> ChannelFlow`. Axes of the node's inputs and
+outputs that the flow neither links nor marks are pinned by the analyzer: an op is
+conservative about every axis it does not explicitly understand.
+
+>>> flow = FlowBuilder()
+>>> flow.link(("x", 1), ("y", 1))
+>>> flow.build().links[0].a
+('x', 1)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from onnxprune.analysis.index_map import IndexMap
+
+Dim = tuple[str, int]
+"""A channel axis: (tensor name, non-negative axis). Virtual dims use a tensor name with '::'."""
+
+Role = Literal["in", "out"]
+
+
+@dataclass(frozen=True)
+class Link:
+    """Positions of `a` and `b` joined by `index_map` are removed together."""
+
+    a: Dim
+    b: Dim
+    index_map: IndexMap
+
+
+@dataclass(frozen=True)
+class Pin:
+    """`dim` (or every axis of `dim[0]` when the axis is -1) cannot lose positions."""
+
+    dim: Dim
+    reason: str
+
+
+@dataclass(frozen=True)
+class ChannelFlow:
+    """A rule's answer for one node."""
+
+    links: tuple[Link, ...] = ()
+    pins: tuple[Pin, ...] = ()
+    roles: tuple[tuple[Dim, Role], ...] = ()
+    virtual_sizes: tuple[tuple[str, int], ...] = ()
+
+
+@dataclass
+class FlowBuilder:
+    """Mutable helper rules use to assemble a ChannelFlow."""
+
+    links: list[Link] = field(default_factory=list)
+    pins: list[Pin] = field(default_factory=list)
+    roles: dict[Dim, Role] = field(default_factory=dict)
+    virtual: dict[str, int] = field(default_factory=dict)
+
+    def link(self, a: Dim, b: Dim, index_map: IndexMap | None = None) -> None:
+        self.links.append(Link(a, b, index_map or IndexMap.identity()))
+
+    def pin(self, dim: Dim, reason: str) -> None:
+        self.pins.append(Pin(dim, reason))
+
+    def pin_tensor(self, tensor: str, reason: str) -> None:
+        self.pins.append(Pin((tensor, -1), reason))
+
+    def role(self, dim: Dim, role: Role) -> None:
+        self.roles[dim] = role
+
+    def virtual_dim(self, name: str, size: int) -> Dim:
+        """A dim that belongs to no tensor (the local channel index inside a conv group)."""
+        self.virtual[name] = size
+        return (name, 0)
+
+    def build(self) -> ChannelFlow:
+        return ChannelFlow(
+            tuple(self.links), tuple(self.pins), tuple(self.roles.items()), tuple(self.virtual.items())
+        )
+
+
+Shape = tuple[int | str | None, ...]
+"""Static sizes are ints; dynamic ones are their symbolic name (str) or None if unnamed."""
+
+
+class RuleContext:
+    """Read-only facts about the graph a rule may ask for: shapes, constants, attributes."""
+
+    def __init__(self, model: onnx.ModelProto) -> None:
+        graph = model.graph
+        self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+        self._consts: dict[str, onnx.TensorProto] = {t.name: t for t in graph.initializer}
+        self._const_cache: dict[str, np.ndarray] = {}
+        self._shapes: dict[str, Shape | None] = {}
+        for vi in [*graph.input, *graph.value_info, *graph.output]:
+            self._shapes[vi.name] = _shape_of(vi)
+        for t in graph.initializer:
+            self._shapes[t.name] = tuple(int(d) for d in t.dims)
+        self._consumers: dict[str, list[onnx.NodeProto]] = {}
+        for node in graph.node:
+            for name in node.input:
+                if name:
+                    self._consumers.setdefault(name, []).append(node)
+
+    def consumers(self, tensor: str) -> list[onnx.NodeProto]:
+        """Nodes that read `tensor` (empty for graph outputs nobody else reads)."""
+        return self._consumers.get(tensor, [])
+
+    def shape(self, tensor: str) -> Shape | None:
+        """Static shape of `tensor` (None entries for dynamic dims), or None if the rank is unknown."""
+        return self._shapes.get(tensor)
+
+    def size(self, dim: Dim) -> int | None:
+        """Static size of one axis, or None when it is dynamic or unknown."""
+        shape = self.shape(dim[0])
+        if shape is None or not 0 <= dim[1] < len(shape):
+            return None
+        value = shape[dim[1]]
+        return value if isinstance(value, int) else None
+
+    def rank(self, tensor: str) -> int | None:
+        shape = self.shape(tensor)
+        return None if shape is None else len(shape)
+
+    def is_weight(self, tensor: str) -> bool:
+        """True for initializers (Constant nodes become initializers during normalization)."""
+        return tensor in self._consts
+
+    def const(self, tensor: str) -> np.ndarray | None:
+        """Value of a constant input, or None if `tensor` is computed at run time."""
+        if tensor not in self._consts:
+            return None
+        if tensor not in self._const_cache:
+            self._const_cache[tensor] = numpy_helper.to_array(self._consts[tensor])
+        return self._const_cache[tensor]
+
+    def small_const(self, tensor: str, limit: int = 4096) -> np.ndarray | None:
+        """Like const() but only for small tensors (shape constants, axes), without copying big weights."""
+        proto = self._consts.get(tensor)
+        if proto is None or int(np.prod(proto.dims, dtype=np.int64)) > limit:
+            return None
+        return self.const(tensor)
+
+    @staticmethod
+    def attr(node: onnx.NodeProto, name: str, default=None):
+        for a in node.attribute:
+            if a.name == name:
+                return helper.get_attribute_value(a)
+        return default
+
+
+def _shape_of(vi: onnx.ValueInfoProto) -> Shape | None:
+    t = vi.type
+    if not t.HasField("tensor_type") or not t.tensor_type.HasField("shape"):
+        return None
+    return tuple(
+        d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in t.tensor_type.shape.dim
+    )

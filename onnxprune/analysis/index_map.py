@@ -1,0 +1,107 @@
+"""Index maps: how the positions of one channel axis correspond to those of another.
+
+Every map relates a source axis `a` of size `size_a` to a target axis `b` of size
+`size_b` and yields explicit element pairs. Positions joined by a pair are removed
+together. The kinds cover what ops do to a channel axis: pass it through, place it at
+an offset (Concat, Split, Slice), step through it, expand each position into a block
+(Flatten, a Reshape that splits an axis into heads, depthwise multipliers), fold it
+modulo a period (grouped convolutions), or pick explicit positions (Gather).
+
+>>> IndexMap.blocks(2).pairs(2, 4)
+(array([0, 0, 1, 1]), array([0, 1, 2, 3]))
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class IndexMap:
+    """A correspondence between positions of axis `a` and axis `b` (see module docstring)."""
+
+    kind: str
+    offset: int = 0
+    step: int = 1
+    block: int = 1
+    period: int = 1
+    indices: tuple[int, ...] = ()
+
+    @staticmethod
+    def identity() -> IndexMap:
+        """a[i] <-> b[i]; both axes have the same size."""
+        return IndexMap("identity")
+
+    @staticmethod
+    def at_offset(offset: int, step: int = 1) -> IndexMap:
+        """a[i] <-> b[offset + i * step] (Concat input into output, Slice or Split output into input)."""
+        return IndexMap("offset", offset=offset, step=step)
+
+    @staticmethod
+    def blocks(block: int) -> IndexMap:
+        """a[i] <-> b[i * block : (i + 1) * block] (a channel becomes a block of features or a head)."""
+        return IndexMap("blocks", block=block)
+
+    @staticmethod
+    def modulo(period: int) -> IndexMap:
+        """a[i] <-> b[i % period] (the local index of a channel inside its group)."""
+        return IndexMap("modulo", period=period)
+
+    @staticmethod
+    def gather(indices: tuple[int, ...]) -> IndexMap:
+        """a[j] <-> b[indices[j]] (Gather with constant indices)."""
+        return IndexMap("gather", indices=tuple(indices))
+
+    def pairs(self, size_a: int, size_b: int) -> tuple[np.ndarray, np.ndarray]:
+        """The element pairs (positions in a, positions in b) this map joins.
+
+        Raises ValueError if the sizes do not fit the map.
+        """
+        if self.kind == "identity":
+            _expect(size_a == size_b, f"identity map between sizes {size_a} and {size_b}")
+            idx = np.arange(size_a)
+            return idx, idx.copy()
+        if self.kind == "offset":
+            ia = np.arange(size_a)
+            ib = self.offset + ia * self.step
+            _expect(
+                size_a == 0 or (ib.min() >= 0 and ib.max() < size_b),
+                f"offset map {self.offset}+i*{self.step} of {size_a} leaves axis of {size_b}",
+            )
+            return ia, ib
+        if self.kind == "blocks":
+            _expect(size_a * self.block == size_b, f"blocks of {self.block}: {size_a} -> {size_b}")
+            ib = np.arange(size_b)
+            return ib // self.block, ib
+        if self.kind == "modulo":
+            _expect(
+                self.period == size_b and size_a % self.period == 0,
+                f"modulo {self.period}: {size_a} -> {size_b}",
+            )
+            ia = np.arange(size_a)
+            return ia, ia % self.period
+        if self.kind == "gather":
+            ib = np.asarray(self.indices, dtype=np.int64)
+            ib = np.where(ib < 0, ib + size_b, ib)
+            _expect(
+                len(ib) == size_a and (size_a == 0 or (ib.min() >= 0 and ib.max() < size_b)),
+                f"gather of {size_a} indices into axis of {size_b}",
+            )
+            return np.arange(size_a), ib
+        raise ValueError(f"unknown index map kind {self.kind!r}")
+
+    def describe(self) -> str:
+        params = {
+            "offset": f"offset {self.offset} step {self.step}",
+            "blocks": f"blocks of {self.block}",
+            "modulo": f"modulo {self.period}",
+            "gather": f"gather {len(self.indices)}",
+        }
+        return params.get(self.kind, self.kind)
+
+
+def _expect(cond: bool, message: str) -> None:
+    if not cond:
+        raise ValueError(message)

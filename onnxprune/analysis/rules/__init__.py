@@ -1,0 +1,5 @@
+"""Channel rules for every supported op, registered on import (explicitly, one module per family)."""
+
+from onnxprune.analysis.rules import conv, elementwise, layout, linear, normalization, reduce
+
+__all__ = ["conv", "elementwise", "layout", "linear", "normalization", "reduce"]

@@ -1,0 +1,80 @@
+"""Convolutions: plain, grouped, depthwise, and transposed."""
+
+from __future__ import annotations
+
+import onnx
+
+from onnxprune.analysis.flow import ChannelFlow, FlowBuilder, RuleContext
+from onnxprune.analysis.index_map import IndexMap
+from onnxprune.analysis.registry import register
+from onnxprune.analysis.rules._common import opt_input
+
+
+@register("Conv")
+def conv(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
+    """Y[:, o] = sum over the input channels of o's group of W[o, i] * X[:, i].
+
+    group == 1: input channels <-> W axis 1 (role in), output channels <-> W axis 0 and bias.
+    Depthwise-like (W axis 1 == 1): input channel c <-> its block of output channels; the
+    group count becomes the kept input channel count. Other grouped convs keep the group
+    count: a channel's local index inside its group is removed in every group alike.
+    """
+    flow = FlowBuilder()
+    x, w, y = node.input[0], node.input[1], node.output[0]
+    w_shape, x_channels = ctx.shape(w), ctx.size((x, 1))
+    if not ctx.is_weight(w) or w_shape is None or x_channels is None:
+        flow.pin_tensor(x, "Conv weight is computed at run time or input channels are unknown")
+        return flow.build()
+    group = int(ctx.attr(node, "group", 1))
+    cout, cin_g = int(w_shape[0]), int(w_shape[1])
+    flow.link((y, 1), (w, 0))
+    flow.role((w, 0), "out")
+    bias = opt_input(node, 2)
+    if bias:
+        flow.link((y, 1), (bias, 0))
+        flow.role((bias, 0), "out")
+    if group == 1:
+        flow.link((x, 1), (w, 1))
+        flow.role((w, 1), "in")
+    elif cin_g == 1 and x_channels == group:
+        flow.link((x, 1), (y, 1), IndexMap.blocks(cout // group))
+    else:
+        flow.link((x, 1), (w, 1), IndexMap.modulo(cin_g))
+        flow.role((w, 1), "in")
+        local = flow.virtual_dim(f"{y}::conv_group_local_out", cout // group)
+        flow.link((y, 1), local, IndexMap.modulo(cout // group))
+    flow.link((x, 0), (y, 0))
+    return flow.build()
+
+
+@register("ConvTranspose")
+def conv_transpose(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
+    """W is [C_in, C_out / group, k...]: input channels <-> W axis 0, output channels <-> W axis 1."""
+    flow = FlowBuilder()
+    x, w, y = node.input[0], node.input[1], node.output[0]
+    w_shape, x_channels = ctx.shape(w), ctx.size((x, 1))
+    if not ctx.is_weight(w) or w_shape is None or x_channels is None:
+        flow.pin_tensor(x, "ConvTranspose weight is computed at run time or input channels are unknown")
+        return flow.build()
+    group = int(ctx.attr(node, "group", 1))
+    cin, cout_g = int(w_shape[0]), int(w_shape[1])
+    bias = opt_input(node, 2)
+    if bias:
+        flow.link((y, 1), (bias, 0))
+        flow.role((bias, 0), "out")
+    flow.link((x, 1), (w, 0))
+    if group == 1:
+        flow.role((w, 0), "in")
+        flow.link((y, 1), (w, 1))
+        flow.role((w, 1), "out")
+    elif cin == group:
+        flow.role((w, 0), "out")
+        flow.link((x, 1), (y, 1), IndexMap.blocks(cout_g))
+    else:
+        flow.role((w, 0), "in")
+        local_in = flow.virtual_dim(f"{y}::convt_group_local_in", cin // group)
+        flow.link((x, 1), local_in, IndexMap.modulo(cin // group))
+        flow.link((y, 1), (w, 1), IndexMap.modulo(cout_g))
+        flow.role((w, 1), "out")
+    flow.link((x, 0), (y, 0))
+    return flow.build()

@@ -1,0 +1,270 @@
+"""Ops that move, merge, split, cut or join axes: the channel axis is tracked through them."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+
+from onnxprune.analysis.flow import ChannelFlow, FlowBuilder, RuleContext, Shape
+from onnxprune.analysis.index_map import IndexMap
+from onnxprune.analysis.registry import register
+from onnxprune.analysis.rules._common import int_list, link_same_axes, norm_axis, opt_input
+
+
+@register("Transpose")
+def transpose(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
+    """Output axis i is input axis perm[i]."""
+    flow = FlowBuilder()
+    x, y = node.input[0], node.output[0]
+    rank = ctx.rank(x)
+    if rank is None:
+        return flow.build()
+    perm = ctx.attr(node, "perm") or list(range(rank))[::-1]
+    for i, p in enumerate(perm):
+        flow.link((y, i), (x, int(p)))
+    return flow.build()
+
+
+@register("Squeeze", "Unsqueeze")
+def squeeze(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
+    """The axes that stay keep their order; squeezed or inserted axes have size 1."""
+    flow = FlowBuilder()
+    x, y = node.input[0], node.output[0]
+    rx, ry = ctx.rank(x), ctx.rank(y)
+    axes = int_list(ctx, node, "axes", 1)
+    if rx is None or ry is None:
+        return flow.build()
+    if axes is None and node.op_type == "Squeeze":
+        x_shape = ctx.shape(x)
+        if any(not isinstance(d, int) for d in x_shape):
+            return flow.build()
+        axes = [i for i, d in enumerate(x_shape) if d == 1]
+    if axes is None:
+        return flow.build()
+    if node.op_type == "Squeeze":
+        kept = [i for i in range(rx) if i not in {norm_axis(a, rx) for a in axes}]
+        pairs = zip(kept, range(ry), strict=False)
+    else:
+        kept = [i for i in range(ry) if i not in {norm_axis(a, ry) for a in axes}]
+        pairs = zip(range(rx), kept, strict=False)
+    for i, j in pairs:
+        flow.link((x, i), (y, j))
+    return flow.build()
+
+
+@register("Flatten")
+def flatten(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
+    """[d0 .. d(a-1)] and [da .. dn] each merge into one axis; see `merge_or_split`."""
+    flow = FlowBuilder()
+    x, y = node.input[0], node.output[0]
+    x_shape, y_shape = ctx.shape(x), ctx.shape(y)
+    if x_shape is None or y_shape is None or len(y_shape) != 2:
+        return flow.build()
+    axis = norm_axis(int(ctx.attr(node, "axis", 1)), len(x_shape))
+    _merge(flow, x, x_shape, list(range(axis)), (y, 0))
+    _merge(flow, x, x_shape, list(range(axis, len(x_shape))), (y, 1))
+    return flow.build()
+
+
+@register("Reshape")
+def reshape(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
+    """A constant-target Reshape regroups axes whose sizes multiply alike.
+
+    An unchanged axis maps to itself; in a merge the outermost non-1 input axis becomes
+    blocks of the merged axis (a channel becomes H*W features); in a split the outermost
+    non-1 output axis is a block of the input axis (heads of head_dim channels). Inner
+    factors stay pinned. The target must be a constant (after shape folding).
+    """
+    flow = FlowBuilder()
+    x, y = node.input[0], node.output[0]
+    target = ctx.small_const(node.input[1])
+    x_shape, y_shape = ctx.shape(x), ctx.shape(y)
+    if target is None or x_shape is None or y_shape is None:
+        flow.pin_tensor(x, "Reshape target is computed at run time")
+        return flow.build()
+    for in_axes, out_axes in align_reshape(x_shape, y_shape):
+        if len(in_axes) == 1 and len(out_axes) == 1:
+            flow.link((x, in_axes[0]), (y, out_axes[0]))
+        elif len(out_axes) == 1:
+            _merge(flow, x, x_shape, in_axes, (y, out_axes[0]))
+        elif len(in_axes) == 1:
+            _merge(flow, y, y_shape, out_axes, (x, in_axes[0]))
+    return flow.build()
+
+
+def align_reshape(x_shape: Shape, y_shape: Shape) -> list[tuple[list[int], list[int]]]:
+    """Chunks (input axes, output axes) whose sizes have equal products, in order.
+
+    Size-1 axes are left out. One dynamic axis per side is allowed when the static sizes
+    have equal products (the dynamic axes then are equal too). Returns [] if no alignment.
+
+    >>> align_reshape((None, 4, 3, 3), (None, 36))
+    [([0], [0]), ([1, 2, 3], [1])]
+    """
+    dyn_x = [i for i, d in enumerate(x_shape) if not isinstance(d, int)]
+    dyn_y = [i for i, d in enumerate(y_shape) if not isinstance(d, int)]
+    if len(dyn_x) > 1 or len(dyn_y) > 1 or len(dyn_x) != len(dyn_y):
+        return []
+    sentinel = 1_000_003  # a prime no static product of ours equals by accident
+    xs = [d if isinstance(d, int) else sentinel for d in x_shape]
+    ys = [d if isinstance(d, int) else sentinel for d in y_shape]
+    if int(np.prod(xs, dtype=object)) != int(np.prod(ys, dtype=object)):
+        return []
+    xi = [i for i, d in enumerate(xs) if d != 1]
+    yi = [j for j, d in enumerate(ys) if d != 1]
+    chunks: list[tuple[list[int], list[int]]] = []
+    i = j = 0
+    while i < len(xi) and j < len(yi):
+        ins, outs = [xi[i]], [yi[j]]
+        px, py = xs[xi[i]], ys[yi[j]]
+        i, j = i + 1, j + 1
+        while px != py:
+            if px < py and i < len(xi):
+                px *= xs[xi[i]]
+                ins.append(xi[i])
+                i += 1
+            elif py < px and j < len(yi):
+                py *= ys[yi[j]]
+                outs.append(yi[j])
+                j += 1
+            else:
+                return []
+        chunks.append((ins, outs))
+    return chunks
+
+
+def _merge(flow: FlowBuilder, src: str, shape: Shape, axes: list[int], merged: tuple[str, int]) -> None:
+    """Link the outermost non-1 axis among `axes` of `src` to `merged` as blocks of the inner product."""
+    sizes = [shape[a] for a in axes]
+    if not axes or any(not isinstance(s, int) for s in sizes[1:]):
+        if len(axes) == 1:
+            flow.link((src, axes[0]), merged)
+        return
+    outer = next((k for k, s in enumerate(sizes) if s != 1), None)
+    if outer is None:
+        return
+    block = int(np.prod(sizes[outer + 1 :], dtype=np.int64))
+    flow.link((src, axes[outer]), merged, IndexMap.blocks(block) if block != 1 else None)
+
+
+@register("Concat")
+def concat(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
+    """Input k sits at the running offset along the concat axis; other axes are shared."""
+    flow = FlowBuilder()
+    y = node.output[0]
+    rank = ctx.rank(y)
+    if rank is None:
+        return flow.build()
+    axis = norm_axis(int(ctx.attr(node, "axis", 0)), rank)
+    offset = 0
+    for name in node.input:
+        size = ctx.size((name, axis))
+        if size is None:
+            flow.pin((y, axis), "Concat input of unknown size along the concat axis")
+            return flow.build()
+        if size:
+            flow.link((name, axis), (y, axis), IndexMap.at_offset(offset))
+        offset += size
+        link_same_axes(flow, ctx, name, y, skip={axis})
+    return flow.build()
+
+
+@register("Split")
+def split(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
+    """Output k is the range of the input at the running offset; its sizes are rewritten."""
+    flow = FlowBuilder()
+    x = node.input[0]
+    rank = ctx.rank(x)
+    if rank is None:
+        return flow.build()
+    axis = norm_axis(int(ctx.attr(node, "axis", 0)), rank)
+    offset = 0
+    for out in node.output:
+        size = ctx.size((out, axis))
+        if size is None:
+            flow.pin((x, axis), "Split output of unknown size")
+            return flow.build()
+        flow.link((out, axis), (x, axis), IndexMap.at_offset(offset))
+        offset += size
+        link_same_axes(flow, ctx, x, out, skip={axis})
+    return flow.build()
+
+
+@register("Slice")
+def slice_(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
+    """A unit-step range along an axis maps output i to input start + i; bounds are rewritten."""
+    flow = FlowBuilder()
+    x, y = node.input[0], node.output[0]
+    x_shape = ctx.shape(x)
+    starts, ends = int_list(ctx, node, "starts", 1), int_list(ctx, node, "ends", 2)
+    if x_shape is None or starts is None or ends is None:
+        flow.pin_tensor(x, "Slice bounds are computed at run time")
+        return flow.build()
+    axes = int_list(ctx, node, "axes", 3) or list(range(len(starts)))
+    steps = int_list(ctx, node, "steps", 4) or [1] * len(starts)
+    sliced = {}
+    for start, axis, step in zip(starts, axes, steps, strict=False):
+        sliced[norm_axis(axis, len(x_shape))] = (start, step)
+    for axis in range(len(x_shape)):
+        if axis not in sliced:
+            flow.link((x, axis), (y, axis))
+            continue
+        start, step = sliced[axis]
+        size = ctx.size((x, axis))
+        if size is None or step != 1:
+            continue
+        start = min(max(start + size if start < 0 else start, 0), size)
+        flow.link((y, axis), (x, axis), IndexMap.at_offset(start))
+    return flow.build()
+
+
+@register("Gather")
+def gather(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
+    """Axes of the data other than the gathered one pass through; the gathered axis is pinned."""
+    flow = FlowBuilder()
+    data, indices, y = node.input[0], node.input[1], node.output[0]
+    rd, ri = ctx.rank(data), ctx.rank(indices)
+    if rd is None or ri is None:
+        return flow.build()
+    axis = norm_axis(int(ctx.attr(node, "axis", 0)), rd)
+    for i in range(rd):
+        if i < axis:
+            flow.link((data, i), (y, i))
+        elif i > axis:
+            flow.link((data, i), (y, i - 1 + ri))
+    for k in range(ri):
+        flow.link((indices, k), (y, axis + k))
+    return flow.build()
+
+
+@register("Pad")
+def pad(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
+    """Axes that get no padding pass through; padded axes are pinned."""
+    flow = FlowBuilder()
+    x, y = node.input[0], node.output[0]
+    rank = ctx.rank(x)
+    pads = int_list(ctx, node, "pads", 1)
+    if rank is None or pads is None:
+        flow.pin_tensor(x, "Pad amounts are computed at run time")
+        return flow.build()
+    axes = int_list(ctx, node, "axes_", 3) if opt_input(node, 3) else list(range(rank))
+    axes = [norm_axis(a, rank) for a in (axes or [])]
+    padded = {a for k, a in enumerate(axes) if pads[k] or pads[k + len(axes)]}
+    link_same_axes(flow, ctx, x, y, skip=padded)
+    return flow.build()
+
+
+@register("Resize", "Upsample")
+def resize(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
+    """Axes whose size does not change (batch, channels) pass through; `sizes` is rewritten."""
+    flow = FlowBuilder()
+    x, y = node.input[0], node.output[0]
+    x_shape, y_shape = ctx.shape(x), ctx.shape(y)
+    if x_shape is None or y_shape is None or len(x_shape) != len(y_shape):
+        return flow.build()
+    if node.op_type == "Resize" and ctx.attr(node, "axes") is not None:
+        return flow.build()
+    for axis, (a, b) in enumerate(zip(x_shape, y_shape, strict=True)):
+        if a == b and (isinstance(a, int) or axis == 0):
+            flow.link((x, axis), (y, axis))
+    return flow.build()

@@ -1,0 +1,158 @@
+"""Pooling, reductions, softmax-like ops and shape queries."""
+
+from __future__ import annotations
+
+import onnx
+
+from onnxprune.analysis.flow import ChannelFlow, FlowBuilder, RuleContext
+from onnxprune.analysis.registry import register
+from onnxprune.analysis.rules._common import int_list, link_same_axes, norm_axis
+
+
+@register("MaxPool", "AveragePool", "LpPool", "GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool")
+def pool(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
+    """Pooling works per channel over spatial axes: batch and channels pass through.
+
+    MaxPool's optional Indices output encodes flat positions that include the channel
+    index, so it pins the channels.
+    """
+    flow = FlowBuilder()
+    x, y = node.input[0], node.output[0]
+    if len(node.output) > 1 and node.output[1]:
+        flow.pin((x, 1), "MaxPool Indices output encodes channel positions")
+        return flow.build()
+    flow.link((x, 0), (y, 0))
+    flow.link((x, 1), (y, 1))
+    return flow.build()
+
+
+REDUCES = (
+    "ReduceMean",
+    "ReduceMax",
+    "ReduceMin",
+    "ReduceSum",
+    "ReduceProd",
+    "ReduceL1",
+    "ReduceL2",
+    "ReduceLogSum",
+    "ReduceLogSumExp",
+    "ReduceSumSquare",
+)
+
+
+@register(*REDUCES)
+def reduce(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
+    """Reduced axes are pinned (every position contributes); the others pass through.
+
+    A reduction over spatial axes (squeeze-excitation) keeps channels independent; one over
+    the channel axis pins it.
+    """
+    flow = FlowBuilder()
+    x, y = node.input[0], node.output[0]
+    rank = ctx.rank(x)
+    if rank is None:
+        return flow.build()
+    axes = int_list(ctx, node, "axes", 1)
+    if axes is None:
+        if len(node.input) > 1 and node.input[1]:
+            flow.pin_tensor(x, f"{node.op_type} axes are computed at run time")
+            return flow.build()
+        axes = [] if ctx.attr(node, "noop_with_empty_axes", 0) else list(range(rank))
+    reduced = {norm_axis(a, rank) for a in axes}
+    keepdims = bool(ctx.attr(node, "keepdims", 1))
+    j = 0
+    for i in range(rank):
+        if i in reduced:
+            flow.pin((x, i), f"{node.op_type} reduces over axis {i}")
+            j += keepdims
+            continue
+        flow.link((x, i), (y, j))
+        j += 1
+    return flow.build()
+
+
+@register("Softmax", "LogSoftmax", "Hardmax")
+def softmax(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
+    """Normalizes across `axis` (opset < 13: across all axes from `axis` on): those are pinned."""
+    flow = FlowBuilder()
+    x, y = node.input[0], node.output[0]
+    rank = ctx.rank(x)
+    if rank is None:
+        return flow.build()
+    if ctx.opset >= 13:
+        pinned = {norm_axis(int(ctx.attr(node, "axis", -1)), rank)}
+    else:
+        pinned = set(range(norm_axis(int(ctx.attr(node, "axis", 1)), rank), rank))
+    for axis in sorted(pinned):
+        flow.pin((x, axis), f"{node.op_type} normalises across axis {axis}")
+    link_same_axes(flow, ctx, x, y, skip=pinned)
+    return flow.build()
+
+
+@register("ArgMax", "ArgMin", "TopK", "CumSum", "ReverseSequence")
+def along_axis(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
+    """Ops whose result depends on position along `axis`: that axis is pinned, others pass."""
+    flow = FlowBuilder()
+    x = node.input[0]
+    rank = ctx.rank(x)
+    if rank is None:
+        return flow.build()
+    if node.op_type == "CumSum":
+        axis_const = ctx.small_const(node.input[1])
+        if axis_const is None:
+            return flow.build()
+        axis = norm_axis(int(axis_const.reshape(-1)[0]), rank)
+    elif node.op_type == "ReverseSequence":
+        axis = int(ctx.attr(node, "time_axis", 0))
+    else:
+        axis = norm_axis(int(ctx.attr(node, "axis", -1 if node.op_type == "TopK" else 0)), rank)
+    flow.pin((x, axis), f"{node.op_type} depends on positions along axis {axis}")
+    keep = node.op_type not in ("ArgMax", "ArgMin") or bool(ctx.attr(node, "keepdims", 1))
+    for out in node.output:
+        if not out:
+            continue
+        j = 0
+        for i in range(rank):
+            if i == axis:
+                j += keep
+                continue
+            flow.link((x, i), (out, j))
+            j += 1
+    return flow.build()
+
+
+@register("Shape", "Size")
+def shape_query(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
+    """A run-time shape read: the axes whose size it reads are pinned.
+
+    When every reader of a Shape picks fixed entries (Gather or Slice with constant
+    indices), only those axes are pinned; otherwise all axes in [start, end).
+    """
+    flow = FlowBuilder()
+    x = node.input[0]
+    rank = ctx.rank(x)
+    if rank is None:
+        flow.pin_tensor(x, f"{node.op_type} reads the shape of a tensor of unknown rank")
+        return flow.build()
+    if node.op_type == "Size":
+        read = set(range(rank))
+    else:
+        start = norm_axis(int(ctx.attr(node, "start", 0)), rank)
+        end = ctx.attr(node, "end")
+        end = rank if end is None else min(norm_axis(int(end), rank), rank)
+        read = _axes_read(node.output[0], ctx, list(range(start, end)))
+    for axis in sorted(read):
+        flow.pin((x, axis), f"{node.op_type} reads the size of axis {axis} at run time")
+    return flow.build()
+
+
+def _axes_read(shape_out: str, ctx: RuleContext, axes: list[int]) -> set[int]:
+    read: set[int] = set()
+    for consumer in ctx.consumers(shape_out):
+        if consumer.op_type == "Gather" and consumer.input[0] == shape_out:
+            idx = ctx.small_const(consumer.input[1])
+            if idx is not None and int(ctx.attr(consumer, "axis", 0)) == 0:
+                read |= {axes[int(i)] for i in idx.reshape(-1) if -len(axes) <= int(i) < len(axes)}
+                continue
+        return set(axes)
+    return read

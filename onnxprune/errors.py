@@ -1,0 +1,52 @@
+"""Errors onnxprune raises, each with the exit code the CLI returns for it.
+
+Usage errors (bad options, bad paths) and model errors (the model cannot be read or
+pruned) are distinct so that scripts can tell them apart.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_CHECK_FAILED = 1  # `validate` or `--validate`: a check did not hold
+EXIT_USAGE = 2  # bad command line or option values
+EXIT_MODEL = 3  # the model could not be loaded, analysed, pruned or written
+
+
+class OnnxPruneError(Exception):
+    """Base class: a message meant for the user, and the CLI exit code."""
+
+    exit_code = EXIT_MODEL
+
+
+class UsageError(OnnxPruneError, ValueError):
+    """An option or path the user gave is not acceptable (exit code 2)."""
+
+    exit_code = EXIT_USAGE
+
+
+class ModelError(OnnxPruneError):
+    """The model cannot be loaded or processed (exit code 3).
+
+    The message names the file and, where one is involved, the node and its op type.
+    """
+
+    exit_code = EXIT_MODEL
+
+    def __init__(
+        self, message: str, *, path: str | None = None, node: str | None = None, op_type: str | None = None
+    ) -> None:
+        where = []
+        if path:
+            where.append(str(path))
+        if node is not None or op_type:
+            where.append(f"node '{node or '<unnamed>'}' ({op_type or '?'})")
+        super().__init__(f"{': '.join(where)}: {message}" if where else message)
+        self.path = path
+        self.node = node
+        self.op_type = op_type
+
+
+class PlanError(OnnxPruneError):
+    """A plan file is malformed or does not fit the model it is applied to (exit code 3)."""
+
+    exit_code = EXIT_MODEL

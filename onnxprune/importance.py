@@ -1,0 +1,38 @@
+"""Importance of each unit of a coupling group, from the magnitude of its weight slices.
+
+Each weight member contributes the L1 or L2 norm of the slice a unit occupies, divided by
+the member's mean so that large and small tensors weigh alike; BatchNorm scales and
+biases count like any other member.
+
+>>> scores = unit_scores(group, weights, "l1")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Literal
+
+import numpy as np
+
+from onnxprune.analysis import Group
+
+Criterion = Literal["l1", "l2"]
+CRITERIA = ("l1", "l2")
+
+
+def unit_scores(group: Group, weights: Mapping[str, np.ndarray], criterion: Criterion = "l1") -> np.ndarray:
+    """One score per unit of `group` (higher is more important)."""
+    if criterion not in CRITERIA:
+        raise ValueError(f"unknown criterion {criterion!r}; expected one of {', '.join(CRITERIA)}")
+    total = np.zeros(group.size, dtype=np.float64)
+    for member in group.weight_members:
+        array = weights[member.tensor]
+        if array.dtype.kind != "f" and array.dtype.name != "bfloat16":
+            continue
+        moved = np.moveaxis(np.asarray(array, dtype=np.float64), member.axis, 0)
+        rows = moved[member.positions.reshape(-1)].reshape(group.size, -1)
+        score = np.abs(rows).sum(axis=1) if criterion == "l1" else np.sqrt((rows * rows).sum(axis=1))
+        mean = score.mean()
+        if mean > 0:
+            total += score / mean
+    return total

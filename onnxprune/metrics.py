@@ -1,0 +1,350 @@
+"""Model size and cost: parameter count, multiply-accumulates (MACs) and serialized size.
+
+MACs count the four ops whose cost pruning removes: Conv, ConvTranspose, Gemm and MatMul of
+the default ONNX domain in the main graph (nodes inside If/Loop bodies are not counted; local
+functions are inlined first). Shapes come from ONNX shape inference on a lightweight copy of the
+model whose dynamic input dims are made concrete; a needed shape that inference cannot give is
+an error, never a silent zero.
+
+>>> import onnx
+>>> m = onnx.parser.parse_model('''<ir_version: 8, opset_import: ["" : 17]>
+... g (float[N, 8] x) => (float[N, 4] y) <float[8, 4] w = {0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,
+... 0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0}> { y = MatMul(x, w) }''')
+>>> count_params(m), count_macs(m, batch=2)
+(32, 64)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import onnx
+import onnx.inliner
+import onnx.shape_inference
+
+from onnxprune.errors import ModelError, UsageError
+from onnxprune.weights import weight_tensors
+
+FLOAT_TYPES = frozenset(
+    {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
+)
+
+# Float weights with more elements than this are handed to shape inference as typed graph inputs
+# instead of initializers: inference needs their shapes, never their values, and copying and
+# serializing hundreds of MB of weights for it would be wasted work (and fails past 2 GB).
+_INFERENCE_WEIGHT_LIMIT = 1024
+
+_DEFAULT_DOMAINS = ("", "ai.onnx")
+
+
+class ShapeUnknownError(ModelError, ValueError):
+    """Shape inference could not give a shape that a MAC count needs (names the node and op)."""
+
+
+@dataclass(frozen=True)
+class ModelStats:
+    """Size figures of one model: float parameters, MACs at the given shapes, serialized bytes.
+
+    >>> ModelStats(params=10, macs=100, size_bytes=1234).params
+    10
+    """
+
+    params: int
+    macs: int
+    size_bytes: int
+
+
+def count_params(model: onnx.ModelProto) -> int:
+    """Number of elements of the float (float32/16/64, bfloat16) weight-like tensors.
+
+    >>> import onnx
+    >>> m = onnx.parser.parse_model('''<ir_version: 8, opset_import: ["" : 17]>
+    ... g (float[2] x) => (float[2] y) <float[2] b = {1.0, 2.0}, int64[1] s = {2}>
+    ... { z = Add(x, b)  y = Reshape(z, s) }''')
+    >>> count_params(m)
+    2
+    """
+    return sum(math.prod(t.dims) for t in weight_tensors(model).values() if t.data_type in FLOAT_TYPES)
+
+
+def tensor_dims(info: onnx.ValueInfoProto) -> list[int | None] | None:
+    """Dims of a tensor value (None where a dim is not a known number), or None if rank is unknown.
+
+    >>> import onnx
+    >>> tensor_dims(onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 3]))
+    [None, 3]
+    """
+    if not info.type.HasField("tensor_type") or not info.type.tensor_type.HasField("shape"):
+        return None
+    return [d.dim_value if d.HasField("dim_value") else None for d in info.type.tensor_type.shape.dim]
+
+
+def concrete_shape(
+    name: str,
+    dims: Sequence[int | None] | None,
+    given: Sequence[int] | None,
+    *,
+    batch: int,
+    dynamic_default: int | None,
+) -> list[int]:
+    """Make the dims of graph input `name` concrete.
+
+    A dynamic dim 0 becomes `batch`; any other dynamic dim takes its value from `given` (a full
+    shape, as in ``input_shapes``; its entry for a dynamic dim 0 is ignored, non-positive entries
+    mean "not given"), else `dynamic_default`, else UsageError (a ValueError) naming the input and
+    dim. Static dims stay; `given` may not contradict them. Unknown rank (`dims` None) takes the
+    rank of `given`.
+
+    >>> concrete_shape("x", [None, 3, None], [1, 3, 32], batch=4, dynamic_default=None)
+    [4, 3, 32]
+    """
+    if dims is None:
+        if given is None:
+            raise UsageError(f"input '{name}' has no known rank; give its shape in input_shapes")
+        dims = [None] * len(given)
+    if given is not None and len(given) != len(dims):
+        raise UsageError(f"input '{name}' has rank {len(dims)}, but input_shapes gives {list(given)}")
+    shape = []
+    for axis, dim in enumerate(dims):
+        wanted = given[axis] if given is not None and given[axis] > 0 else None
+        if dim is not None:
+            if wanted is not None and wanted != dim:
+                raise UsageError(
+                    f"input '{name}' dim {axis} is {dim} in the model, input_shapes gives {wanted}"
+                )
+            shape.append(dim)
+        elif axis == 0:
+            shape.append(batch)
+        elif wanted is not None:
+            shape.append(wanted)
+        elif dynamic_default is not None:
+            shape.append(dynamic_default)
+        else:
+            raise UsageError(
+                f"input '{name}' dim {axis} is dynamic; give its size in input_shapes "
+                f"(e.g. {{'{name}': [{', '.join(str(d or '?') for d in dims)}]}})"
+            )
+    return shape
+
+
+def graph_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
+    """The graph inputs a caller feeds: those that are not initializers (old IR versions list both).
+
+    >>> import onnx
+    >>> m = onnx.parser.parse_model('''<ir_version: 8, opset_import: ["" : 17]>
+    ... g (float[2] x) => (float[2] y) { y = Relu(x) }''')
+    >>> [i.name for i in graph_inputs(m)]
+    ['x']
+    """
+    initializers = {t.name for t in model.graph.initializer}
+    return [info for info in model.graph.input if info.name not in initializers]
+
+
+def check_input_names(model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]] | None) -> None:
+    """Raise UsageError if `input_shapes` names something that is not a graph input of `model`."""
+    if not input_shapes:
+        return
+    names = {info.name for info in graph_inputs(model)}
+    unknown = sorted(set(input_shapes) - names)
+    if unknown:
+        raise UsageError(
+            f"input_shapes names {unknown}, which are not graph inputs (inputs: {sorted(names)})"
+        )
+
+
+def _inference_copy(
+    model: onnx.ModelProto,
+    input_shapes: Mapping[str, Sequence[int]] | None,
+    batch: int,
+    dynamic_default: int,
+) -> onnx.ModelProto:
+    """A copy of `model` for shape inference: concrete inputs, no value_info, big weights as inputs."""
+    src = model.graph
+    copy = onnx.ModelProto()
+    copy.ir_version = model.ir_version
+    copy.opset_import.extend(model.opset_import)
+    copy.functions.extend(model.functions)
+    graph = copy.graph
+    graph.name = src.name
+    fed = {info.name for info in graph_inputs(model)}
+    given = input_shapes or {}
+    for info in src.input:
+        new = graph.input.add()
+        new.CopyFrom(info)
+        dims = tensor_dims(info)
+        if (
+            info.name in fed
+            and info.type.HasField("tensor_type")
+            and (dims is not None or info.name in given)
+        ):
+            shape = concrete_shape(
+                info.name,
+                dims,
+                given.get(info.name),
+                batch=batch,
+                dynamic_default=dynamic_default,
+            )
+            target = new.type.tensor_type.shape
+            target.ClearField("dim")
+            for size in shape:
+                target.dim.add().dim_value = size
+    declared = {info.name for info in src.input}
+    for tensor in src.initializer:
+        if tensor.data_type in FLOAT_TYPES and math.prod(tensor.dims) > _INFERENCE_WEIGHT_LIMIT:
+            if tensor.name not in declared:
+                graph.input.append(
+                    onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, tensor.dims)
+                )
+        else:
+            graph.initializer.append(tensor)
+    graph.sparse_initializer.extend(src.sparse_initializer)
+    for node in src.node:
+        big = _big_constant(node)
+        if big is not None:
+            graph.input.append(onnx.helper.make_tensor_value_info(node.output[0], big.data_type, big.dims))
+        else:
+            graph.node.append(node)
+    for info in src.output:
+        # declared output shapes are annotations like value_info: inference must give them afresh
+        new = graph.output.add()
+        new.CopyFrom(info)
+        if new.type.HasField("tensor_type"):
+            new.type.tensor_type.ClearField("shape")
+    if copy.functions:
+        copy = onnx.inliner.inline_local_functions(copy)
+    return copy
+
+
+def _big_constant(node: onnx.NodeProto) -> onnx.TensorProto | None:
+    if node.op_type != "Constant" or node.domain not in _DEFAULT_DOMAINS or not node.output:
+        return None
+    for attr in node.attribute:
+        if (
+            attr.name == "value"
+            and attr.t.data_type in FLOAT_TYPES
+            and math.prod(attr.t.dims) > _INFERENCE_WEIGHT_LIMIT
+        ):
+            return attr.t
+    return None
+
+
+def _known_shapes(model: onnx.ModelProto) -> dict[str, list[int] | None]:
+    """Every named value's shape after inference; None where any dim or the rank is unknown."""
+    shapes: dict[str, list[int] | None] = {}
+    graph = model.graph
+    for info in (*graph.input, *graph.value_info, *graph.output):
+        dims = tensor_dims(info)
+        shapes[info.name] = None if dims is None or None in dims else [int(d) for d in dims]
+    for name, tensor in weight_tensors(model).items():
+        shapes[name] = list(tensor.dims)
+    return shapes
+
+
+def _label(node: onnx.NodeProto, position: int) -> str:
+    return node.name or f"#{position} (unnamed)"
+
+
+def _shape(
+    shapes: Mapping[str, list[int] | None],
+    node: onnx.NodeProto,
+    position: int,
+    index: int,
+    *,
+    output: bool = False,
+) -> list[int]:
+    names = node.output if output else node.input
+    name = names[index] if index < len(names) else ""
+    shape = shapes.get(name) if name else None
+    if shape is None:
+        kind = "output" if output else "input"
+        raise ShapeUnknownError(
+            f"shape inference gives no static shape for {kind} {index} ('{name}'), needed to count "
+            "MACs; give the graph's dynamic input dims in input_shapes",
+            node=_label(node, position),
+            op_type=node.op_type,
+        )
+    return shape
+
+
+def _node_macs(node: onnx.NodeProto, position: int, shapes: Mapping[str, list[int] | None]) -> int:
+    op = node.op_type
+    if op == "Conv":
+        weight = _shape(shapes, node, position, 1)
+        return math.prod(_shape(shapes, node, position, 0, output=True)) * math.prod(weight[1:])
+    if op == "ConvTranspose":
+        weight = _shape(shapes, node, position, 1)
+        return math.prod(_shape(shapes, node, position, 0)) * math.prod(weight[1:])
+    if op == "Gemm":
+        a = _shape(shapes, node, position, 0)
+        trans_a = any(attr.name == "transA" and attr.i for attr in node.attribute)
+        if len(a) != 2:
+            raise ShapeUnknownError(
+                f"Gemm input A has shape {a}, expected rank 2", node=_label(node, position), op_type=op
+            )
+        return math.prod(_shape(shapes, node, position, 0, output=True)) * (a[0] if trans_a else a[1])
+    if op == "MatMul":
+        a = _shape(shapes, node, position, 0)
+        return math.prod(_shape(shapes, node, position, 0, output=True)) * (a[-1] if a else 1)
+    return 0
+
+
+def count_macs(
+    model: onnx.ModelProto,
+    input_shapes: dict[str, list[int]] | None = None,
+    *,
+    batch: int = 1,
+    dynamic_default: int = 1,
+) -> int:
+    """Multiply-accumulates of Conv, ConvTranspose, Gemm and MatMul at concrete input shapes.
+
+    Conv: output elements x C_in/group x kernel; ConvTranspose: input elements x C_out/group x
+    kernel; Gemm: M x N x K (transA/transB respected); MatMul (also between two activations,
+    batched and broadcast): output elements x K. Dynamic input dims: dim 0 is `batch`, others come
+    from `input_shapes` (full shapes by input name) or are `dynamic_default`. The model is not
+    modified. Raises ShapeUnknownError (a ValueError) naming the node and op when a needed shape
+    cannot be inferred, and UsageError (a ValueError) when `input_shapes` does not fit the inputs.
+
+    >>> import onnx
+    >>> m = onnx.parser.parse_model('''<ir_version: 8, opset_import: ["" : 17]>
+    ... g (float[N, S, 4] a, float[N, 4, S] b) => (float[N, S, S] y) { y = MatMul(a, b) }''')
+    >>> count_macs(m, {"a": [1, 5, 4], "b": [1, 4, 5]}, batch=2)
+    200
+    """
+    check_input_names(model, input_shapes)
+    copy = _inference_copy(model, input_shapes, batch, dynamic_default)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(copy, data_prop=True)
+    except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError, RuntimeError) as exc:
+        raise ShapeUnknownError(f"shape inference failed, cannot count MACs: {exc}") from exc
+    shapes = _known_shapes(inferred)
+    total = 0
+    for position, node in enumerate(inferred.graph.node):
+        if node.domain in _DEFAULT_DOMAINS:
+            total += _node_macs(node, position, shapes)
+    return total
+
+
+def model_stats(
+    model: onnx.ModelProto,
+    input_shapes: dict[str, list[int]] | None = None,
+    *,
+    batch: int = 1,
+    dynamic_default: int = 1,
+) -> ModelStats:
+    """Parameters, MACs (see count_macs) and serialized size in bytes of `model`.
+
+    >>> import onnx
+    >>> m = onnx.parser.parse_model('''<ir_version: 8, opset_import: ["" : 17]>
+    ... g (float[1, 2] x) => (float[1, 2] y) <float[2, 2] w = {1.0, 0.0, 0.0, 1.0}>
+    ... { y = MatMul(x, w) }''')
+    >>> s = model_stats(m)
+    >>> (s.params, s.macs, s.size_bytes > 0)
+    (4, 4, True)
+    """
+    return ModelStats(
+        params=count_params(model),
+        macs=count_macs(model, input_shapes, batch=batch, dynamic_default=dynamic_default),
+        size_bytes=model.ByteSize(),
+    )

@@ -1,0 +1,218 @@
+"""The pruning pipeline: load, normalize, analyze, score, select, apply, cleanup.
+
+>>> result = prune("models/default.onnx", ratio=0.4)  # doctest: +SKIP
+>>> result.save("default_pruned.onnx")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import onnx
+from onnx import numpy_helper
+
+from onnxprune.analysis import DependencyAnalysis, RuleContext, analyze_model
+from onnxprune.errors import ModelError, UsageError
+from onnxprune.importance import CRITERIA, Criterion
+from onnxprune.io import ModelLike, load_model, save_model
+from onnxprune.metrics import count_macs, count_params
+from onnxprune.passes import (
+    InferShapes,
+    PassManager,
+    RemoveDeadNodes,
+    RewriteNodes,
+    SliceWeights,
+    normalization_passes,
+)
+from onnxprune.plan import Plan
+from onnxprune.selection import build_plan, decisions_from_plan, dim_keeps, select_units
+
+
+@dataclass
+class PruneReport:
+    """What a pruning run did, in plain figures (``asdict`` gives the JSON report)."""
+
+    source: str
+    ratio: float | None
+    criterion: str
+    round_to: int
+    groups_found: int
+    groups_prunable: int
+    groups_pruned: int
+    groups_pinned: int
+    params_before: int
+    params_after: int
+    macs_before: int | None
+    macs_after: int | None
+    prunable_macs_fraction: float | None = None
+    tensors_sliced: int = 0
+    rewrites: int = 0
+    barriers: list[str] = field(default_factory=list)
+    passes: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class PruneResult:
+    """The pruned model, the plan that made it, and the report."""
+
+    model: onnx.ModelProto
+    plan: Plan
+    report: PruneReport
+    analysis: DependencyAnalysis
+    source_path: str | None = None
+
+    def save(self, path: str | os.PathLike, *, force: bool = False) -> Path:
+        """Write the pruned model atomically; refuses to overwrite the input unless `force`."""
+        return save_model(self.model, path, source=self.source_path, force=force)
+
+
+def normalize(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list]:
+    """A normalized copy of `model`, and the pass results."""
+    work = onnx.ModelProto()
+    work.CopyFrom(model)
+    results = PassManager(normalization_passes()).run(work)
+    return work, results
+
+
+def analyze(model: ModelLike, *, exclude: str | None = None) -> DependencyAnalysis:
+    """Coupling groups and barriers of a model (path, bytes or ModelProto).
+
+    >>> analysis = analyze("models/resnet_dynamo.onnx")  # doctest: +SKIP
+    >>> len(analysis.prunable_groups) > 0  # doctest: +SKIP
+    True
+    """
+    proto, _ = load_model(model)
+    work, _ = normalize(proto)
+    return analyze_model(work, exclude=_check_exclude(exclude))
+
+
+def prune(
+    model: ModelLike,
+    *,
+    ratio: float | None = None,
+    criterion: Criterion = "l1",
+    round_to: int = 1,
+    exclude: str | None = None,
+    plan: Plan | str | os.PathLike | None = None,
+) -> PruneResult:
+    """Remove `ratio` of the channels of every prunable coupling group.
+
+    `model` is a path, bytes or an ``onnx.ModelProto`` (never modified). With `plan`, the
+    given plan is replayed instead of selecting (ratio, criterion and round_to are ignored).
+
+    >>> result = prune("models/default.onnx", ratio=0.4)  # doctest: +SKIP
+    >>> result.report.params_after < result.report.params_before  # doctest: +SKIP
+    True
+    """
+    if plan is None:
+        if ratio is None:
+            raise UsageError("give a ratio (or a plan to replay)")
+        if not 0.0 <= float(ratio) < 1.0:
+            raise UsageError(f"ratio {ratio} is outside [0, 1)")
+        if criterion not in CRITERIA:
+            raise UsageError(f"criterion {criterion!r} is not one of {', '.join(CRITERIA)}")
+        if int(round_to) < 1:
+            raise UsageError(f"round_to must be >= 1, got {round_to}")
+    elif not isinstance(plan, Plan):
+        plan = Plan.load(plan)
+    exclude = _check_exclude(exclude)
+    proto, source = load_model(model)
+    source_path = source if not source.startswith("<") else None
+    work, norm_results = normalize(proto)
+    analysis = analyze_model(work, exclude=exclude)
+    weight_names = {t.name for t in work.graph.initializer}
+    if plan is None:
+        weights = {
+            t.name: numpy_helper.to_array(t)
+            for t in work.graph.initializer
+            if any(t.name == m.tensor for g in analysis.prunable_groups for m in g.weight_members)
+        }
+        decisions = select_units(
+            analysis, weights, ratio=float(ratio), criterion=criterion, round_to=int(round_to)
+        )
+    else:
+        decisions = decisions_from_plan(analysis, plan)
+    new_plan = build_plan(analysis, decisions, weight_names)
+    if plan is not None:
+        _check_replay(plan, new_plan)
+    keeps = dim_keeps(analysis, decisions)
+    results = list(norm_results)
+    if keeps:
+        ctx = RuleContext(work)
+        rewrite = RewriteNodes(keeps, ctx)
+        results += PassManager([SliceWeights(keeps), rewrite, RemoveDeadNodes(), InferShapes()]).run(work)
+        new_plan = Plan(slices=new_plan.slices, rewrites=tuple(rewrite.rewrites), groups=new_plan.groups)
+        out_model = work
+    else:
+        out_model = proto
+    report = _report(
+        proto, out_model, source, analysis, new_plan, ratio, criterion, round_to, decisions, results
+    )
+    return PruneResult(
+        model=out_model, plan=new_plan, report=report, analysis=analysis, source_path=source_path
+    )
+
+
+def _check_exclude(exclude: str | None) -> str | None:
+    if exclude is None:
+        return None
+    try:
+        re.compile(exclude)
+    except re.error as exc:
+        raise UsageError(f"--exclude {exclude!r} is not a valid regular expression: {exc}") from exc
+    return exclude
+
+
+def _check_replay(given: Plan, derived: Plan) -> None:
+    want = {(s.tensor, s.axis): s.keep for s in given.slices if len(s.keep) < s.size}
+    got = {(s.tensor, s.axis): s.keep for s in derived.slices}
+    for key in sorted(set(want) | set(got)):
+        if want.get(key) != got.get(key):
+            from onnxprune.errors import PlanError
+
+            raise PlanError(
+                f"plan does not fit this model: slice of {key[0]} axis {key[1]} "
+                f"{'is not implied by the plan' if key not in want else 'differs from the model'}"
+            )
+
+
+def _report(original, pruned, source, analysis, plan, ratio, criterion, round_to, decisions, results):
+    macs_before = _safe_macs(original)
+    macs_after = _safe_macs(pruned) if pruned is not original else macs_before
+    stats = {k: v for r in results for k, v in r.stats.items()}
+    return PruneReport(
+        source=source,
+        ratio=ratio,
+        criterion=criterion,
+        round_to=round_to,
+        groups_found=len(analysis.groups),
+        groups_prunable=len(analysis.prunable_groups),
+        groups_pruned=len(decisions),
+        groups_pinned=len(analysis.pinned_groups),
+        params_before=count_params(original),
+        params_after=count_params(pruned),
+        macs_before=macs_before,
+        macs_after=macs_after,
+        prunable_macs_fraction=None,
+        tensors_sliced=stats.get("tensors_sliced", 0),
+        rewrites=len(plan.rewrites),
+        barriers=[str(b) for b in analysis.barriers],
+        passes=[{"name": r.name, "modified": r.modified, **r.stats} for r in results],
+    )
+
+
+def _safe_macs(model: onnx.ModelProto) -> int | None:
+    try:
+        return count_macs(model)
+    except (ValueError, KeyError, IndexError):
+        return None
+
+
+__all__ = ["ModelError", "PruneReport", "PruneResult", "analyze", "normalize", "prune"]

@@ -1,0 +1,133 @@
+"""Selection: from analysis and scores to per-group decisions, and from decisions to a plan.
+
+>>> decisions = select_units(analysis, weights, ratio=0.4)  # doctest: +SKIP
+>>> plan, keeps = build_plan(analysis, decisions)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from onnxprune.analysis import DependencyAnalysis, Dim
+from onnxprune.errors import PlanError, UsageError
+from onnxprune.importance import Criterion, unit_scores
+from onnxprune.plan import GroupDecision, Plan, TensorSlice
+
+Decisions = dict[int, np.ndarray]
+"""Group id -> sorted indices of the units kept."""
+
+
+def kept_count(size: int, ratio: float, round_to: int = 1) -> int:
+    """How many of `size` units stay at `ratio`, as a multiple of `round_to` where possible.
+
+    >>> kept_count(64, 0.4), kept_count(64, 0.4, round_to=8), kept_count(6, 0.4, round_to=8)
+    (39, 40, 6)
+    """
+    if not 0.0 <= ratio < 1.0:
+        raise UsageError(f"ratio {ratio} is outside [0, 1)")
+    if round_to < 1:
+        raise UsageError(f"round_to {round_to} must be >= 1")
+    keep = size - int(np.floor(ratio * size + 1e-9))
+    if round_to > 1:
+        if size <= round_to:
+            return size
+        keep = round(keep / round_to) * round_to
+        keep = min(max(keep, round_to), size)
+    return max(keep, 1)
+
+
+def select_units(
+    analysis: DependencyAnalysis,
+    weights: Mapping[str, np.ndarray],
+    *,
+    ratio: float,
+    criterion: Criterion = "l1",
+    round_to: int = 1,
+) -> Decisions:
+    """Keep the highest-scoring units of every prunable group."""
+    decisions: Decisions = {}
+    for group in analysis.prunable_groups:
+        keep = kept_count(group.size, ratio, round_to)
+        if keep >= group.size:
+            continue
+        scores = unit_scores(group, weights, criterion)
+        order = np.argsort(-scores, kind="stable")
+        decisions[group.id] = np.sort(order[:keep])
+    return decisions
+
+
+def decisions_from_plan(analysis: DependencyAnalysis, plan: Plan) -> Decisions:
+    """Recover which units a plan keeps, from its weight slices (for --apply-plan)."""
+    by_key = {(s.tensor, s.axis): s for s in plan.slices}
+    decisions: Decisions = {}
+    for group in analysis.groups:
+        kept: np.ndarray | None = None
+        for member in group.weight_members:
+            s = by_key.get((member.tensor, member.axis))
+            if s is None:
+                continue
+            if s.size != member.size:
+                raise PlanError(
+                    f"plan slices {member.tensor} axis {member.axis} of size {s.size}, "
+                    f"but the model's axis has {member.size}"
+                )
+            mask = np.isin(member.positions, np.asarray(s.keep, dtype=np.int64)).all(axis=1)
+            units = np.flatnonzero(mask)
+            if kept is not None and not np.array_equal(kept, units):
+                raise PlanError(f"plan keeps different channels of coupled tensors ({member.key})")
+            kept = units
+        if kept is not None and len(kept) < group.size:
+            if not group.prunable:
+                raise PlanError(
+                    f"plan prunes {group.describe()}, which this model pins: "
+                    + "; ".join(str(b) for b in group.barriers[:2])
+                )
+            decisions[group.id] = kept
+    return decisions
+
+
+def dim_keeps(analysis: DependencyAnalysis, decisions: Decisions) -> dict[Dim, np.ndarray]:
+    """Kept positions of every axis (weights, activations, virtual) that loses positions."""
+    removed: dict[Dim, list[np.ndarray]] = {}
+    for group in analysis.groups:
+        kept = decisions.get(group.id)
+        if kept is None:
+            continue
+        drop = np.setdiff1d(np.arange(group.size), kept)
+        for member in group.members:
+            removed.setdefault((member.tensor, member.axis), []).append(member.positions[drop].reshape(-1))
+    keeps = {}
+    for dim, parts in removed.items():
+        size = analysis.dim_sizes[dim]
+        keeps[dim] = np.setdiff1d(np.arange(size), np.concatenate(parts))
+    return keeps
+
+
+def build_plan(analysis: DependencyAnalysis, decisions: Decisions, weight_names: set[str]) -> Plan:
+    """The plan for `decisions`: one slice per weight axis that loses positions, and the groups."""
+    keeps = dim_keeps(analysis, decisions)
+    roles = {(m.tensor, m.axis): m.role for g in analysis.groups for m in g.members}
+    slices = tuple(
+        TensorSlice(
+            tensor=t,
+            axis=a,
+            size=analysis.dim_sizes[(t, a)],
+            keep=tuple(int(i) for i in keep),
+            role=roles.get((t, a), "out"),
+        )
+        for (t, a), keep in sorted(keeps.items())
+        if t in weight_names
+    )
+    groups = tuple(
+        GroupDecision(
+            id=g.id,
+            size=g.size,
+            keep=tuple(int(i) for i in decisions.get(g.id, np.arange(g.size))),
+            members=tuple(m.key for m in g.weight_members),
+        )
+        for g in analysis.groups
+        if g.prunable
+    )
+    return Plan(slices=slices, groups=groups)

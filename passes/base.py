@@ -1,0 +1,57 @@
+"""Pass infrastructure: a pass mutates a model and reports what it changed.
+
+>>> manager = PassManager([InferShapes()])  # doctest: +SKIP
+>>> results = manager.run(model)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import onnx
+
+from onnxprune.errors import ModelError
+
+
+@dataclass
+class PassResult:
+    """What one pass did: whether it modified the model, and counters of what changed."""
+
+    name: str
+    modified: bool
+    stats: dict[str, int] = field(default_factory=dict)
+
+
+class Pass:
+    """A graph pass: subclasses implement `call(model) -> PassResult` and mutate in place."""
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+    def call(self, model: onnx.ModelProto) -> PassResult:
+        raise NotImplementedError
+
+    def __call__(self, model: onnx.ModelProto) -> PassResult:
+        return self.call(model)
+
+
+class PassManager:
+    """Runs passes in order; a failure is re-raised naming the pass and those run before it."""
+
+    def __init__(self, passes: list[Pass]) -> None:
+        self.passes = list(passes)
+
+    def run(self, model: onnx.ModelProto) -> list[PassResult]:
+        results: list[PassResult] = []
+        for p in self.passes:
+            try:
+                results.append(p(model))
+            except ModelError:
+                raise
+            except Exception as exc:
+                done = ", ".join(r.name for r in results) or "none"
+                raise ModelError(
+                    f"pass {p.name} failed ({type(exc).__name__}: {exc}); passes run before: {done}"
+                ) from exc
+        return results

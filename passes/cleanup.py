@@ -1,0 +1,51 @@
+"""Cleanup: remove what no longer contributes to a graph output."""
+
+from __future__ import annotations
+
+import onnx
+
+from onnxprune.passes.base import Pass, PassResult
+
+
+class RemoveDeadNodes(Pass):
+    """Drop nodes whose outputs nothing reads, and initializers nothing reads."""
+
+    def call(self, model: onnx.ModelProto) -> PassResult:
+        graph = model.graph
+        live = {o.name for o in graph.output}
+        kept = []
+        for node in reversed(graph.node):
+            if any(o in live for o in node.output):
+                kept.append(node)
+                live.update(i for i in node.input if i)
+                live.update(_subgraph_inputs(node))
+        kept.reverse()
+        removed_nodes = len(graph.node) - len(kept)
+        used_inits = [t for t in graph.initializer if t.name in live]
+        removed_inits = len(graph.initializer) - len(used_inits)
+        if removed_nodes:
+            del graph.node[:]
+            graph.node.extend(kept)
+        if removed_inits:
+            del graph.initializer[:]
+            graph.initializer.extend(used_inits)
+        vi = [v for v in graph.value_info if v.name in live]
+        del graph.value_info[:]
+        graph.value_info.extend(vi)
+        return PassResult(
+            self.name,
+            bool(removed_nodes or removed_inits),
+            {"nodes_removed": removed_nodes, "initializers_removed": removed_inits},
+        )
+
+
+def _subgraph_inputs(node: onnx.NodeProto) -> set[str]:
+    """Names read from the outer scope by If/Loop/Scan bodies."""
+    names: set[str] = set()
+    for attr in node.attribute:
+        graphs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
+        for g in graphs:
+            for n in g.node:
+                names.update(i for i in n.input if i)
+                names.update(_subgraph_inputs(n))
+    return names

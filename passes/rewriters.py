@@ -1,0 +1,222 @@
+"""Node rewriters: after channels are removed, fix the attributes and shape constants that
+encode channel counts (Conv `group`, Split sizes, Slice bounds, Reshape targets, Resize sizes).
+
+One registered function per op type, `(node, edit) -> list[Rewrite]`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from onnxprune.analysis import Dim, RuleContext
+from onnxprune.plan import Rewrite
+
+_REWRITERS: dict[str, Callable[[onnx.NodeProto, NodeEditor], list[Rewrite]]] = {}
+
+
+def rewriter(*op_types: str):
+    def wrap(fn):
+        for op in op_types:
+            if op in _REWRITERS:
+                raise RuntimeError(f"a rewriter for {op} is already registered")
+            _REWRITERS[op] = fn
+        return fn
+
+    return wrap
+
+
+def lookup_rewriter(op_type: str):
+    return _REWRITERS.get(op_type)
+
+
+class NodeEditor:
+    """What a rewriter needs: shapes before pruning, kept positions, and safe constant edits."""
+
+    def __init__(self, model: onnx.ModelProto, ctx: RuleContext, keeps: dict[Dim, np.ndarray]) -> None:
+        self.model = model
+        self.ctx = ctx
+        self.keeps = keeps
+        self._inits = {t.name: t for t in model.graph.initializer}
+        self._readers: dict[str, int] = {}
+        for node in model.graph.node:
+            for name in node.input:
+                self._readers[name] = self._readers.get(name, 0) + 1
+        for out in model.graph.output:
+            self._readers[out.name] = self._readers.get(out.name, 0) + 1
+
+    def new_size(self, dim: Dim) -> int | None:
+        """Size of an axis after pruning (None when the original size is unknown)."""
+        if dim in self.keeps:
+            return len(self.keeps[dim])
+        return self.ctx.size(dim)
+
+    def changed(self, dim: Dim) -> bool:
+        return dim in self.keeps
+
+    def set_const_input(self, node: onnx.NodeProto, index: int, array: np.ndarray) -> None:
+        """Give input `index` of `node` a new constant value, cloning it if others read it too."""
+        name = node.input[index]
+        if self._readers.get(name, 0) > 1 or name not in self._inits:
+            new_name = _unique(f"{name}__{node.output[0]}", self._inits)
+            tensor = numpy_helper.from_array(array, new_name)
+            self.model.graph.initializer.append(tensor)
+            self._inits[new_name] = self.model.graph.initializer[-1]
+            self._readers[name] -= 1
+            self._readers[new_name] = 1
+            node.input[index] = new_name
+        else:
+            self._inits[name].CopyFrom(numpy_helper.from_array(array, name))
+
+    def add_const_input(self, node: onnx.NodeProto, index: int, array: np.ndarray) -> None:
+        """Set optional input `index` of `node` to a new constant."""
+        new_name = _unique(f"{node.output[0]}__{index}", self._inits)
+        self.model.graph.initializer.append(numpy_helper.from_array(array, new_name))
+        self._inits[new_name] = self.model.graph.initializer[-1]
+        while len(node.input) <= index:
+            node.input.append("")
+        node.input[index] = new_name
+
+
+def _unique(name: str, taken) -> str:
+    candidate, k = name, 1
+    while candidate in taken:
+        candidate, k = f"{name}_{k}", k + 1
+    return candidate
+
+
+def _set_attr(node: onnx.NodeProto, name: str, value) -> None:
+    for i, attr in enumerate(node.attribute):
+        if attr.name == name:
+            del node.attribute[i]
+            break
+    node.attribute.append(helper.make_attribute(name, value))
+
+
+def _del_attr(node: onnx.NodeProto, name: str) -> None:
+    for i, attr in enumerate(node.attribute):
+        if attr.name == name:
+            del node.attribute[i]
+            return
+
+
+def node_name(node: onnx.NodeProto) -> str:
+    return node.name or node.output[0]
+
+
+@rewriter("Conv", "ConvTranspose")
+def conv_group(node: onnx.NodeProto, edit: NodeEditor) -> list[Rewrite]:
+    """A depthwise-like conv has one group per input channel: the group count follows them."""
+    group = int(edit.ctx.attr(node, "group", 1))
+    x, w = node.input[0], node.input[1]
+    if group == 1 or not edit.changed((x, 1)):
+        return []
+    w_shape = edit.ctx.shape(w)
+    per_group_in = w_shape[1] if node.op_type == "Conv" else w_shape[0] // group
+    if per_group_in != 1:
+        return []
+    new_group = edit.new_size((x, 1))
+    _set_attr(node, "group", int(new_group))
+    return [Rewrite(node_name(node), "group", group, int(new_group))]
+
+
+@rewriter("Split")
+def split_sizes(node: onnx.NodeProto, edit: NodeEditor) -> list[Rewrite]:
+    x = node.input[0]
+    rank = edit.ctx.rank(x)
+    axis = int(edit.ctx.attr(node, "axis", 0)) % rank
+    if not edit.changed((x, axis)):
+        return []
+    before = [int(edit.ctx.size((o, axis))) for o in node.output]
+    after = [int(edit.new_size((o, axis))) for o in node.output]
+    _del_attr(node, "num_outputs")
+    if edit.ctx.opset >= 13:
+        _del_attr(node, "split")
+        array = np.asarray(after, dtype=np.int64)
+        if len(node.input) > 1 and node.input[1]:
+            edit.set_const_input(node, 1, array)
+        else:
+            edit.add_const_input(node, 1, array)
+    else:
+        _set_attr(node, "split", after)
+    return [Rewrite(node_name(node), "split", before, after)]
+
+
+@rewriter("Slice")
+def slice_bounds(node: onnx.NodeProto, edit: NodeEditor) -> list[Rewrite]:
+    x, y = node.input[0], node.output[0]
+    rank = edit.ctx.rank(x)
+    from_attrs = edit.ctx.opset < 10
+    if from_attrs:
+        starts = list(edit.ctx.attr(node, "starts"))
+        ends = list(edit.ctx.attr(node, "ends"))
+        axes = list(edit.ctx.attr(node, "axes", range(len(starts))))
+    else:
+        starts = [int(v) for v in edit.ctx.small_const(node.input[1]).reshape(-1)]
+        ends = [int(v) for v in edit.ctx.small_const(node.input[2]).reshape(-1)]
+        has_axes = len(node.input) > 3 and node.input[3]
+        axes = (
+            [int(v) for v in edit.ctx.small_const(node.input[3]).reshape(-1)]
+            if has_axes
+            else list(range(len(starts)))
+        )
+    new_starts, new_ends = list(starts), list(ends)
+    for k, axis in enumerate(axes):
+        axis %= rank
+        if not (edit.changed((x, axis)) or edit.changed((y, axis))):
+            continue
+        size = edit.ctx.size((x, axis))
+        start = min(max(starts[k] + size if starts[k] < 0 else starts[k], 0), size)
+        keep_x = edit.keeps.get((x, axis), np.arange(size))
+        new_start = int(np.count_nonzero(keep_x < start))
+        new_starts[k] = new_start
+        new_ends[k] = new_start + int(edit.new_size((y, axis)))
+    if new_starts == starts and new_ends == ends:
+        return []
+    if from_attrs:
+        _set_attr(node, "starts", new_starts)
+        _set_attr(node, "ends", new_ends)
+    else:
+        edit.set_const_input(node, 1, np.asarray(new_starts, dtype=np.int64))
+        edit.set_const_input(node, 2, np.asarray(new_ends, dtype=np.int64))
+    return [Rewrite(node_name(node), "starts/ends", [starts, ends], [new_starts, new_ends])]
+
+
+@rewriter("Reshape")
+def reshape_target(node: onnx.NodeProto, edit: NodeEditor) -> list[Rewrite]:
+    """Literal target entries of axes that lost positions get their new size; -1 and 0 stay."""
+    y = node.output[0]
+    target = edit.ctx.small_const(node.input[1])
+    if target is None:
+        return []
+    before = [int(v) for v in target.reshape(-1)]
+    allowzero = int(edit.ctx.attr(node, "allowzero", 0))
+    after = list(before)
+    for j, value in enumerate(before):
+        if value == -1 or (value == 0 and not allowzero):
+            continue
+        if edit.changed((y, j)):
+            after[j] = int(edit.new_size((y, j)))
+    if after == before:
+        return []
+    edit.set_const_input(node, 1, np.asarray(after, dtype=target.dtype))
+    return [Rewrite(node_name(node), "shape", before, after)]
+
+
+@rewriter("Resize")
+def resize_sizes(node: onnx.NodeProto, edit: NodeEditor) -> list[Rewrite]:
+    y = node.output[0]
+    if len(node.input) < 4 or not node.input[3]:
+        return []
+    sizes = edit.ctx.small_const(node.input[3])
+    if sizes is None:
+        return []
+    before = [int(v) for v in sizes.reshape(-1)]
+    after = [int(edit.new_size((y, j))) if edit.changed((y, j)) else v for j, v in enumerate(before)]
+    if after == before:
+        return []
+    edit.set_const_input(node, 3, np.asarray(after, dtype=sizes.dtype))
+    return [Rewrite(node_name(node), "sizes", before, after)]

@@ -1,0 +1,222 @@
+"""Parameter and MAC counts on tiny hand-computed graphs written as ONNX text."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from onnxprune.errors import UsageError
+from onnxprune.metrics import ModelStats, ShapeUnknownError, count_macs, count_params, model_stats
+
+HEADER = '<ir_version: 8, opset_import: ["" : 17]>\n'
+
+
+def parse(text: str, weights: dict[str, np.ndarray] | None = None, header: str = HEADER) -> onnx.ModelProto:
+    """A checked model from ONNX text, with `weights` added as initializers."""
+    model = onnx.parser.parse_model(header + text)
+    rng = np.random.default_rng(0)
+    for name, array in (weights or {}).items():
+        value = array if array.dtype != np.float32 else rng.standard_normal(array.shape).astype(np.float32)
+        model.graph.initializer.extend([numpy_helper.from_array(value, name)])
+    onnx.checker.check_model(model)
+    return model
+
+
+def zeros(*shape: int, dtype: type = np.float32) -> np.ndarray:
+    return np.zeros(shape, dtype=dtype)
+
+
+# (id, graph text, weights, expected MACs): each count worked out by hand in the comment.
+MAC_CASES = [
+    (
+        # Y [1, 6, 8, 8]; each output element reads C_in/group = 2 channels x 3x3: 384 * 18
+        "conv_group_bias",
+        """g (float[1, 4, 8, 8] x) => (float[1, 6, 8, 8] y) {
+            y = Conv <group = 2, pads = [1, 1, 1, 1]> (x, w, b) }""",
+        {"w": zeros(6, 2, 3, 3), "b": zeros(6)},
+        6912,
+    ),
+    (
+        # depthwise, stride 2: Y [1, 4, 4, 4] = 64 elements, 1 channel x 3x3 each: 64 * 9
+        "depthwise_stride2",
+        """g (float[1, 4, 8, 8] x) => (float[1, 4, 4, 4] y) {
+            y = Conv <group = 4, strides = [2, 2], pads = [1, 1, 1, 1]> (x, w) }""",
+        {"w": zeros(4, 1, 3, 3)},
+        576,
+    ),
+    (
+        # X [1, 4, 5, 5] = 100 elements, each scattered to C_out/group = 3 channels x 2x2: 100 * 12
+        "conv_transpose",
+        """g (float[1, 4, 5, 5] x) => (float[1, 3, 10, 10] y) {
+            y = ConvTranspose <strides = [2, 2]> (x, w) }""",
+        {"w": zeros(4, 3, 2, 2)},
+        1200,
+    ),
+    (
+        # grouped ConvTranspose: W [4, 1, 3, 3], group 2 -> Y [1, 2, 7, 7]; X 4*5*5 = 100 * 1 * 9
+        "conv_transpose_group",
+        """g (float[1, 4, 5, 5] x) => (float[1, 2, 7, 7] y) {
+            y = ConvTranspose <group = 2> (x, w) }""",
+        {"w": zeros(4, 1, 3, 3)},
+        900,
+    ),
+    (
+        # A [2, 8], B [16, 8] transposed: M=2, N=16, K=8
+        "gemm_transB",
+        """g (float[2, 8] a) => (float[2, 16] y) { y = Gemm <transB = 1> (a, w, b) }""",
+        {"w": zeros(16, 8), "b": zeros(16)},
+        256,
+    ),
+    (
+        # A [8, 3] transposed: M=3, K=8; B [8, 5]: N=5 -> 3*5*8 (A's last dim would give 45)
+        "gemm_transA",
+        """g (float[8, 3] a) => (float[3, 5] y) { y = Gemm <transA = 1> (a, w) }""",
+        {"w": zeros(8, 5)},
+        120,
+    ),
+    (
+        # X [1, 7, 8] @ W [8, 16]: 7*16 outputs, K=8
+        "matmul_const_weight",
+        """g (float[1, 7, 8] x) => (float[1, 7, 16] y) { y = MatMul(x, w) }""",
+        {"w": zeros(8, 16)},
+        896,
+    ),
+    (
+        # two activations, broadcast batch dims: [2, 1, 5, 4] @ [3, 4, 6] -> [2, 3, 5, 6], K=4
+        "matmul_activations_broadcast",
+        """g (float[2, 1, 5, 4] q, float[3, 4, 6] k) => (float[2, 3, 5, 6] y) { y = MatMul(q, k) }""",
+        {},
+        720,
+    ),
+    (
+        # attention scores: Q [1, 2, 5, 4] @ Kᵀ [1, 2, 4, 5] -> [1, 2, 5, 5], K=4; plus the
+        # projections: X [1, 5, 8] @ W [8, 8] twice, 5*8*8 each
+        "attention_scores",
+        """g (float[1, 5, 8] x) => (float[1, 2, 5, 5] s) {
+            qf = MatMul(x, wq)
+            kf = MatMul(x, wk)
+            shape = Constant <value = int64[4] {1, 5, 2, 4}> ()
+            q4 = Reshape(qf, shape)
+            k4 = Reshape(kf, shape)
+            q = Transpose <perm = [0, 2, 1, 3]> (q4)
+            kt = Transpose <perm = [0, 2, 3, 1]> (k4)
+            s = MatMul(q, kt) }""",
+        {"wq": zeros(8, 8), "wk": zeros(8, 8)},
+        2 * 5 * 5 * 4 + 2 * (5 * 8 * 8),
+    ),
+    (
+        # 1-D @ 2-D: [8] @ [8, 4] -> [4], K=8; the relu costs nothing
+        "matmul_vector",
+        """g (float[8] x) => (float[4] y) { h = MatMul(x, w)  y = Relu(h) }""",
+        {"w": zeros(8, 4)},
+        32,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "weights", "expected"), [c[1:] for c in MAC_CASES], ids=[c[0] for c in MAC_CASES]
+)
+def test_count_macs_hand_computed(text: str, weights: dict[str, np.ndarray], expected: int) -> None:
+    assert count_macs(parse(text, weights)) == expected
+
+
+def test_big_weights_and_constant_nodes_keep_their_shapes() -> None:
+    # weights over the inference size limit are passed to shape inference as inputs: same count
+    text = """g (float[1, 3, 64] x) => (float[1, 3, 20] y) {
+        c = Constant <value = float[32, 20] {0.0}> ()
+        h = MatMul(x, w)
+        y = MatMul(h, c) }"""
+    model = onnx.parser.parse_model(HEADER + text)
+    model.graph.node[0].attribute[0].t.CopyFrom(numpy_helper.from_array(np.ones((32, 20), np.float32), "c"))
+    model.graph.initializer.extend([numpy_helper.from_array(np.ones((64, 32), np.float32), "w")])
+    assert count_macs(model) == 3 * 32 * 64 + 3 * 20 * 32
+    assert count_params(model) == 64 * 32 + 32 * 20
+
+
+def test_dynamic_dims_take_batch_input_shapes_and_default() -> None:
+    model = parse(
+        """g (float[N, S, 8] x) => (float[N, S, 16] y) { y = MatMul(x, w) }""",
+        {"w": zeros(8, 16)},
+    )
+    assert count_macs(model) == 1 * 1 * 16 * 8  # batch 1, S -> dynamic_default 1
+    assert count_macs(model, batch=3, dynamic_default=5) == 3 * 5 * 16 * 8
+    # input_shapes gives S; its entry for the dynamic batch dim is a placeholder
+    assert count_macs(model, {"x": [1, 7, 8]}, batch=2) == 2 * 7 * 16 * 8
+
+
+def test_input_shapes_must_fit_the_inputs() -> None:
+    model = parse("""g (float[N, 8] x) => (float[N, 16] y) { y = MatMul(x, w) }""", {"w": zeros(8, 16)})
+    with pytest.raises(UsageError, match="'z'"):
+        count_macs(model, {"z": [1, 8]})
+    with pytest.raises(ValueError, match="dim 1 is 8"):
+        count_macs(model, {"x": [1, 9]})
+    with pytest.raises(ValueError, match="rank 2"):
+        count_macs(model, {"x": [1, 8, 1]})
+
+
+def test_missing_shape_raises_naming_node_and_op() -> None:
+    header = '<ir_version: 8, opset_import: ["" : 17, "custom" : 1]>\n'
+    model = onnx.parser.parse_model(
+        header
+        + """g (float[1, 8] x) => (float[1, 16] y) <float[8, 16] w = {0.0}> {
+            h = custom.Opaque(x)
+            [proj] y = MatMul(h, w) }"""
+    )
+    with pytest.raises(ShapeUnknownError, match=r"node 'proj' \(MatMul\)") as info:
+        count_macs(model)
+    assert isinstance(info.value, ValueError)
+    assert "'h'" in str(info.value)
+
+
+def test_local_functions_are_counted_after_inlining() -> None:
+    header = '<ir_version: 8, opset_import: ["" : 17, "local" : 1]>\n'
+    text = """g (float[2, 8] x) => (float[2, 4] y) <float[8, 4] w = {0.0}> { y = local.proj(x, w) }
+    <domain: "local", opset_import: ["" : 17]>
+    proj (a, b) => (c) { c = MatMul(a, b) }"""
+    model = onnx.parser.parse_model(header + text)
+    assert count_macs(model) == 2 * 4 * 8
+
+
+def test_stale_annotations_do_not_decide_the_count() -> None:
+    model = parse("""g (float[1, 8] x) => (float[1, 16] y) { y = MatMul(x, w) }""", {"w": zeros(8, 16)})
+    model.graph.value_info.extend([onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 99])])
+    assert count_macs(model) == 16 * 8
+    model.graph.output[0].type.tensor_type.shape.dim[1].dim_value = 99  # a stale declared output shape
+    assert count_macs(model) == 16 * 8
+
+
+def test_count_macs_does_not_modify_the_model() -> None:
+    model = parse("""g (float[N, 8] x) => (float[N, 16] y) { y = MatMul(x, w) }""", {"w": zeros(8, 16)})
+    before = model.SerializeToString()
+    count_macs(model, batch=4)
+    assert model.SerializeToString() == before
+
+
+def test_count_params_counts_float_weights_only() -> None:
+    text = """g (float[1, 4, 8, 8] x) => (float[1, 384] y, float16[3] z) {
+        h = Conv <group = 2, pads = [1, 1, 1, 1]> (x, w, b)
+        c = Constant <value = float16[3] {15360, 16384, 16896}> ()
+        s = Constant <value = int64[2] {1, 384}> ()
+        y = Reshape(h, s)
+        z = Identity(c) }"""
+    weights = {
+        "w": zeros(6, 2, 3, 3),  # 108
+        "b": zeros(6),  # 6
+        "k": np.zeros((2, 5), np.float64),  # 10, unused but still a weight
+        "idx": np.zeros((50,), np.int64),  # not a float: not counted
+    }
+    model = parse(text, weights)
+    assert count_params(model) == 108 + 6 + 10 + 3  # the float16 Constant counts, the int64 one not
+
+
+def test_model_stats() -> None:
+    model = parse(
+        """g (float[2, 8] a) => (float[2, 16] y) { y = Gemm <transB = 1> (a, w, b) }""",
+        {"w": zeros(16, 8), "b": zeros(16)},
+    )
+    stats = model_stats(model)
+    assert stats == ModelStats(params=16 * 8 + 16, macs=256, size_bytes=model.ByteSize())
+    assert stats.size_bytes > (16 * 8 + 16) * 4

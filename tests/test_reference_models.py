@@ -1,0 +1,87 @@
+"""Whole-model tests over every reference model in models/ (real exporter output)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+
+import onnxprune
+from onnxprune.metrics import count_params
+from onnxprune.validate import make_feeds, ort_session, validate
+from tests.conftest import ORACLE, reference_models
+
+MODELS = reference_models()
+IDS = [p.stem for p in MODELS]
+
+
+def _io_shapes(model: onnx.ModelProto):
+    def dims(vi):
+        return [d.dim_value or d.dim_param for d in vi.type.tensor_type.shape.dim]
+
+    return [dims(v) for v in model.graph.input], [dims(v) for v in model.graph.output]
+
+
+@pytest.mark.parametrize("path", MODELS, ids=IDS)
+@pytest.mark.parametrize("ratio", [0.3, 0.6])
+def test_prune_is_valid_smaller_and_mask_equivalent(path, ratio):
+    original = onnx.load(path)
+    result = onnxprune.prune(path, ratio=ratio)
+    report = validate(original, result.model, result.plan)
+    assert report, str(report)
+    assert report.parity is not None and report.parity.outputs
+    assert count_params(result.model) < count_params(original)
+    assert result.report.params_after < result.report.params_before
+    assert result.model.ir_version == original.ir_version
+    assert list(result.model.opset_import) == list(original.opset_import)
+    assert _io_shapes(result.model) == _io_shapes(original)
+    assert result.plan.removes_anything
+
+
+@pytest.mark.parametrize("path", MODELS, ids=IDS)
+def test_ratio_zero_keeps_outputs_identical(path):
+    original = onnx.load(path)
+    result = onnxprune.prune(path, ratio=0.0)
+    assert not result.plan.removes_anything
+    feeds = make_feeds(original, seed=0, batch=2)
+    want = ort_session(original).run(None, feeds)
+    got = ort_session(result.model).run(None, feeds)
+    for w, g in zip(want, got, strict=True):
+        np.testing.assert_array_equal(w, g)
+
+
+@pytest.mark.parametrize("path", MODELS, ids=IDS)
+def test_plan_replay_gives_the_same_model(path, tmp_path):
+    first = onnxprune.prune(path, ratio=0.4, criterion="l2")
+    plan_file = tmp_path / "plan.json"
+    first.plan.save(plan_file)
+    replay = onnxprune.prune(path, plan=plan_file)
+    assert replay.plan.slices == first.plan.slices
+    assert replay.model.SerializeToString() == first.model.SerializeToString()
+
+
+@pytest.mark.skipif(
+    not ORACLE.exists() and not os.environ.get("CI"),
+    reason="the independent checker ../shared/tools/plan_oracle.py is not beside this checkout",
+)
+@pytest.mark.parametrize("path", MODELS, ids=IDS)
+def test_independent_oracle_agrees(path, tmp_path):
+    """The project's second opinion (written apart from onnxprune) accepts every result. In CI it must run."""
+    result = onnxprune.prune(path, ratio=0.5)
+    out, plan = tmp_path / "pruned.onnx", tmp_path / "plan.json"
+    result.save(out)
+    result.plan.save(plan)
+    run = subprocess.run(
+        [sys.executable, str(ORACLE), str(path), str(out), str(plan), "--runs", "2", "--tol", "1e-4"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    figures = json.loads(run.stdout.strip().splitlines()[-1])
+    assert run.returncode == 0, figures["fails"]
+    assert figures["params_ratio"] < 1.0
