@@ -236,7 +236,9 @@ def check_slices(original: onnx.ModelProto, pruned: onnx.ModelProto, plan: Plan)
             continue
         expected_shape = list(source.dims)
         for s in planned[name]:
-            expected_shape[_axis(s, len(expected_shape)) or 0] = len(s.keep)
+            axis = _axis(s, len(expected_shape))
+            if axis is not None:  # always: plans that do not fit were reported above
+                expected_shape[axis] = len(s.keep)
         if result.data_type != source.data_type:
             problems.append(
                 f"{name}: element type changed from {onnx.TensorProto.DataType.Name(source.data_type)} "
@@ -325,10 +327,25 @@ class ParityReport:
         lines.extend(f"  {diff}" for diff in self.outputs)
         return "\n".join(lines)
 
+    def to_json(self) -> dict[str, Any]:
+        """The report as plain data (dataclasses.asdict); infinite errors become None (strict JSON)."""
+        return _finite(dataclasses.asdict(self))
+
 
 def _compare(name: str, reference: Any, result: Any, tolerance: float) -> OutputDiff:
     """Compare one output of one feed: shapes exactly, floats by relative error, the rest exactly."""
-    ref, got = np.asarray(reference), np.asarray(result)
+    if not isinstance(reference, np.ndarray) or not isinstance(result, np.ndarray):
+        # sequence or map outputs: equal element by element, or not at all
+        equal = _deep_equal(reference, result)
+        return OutputDiff(
+            name,
+            (),
+            0.0 if equal else math.inf,
+            0.0 if equal else math.inf,
+            ok=equal,
+            detail=None if equal else "non-tensor output differs",
+        )
+    ref, got = reference, result
     if ref.shape != got.shape:
         return OutputDiff(
             name,
@@ -365,6 +382,14 @@ def _compare(name: str, reference: Any, result: Any, tolerance: float) -> Output
     else:
         max_abs, scale = (0.0 if equal else math.inf), 1.0
     return OutputDiff(name, tuple(ref.shape), max_abs, max_abs / max(1e-6, scale), ok=equal)
+
+
+def _deep_equal(a: Any, b: Any) -> bool:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_deep_equal(a[k], b[k]) for k in a)
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        return len(a) == len(b) and all(_deep_equal(x, y) for x, y in zip(a, b, strict=True))
+    return bool(np.array_equal(np.asarray(a), np.asarray(b)))
 
 
 def _worse(current: OutputDiff | None, new: OutputDiff) -> OutputDiff:
@@ -580,8 +605,19 @@ class ValidationReport:
         return "\n".join(lines)
 
     def to_json(self) -> dict[str, Any]:
-        """The report as plain data (dataclasses.asdict), ready for json.dumps."""
-        return dataclasses.asdict(self)
+        """The report as plain data (dataclasses.asdict); infinite errors become None (strict JSON)."""
+        return _finite(dataclasses.asdict(self))
+
+
+def _finite(data: Any) -> Any:
+    """`data` with every non-finite float replaced by None, so json.dumps writes strict JSON."""
+    if isinstance(data, dict):
+        return {key: _finite(value) for key, value in data.items()}
+    if isinstance(data, list | tuple):
+        return type(data)(_finite(value) for value in data)
+    if isinstance(data, float) and not math.isfinite(data):
+        return None
+    return data
 
 
 def validate(
@@ -595,8 +631,9 @@ def validate(
     """Check a pruned model: onnx.checker, ONNX Runtime, graph shapes, plan slices and parity.
 
     `original` and `pruned` are ModelProtos (not modified) or anything onnxprune.io.load_model
-    reads. Failed checks are recorded in the report, never raised; only a plan file that cannot
-    be read (PlanError) and missing `input_shapes` for dynamic dims (UsageError) raise.
+    reads. Failed checks are recorded in the report, never raised. What raises: a model or plan
+    file that cannot be read (UsageError, ModelError, PlanError) and `input_shapes` that do not
+    give every dynamic dim or name unknown inputs (UsageError).
 
     >>> report = validate("model.onnx", "pruned.onnx", "plan.json")  # doctest: +SKIP
     >>> print(report)  # doctest: +SKIP

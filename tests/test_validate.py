@@ -13,6 +13,7 @@ from onnxprune.errors import ModelError, PlanError, UsageError
 from onnxprune.plan import Plan, TensorSlice
 from onnxprune.validate import (
     FEED_INT_HIGH,
+    HALF_PRECISION_TOLERANCE,
     OutputDiff,
     ParityReport,
     ValidationReport,
@@ -69,6 +70,13 @@ def conv_plan(keep: tuple[int, ...] = KEEP, w2_role: str = "in") -> Plan:
             TensorSlice("w2", axis=1, size=4, keep=keep, role=w2_role),  # type: ignore[arg-type]
         )
     )
+
+
+def unpadded_pruned() -> onnx.ModelProto:
+    """Correctly sliced weights, but conv2 lost its padding: outputs [N, 2, 4, 4]."""
+    text = CONV_PAIR.replace("pads = [1, 1, 1, 1]> (r", "pads = [0, 0, 0, 0]> (r")
+    text = text.replace("float[N, 2, 6, 6] y", "float[N, 2, 4, 4] y").replace("[N, 1, 6, 6]", "[N, 1, 4, 4]")
+    return build(text, pruned_weights(KEEP))
 
 
 @pytest.fixture
@@ -268,11 +276,7 @@ def test_check_parity_fails_when_the_wrong_channel_was_removed(original: onnx.Mo
 
 
 def test_check_parity_reports_a_shape_mismatch(original: onnx.ModelProto) -> None:
-    text = CONV_PAIR.replace("pads = [1, 1, 1, 1]> (r", "pads = [0, 0, 0, 0]> (r").replace(
-        "float[N, 2, 6, 6] y", "float[N, 2, 4, 4] y"
-    )
-    text = text.replace("int64[N, 1, 6, 6]", "int64[N, 1, 4, 4]")
-    report = check_parity(original, build(text, pruned_weights(KEEP)), conv_plan())
+    report = check_parity(original, unpadded_pruned(), conv_plan())
     assert not report
     assert "expected (1, 2, 6, 6)" in str(report)
 
@@ -363,3 +367,18 @@ def test_validate_reports_changed_graph_output_shapes_and_runtime_failure(origin
     assert not report.runtime_ok and report.runtime_error
     assert report.parity is None
     assert "parity: not run" in str(report)
+
+
+def test_float16_outputs_are_compared_at_half_precision_tolerance() -> None:
+    text = "g (float16[N, 4] x) => (float16[N, 2] y) { y = MatMul(x, w) }"
+    w = np.arange(8, dtype=np.float16).reshape(4, 2)
+    model = build(text, {"w": w})
+    report = check_parity(model, model, Plan())
+    assert report
+    assert report.outputs[0].tolerance == HALF_PRECISION_TOLERANCE
+
+
+def test_report_json_is_strict(original: onnx.ModelProto) -> None:
+    report = check_parity(original, unpadded_pruned(), conv_plan())
+    data = json.loads(json.dumps(report.to_json(), allow_nan=False))
+    assert data["outputs"][0]["max_abs"] is None and data["outputs"][0]["ok"] is False
