@@ -188,6 +188,8 @@ def masked_model(original: onnx.ModelProto, plan: Plan) -> onnx.ModelProto:
             array = np.array(get_weight(masked, s.tensor))  # a writable copy
             zeroed[s.tensor] = array
         axis = _axis(s, array.ndim)
+        if axis is None:  # never: _plan_problems checked every axis
+            continue
         index: list[Any] = [slice(None)] * array.ndim
         index[axis] = np.setdiff1d(np.arange(s.size), np.asarray(s.keep, dtype=np.int64))
         array[tuple(index)] = 0

@@ -382,3 +382,12 @@ def test_report_json_is_strict(original: onnx.ModelProto) -> None:
     report = check_parity(original, unpadded_pruned(), conv_plan())
     data = json.loads(json.dumps(report.to_json(), allow_nan=False))
     assert data["outputs"][0]["max_abs"] is None and data["outputs"][0]["ok"] is False
+
+
+def test_validate_needs_the_dynamic_dims_it_cannot_guess() -> None:
+    text = "g (float[N, 4, L] x) => (float[N, 4, L] y) { y = Mul(x, s) }"
+    model = build(text, {"s": np.ones((4, 1), np.float32)})
+    with pytest.raises(UsageError, match=r"input 'x' dim 2"):
+        validate(model, model, Plan())
+    report = validate(model, model, Plan(), input_shapes={"x": [1, 4, 7]})
+    assert report, str(report)
