@@ -9,6 +9,7 @@ from onnxprune.analysis import Barrier, DependencyAnalysis, Group
 from onnxprune.errors import ModelError, OnnxPruneError, PlanError, UsageError
 from onnxprune.pipeline import PruneReport, PruneResult, analyze, prune
 from onnxprune.plan import Plan, TensorSlice
+from onnxprune.validate import ParityReport, ValidationReport, validate
 
 __version__ = "0.1.0"
 
@@ -18,21 +19,16 @@ __all__ = [
     "Group",
     "ModelError",
     "OnnxPruneError",
+    "ParityReport",
     "Plan",
     "PlanError",
     "PruneReport",
     "PruneResult",
     "TensorSlice",
     "UsageError",
+    "ValidationReport",
     "__version__",
     "analyze",
     "prune",
     "validate",
 ]
-
-
-def validate(original, pruned, plan, **kwargs):
-    """Check a pruned model against its original and plan; see `onnxprune.validate.validate`."""
-    from onnxprune.validate import validate as _validate
-
-    return _validate(original, pruned, plan, **kwargs)
