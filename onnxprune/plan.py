@@ -156,6 +156,6 @@ class Plan:
                 data = json.load(fh)
         except OSError as exc:
             raise PlanError(f"{path}: cannot read plan ({exc.strerror})") from exc
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise PlanError(f"{path}: plan is not valid JSON ({exc})") from exc
         return cls.from_json(data, source=str(path))
