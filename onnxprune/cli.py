@@ -146,6 +146,8 @@ def _print_summary(console: Console, report) -> None:
     if report.macs_before is not None and report.macs_after is not None:
         table.add_row("MACs", f"{report.macs_before:,}", f"{report.macs_after:,}")
     console.print(table)
+    if report.prunable_macs_fraction is not None:
+        console.print(f"{report.prunable_macs_fraction:.0%} of the MACs are in layers with prunable channels")
     console.print(
         f"groups: {report.groups_found} found, {report.groups_pruned} pruned, "
         f"{report.groups_pinned} pinned; {report.tensors_sliced} tensors sliced, "

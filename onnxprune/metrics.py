@@ -312,6 +312,20 @@ def count_macs(
     >>> count_macs(m, {"a": [1, 5, 4], "b": [1, 4, 5]}, batch=2)
     200
     """
+    return sum(macs_by_node(model, input_shapes, batch=batch, dynamic_default=dynamic_default).values())
+
+
+def macs_by_node(
+    model: onnx.ModelProto,
+    input_shapes: dict[str, list[int]] | None = None,
+    *,
+    batch: int = 1,
+    dynamic_default: int = 1,
+) -> dict[str, int]:
+    """MACs of every Conv, ConvTranspose, Gemm and MatMul node, keyed by its first output name.
+
+    Same conventions and errors as `count_macs`, which is the sum of these values.
+    """
     check_input_names(model, input_shapes)
     copy = _inference_copy(model, input_shapes, batch, dynamic_default)
     try:
@@ -319,11 +333,13 @@ def count_macs(
     except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError, RuntimeError) as exc:
         raise ShapeUnknownError(f"shape inference failed, cannot count MACs: {exc}") from exc
     shapes = _known_shapes(inferred)
-    total = 0
+    found: dict[str, int] = {}
     for position, node in enumerate(inferred.graph.node):
-        if node.domain in _DEFAULT_DOMAINS:
-            total += _node_macs(node, position, shapes)
-    return total
+        if node.domain in _DEFAULT_DOMAINS and node.output:
+            macs = _node_macs(node, position, shapes)
+            if macs:
+                found[node.output[0]] = found.get(node.output[0], 0) + macs
+    return found
 
 
 def model_stats(

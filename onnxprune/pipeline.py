@@ -19,7 +19,7 @@ from onnxprune.analysis import DependencyAnalysis, RuleContext, analyze_model
 from onnxprune.errors import ModelError, UsageError
 from onnxprune.importance import CRITERIA, Criterion
 from onnxprune.io import ModelLike, load_model, save_model
-from onnxprune.metrics import count_macs, count_params
+from onnxprune.metrics import count_macs, count_params, macs_by_node
 from onnxprune.passes import (
     InferShapes,
     PassManager,
@@ -143,6 +143,8 @@ def prune(
     if plan is not None:
         _check_replay(plan, new_plan)
     keeps = dim_keeps(analysis, decisions)
+    prunable_fraction = prunable_macs_fraction(work, analysis)
+    macs_before = _safe_macs(work)
     results = list(norm_results)
     if keeps:
         ctx = RuleContext(work)
@@ -153,11 +155,42 @@ def prune(
     else:
         out_model = proto
     report = _report(
-        proto, out_model, source, analysis, new_plan, ratio, criterion, round_to, decisions, results
+        proto,
+        out_model,
+        source,
+        analysis,
+        new_plan,
+        ratio,
+        criterion,
+        round_to,
+        decisions,
+        results,
+        macs_before,
     )
+    report.prunable_macs_fraction = prunable_fraction
     return PruneResult(
         model=out_model, plan=new_plan, report=report, analysis=analysis, source_path=source_path
     )
+
+
+def prunable_macs_fraction(model: onnx.ModelProto, analysis: DependencyAnalysis) -> float | None:
+    """Share of the model's MACs in nodes whose weights belong to a prunable group (None if unknown)."""
+    try:
+        per_node = macs_by_node(model)
+    except (ValueError, KeyError, IndexError):
+        return None
+    total = sum(per_node.values())
+    if not total:
+        return None
+    prunable = {m.tensor for g in analysis.prunable_groups for m in g.weight_members}
+    covered = sum(
+        macs
+        for node in model.graph.node
+        if node.output
+        and (macs := per_node.get(node.output[0]))
+        and any(name in prunable for name in node.input[:2])
+    )
+    return covered / total
 
 
 def _check_exclude(exclude: str | None) -> str | None:
@@ -183,8 +216,9 @@ def _check_replay(given: Plan, derived: Plan) -> None:
             )
 
 
-def _report(original, pruned, source, analysis, plan, ratio, criterion, round_to, decisions, results):
-    macs_before = _safe_macs(original)
+def _report(
+    original, pruned, source, analysis, plan, ratio, criterion, round_to, decisions, results, macs_before
+):
     macs_after = _safe_macs(pruned) if pruned is not original else macs_before
     stats = {k: v for r in results for k, v in r.stats.items()}
     return PruneReport(
@@ -200,7 +234,6 @@ def _report(original, pruned, source, analysis, plan, ratio, criterion, round_to
         params_after=count_params(pruned),
         macs_before=macs_before,
         macs_after=macs_after,
-        prunable_macs_fraction=None,
         tensors_sliced=stats.get("tensors_sliced", 0),
         rewrites=len(plan.rewrites),
         barriers=[str(b) for b in analysis.barriers],
