@@ -326,11 +326,14 @@ def macs_by_node(
 
     Same conventions and errors as `count_macs`, which is the sum of these values.
     """
+    from onnxprune.passes import FoldShapes, InferShapes, PassManager
+
     check_input_names(model, input_shapes)
-    copy = _inference_copy(model, input_shapes, batch, dynamic_default)
+    inferred = _inference_copy(model, input_shapes, batch, dynamic_default)
     try:
-        inferred = onnx.shape_inference.infer_shapes(copy, data_prop=True)
-    except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError, RuntimeError) as exc:
+        # with concrete input sizes every shape computation folds to constants (legacy exports)
+        PassManager([InferShapes(), FoldShapes(), InferShapes(), FoldShapes(), InferShapes()]).run(inferred)
+    except ModelError as exc:
         raise ShapeUnknownError(f"shape inference failed, cannot count MACs: {exc}") from exc
     shapes = _known_shapes(inferred)
     found: dict[str, int] = {}

@@ -1,7 +1,7 @@
 """Graph-rewriting passes, installed as `onnxprune.passes`."""
 
 from onnxprune.passes.apply import RewriteNodes, SliceWeights
-from onnxprune.passes.base import Pass, PassManager, PassResult
+from onnxprune.passes.base import Pass, PassManager, PassResult, Repeat
 from onnxprune.passes.cleanup import RemoveDeadNodes
 from onnxprune.passes.normalize import (
     ConstantsToInitializers,
@@ -9,6 +9,7 @@ from onnxprune.passes.normalize import (
     FoldShapes,
     InferShapes,
     InlineFunctions,
+    SimplifyReshapeTargets,
 )
 
 __all__ = [
@@ -21,7 +22,9 @@ __all__ = [
     "PassManager",
     "PassResult",
     "RemoveDeadNodes",
+    "Repeat",
     "RewriteNodes",
+    "SimplifyReshapeTargets",
     "SliceWeights",
 ]
 
@@ -32,11 +35,6 @@ def normalization_passes() -> list[Pass]:
         InlineFunctions(),
         ConstantsToInitializers(),
         DropInitializerInputs(),
-        InferShapes(),
-        FoldShapes(),
-        RemoveDeadNodes(),
-        InferShapes(),
-        FoldShapes(),
-        RemoveDeadNodes(),
+        Repeat([InferShapes(), FoldShapes(), SimplifyReshapeTargets(), RemoveDeadNodes()]),
         InferShapes(),
     ]

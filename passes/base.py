@@ -36,6 +36,30 @@ class Pass:
         return self.call(model)
 
 
+class Repeat(Pass):
+    """Run `passes` in turn until a round changes nothing (at most `max_rounds` rounds)."""
+
+    def __init__(self, passes: list[Pass], max_rounds: int = 64) -> None:
+        self.passes = list(passes)
+        self.max_rounds = max_rounds
+
+    def call(self, model: onnx.ModelProto) -> PassResult:
+        stats: dict[str, int] = {}
+        modified = False
+        for round_ in range(self.max_rounds):
+            changed = False
+            for p in self.passes:
+                result = p(model)
+                for key, value in result.stats.items():
+                    stats[key] = stats.get(key, 0) + value
+                changed |= result.modified
+            stats["rounds"] = round_ + 1
+            modified |= changed
+            if not changed:
+                break
+        return PassResult(self.name, modified, stats)
+
+
 class PassManager:
     """Runs passes in order; a failure is re-raised naming the pass and those run before it."""
 

@@ -109,13 +109,18 @@ class InferShapes(Pass):
     """Re-run ONNX shape inference (with data propagation) from scratch."""
 
     def call(self, model: onnx.ModelProto) -> PassResult:
+        before = [vi.SerializeToString() for vi in [*model.graph.value_info, *model.graph.output]]
         del model.graph.value_info[:]
         try:
             inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
         except Exception as exc:
             raise ModelError(f"shape inference failed: {exc}") from exc
-        model.CopyFrom(inferred)
-        return PassResult(self.name, True, {"value_info": len(model.graph.value_info)})
+        after = [vi.SerializeToString() for vi in [*inferred.graph.value_info, *inferred.graph.output]]
+        model.graph.ClearField("value_info")
+        model.graph.value_info.extend(inferred.graph.value_info)
+        model.graph.ClearField("output")
+        model.graph.output.extend(inferred.graph.output)
+        return PassResult(self.name, before != after, {"value_info": len(model.graph.value_info)})
 
 
 class FoldShapes(Pass):
@@ -227,3 +232,100 @@ def _single_node_model(node: onnx.NodeProto, model: onnx.ModelProto) -> onnx.Mod
     outputs = [helper.make_tensor_value_info(o, onnx.TensorProto.UNDEFINED, None) for o in node.output]
     graph = helper.make_graph([node], "fold", inputs, outputs)
     return helper.make_model(graph, opset_imports=list(model.opset_import), ir_version=model.ir_version)
+
+
+class SimplifyReshapeTargets(Pass):
+    """Reshape targets built at run time from the input's own dims become constants.
+
+    A target `Concat(Unsqueeze(Gather(Shape(x), 0)), [2], [58], ...)` that copies dim j of the
+    Reshape's own input into entry j becomes `0` there (copy, when allowzero is 0); a single
+    remaining run-time entry becomes `-1`. The Reshape computes the same, its target is now
+    a constant the analyzer can read and the rewriter can edit, and dynamic dims stay dynamic.
+    """
+
+    def call(self, model: onnx.ModelProto) -> PassResult:
+        graph = model.graph
+        consts = {t.name: t for t in graph.initializer}
+        producers = {o: n for n in graph.node for o in n.output}
+        simplified = 0
+        for node in graph.node:
+            if node.op_type != "Reshape" or node.domain not in ("", "ai.onnx") or node.input[1] in consts:
+                continue
+            entries = _target_entries(node, producers, consts)
+            if entries is None:
+                continue
+            allowzero = any(a.name == "allowzero" and a.i for a in node.attribute)
+            values: list[int | None] = []
+            for j, entry in enumerate(entries):
+                if isinstance(entry, tuple) and entry == (node.input[0], j) and not allowzero:
+                    values.append(0)
+                elif isinstance(entry, tuple) or entry is None:
+                    values.append(None)
+                else:
+                    values.append(entry)
+            unknown = [j for j, v in enumerate(values) if v is None]
+            if len(unknown) > 1 or (unknown and -1 in values):
+                continue
+            for j in unknown:
+                values[j] = -1
+            name = _fresh_name(f"{node.output[0]}__target", consts)
+            tensor = numpy_helper.from_array(np.asarray(values, dtype=np.int64), name)
+            graph.initializer.append(tensor)
+            consts[name] = tensor
+            node.input[1] = name
+            simplified += 1
+        return PassResult(self.name, bool(simplified), {"reshape_targets_simplified": simplified})
+
+
+def _fresh_name(base: str, taken) -> str:
+    name, k = base, 1
+    while name in taken:
+        name, k = f"{base}_{k}", k + 1
+    return name
+
+
+_PASS_THROUGH = ("Unsqueeze", "Squeeze", "Cast", "Identity")
+
+
+def _target_entries(node, producers, consts) -> list[int | tuple[str, int] | None] | None:
+    """Entries of a Concat-built target: ints, (tensor, axis) for copies of a dim, None if unknown."""
+    concat = producers.get(node.input[1])
+    if concat is None or concat.op_type != "Concat":
+        return None
+    entries: list[int | tuple[str, int] | None] = []
+    for piece in concat.input:
+        if piece in consts:
+            entries.extend(int(v) for v in numpy_helper.to_array(consts[piece]).reshape(-1))
+            continue
+        source = producers.get(piece)
+        while source is not None and source.op_type in _PASS_THROUGH:
+            source = producers.get(source.input[0])
+        if source is None:
+            return None
+        dims = _dims_read(source, producers, consts)
+        if dims is None:
+            return None
+        entries.extend(dims)
+    return entries
+
+
+def _dims_read(node, producers, consts) -> list[tuple[str, int] | None] | None:
+    """`Gather(Shape(x), i)` or `Slice(Shape(x), i, i+k)`: which dims of x it yields."""
+    if node.op_type not in ("Gather", "Slice") or node.input[0] not in producers:
+        return None
+    shape_node = producers[node.input[0]]
+    if shape_node.op_type != "Shape" or any(a.name in ("start", "end") for a in shape_node.attribute):
+        return None
+    x = shape_node.input[0]
+    if node.op_type == "Gather":
+        if node.input[1] not in consts:
+            return None
+        idx = numpy_helper.to_array(consts[node.input[1]]).reshape(-1)
+        return [(x, int(i)) if i >= 0 else None for i in idx]
+    if len(node.input) < 3 or any(i not in consts for i in node.input[1:3]) or len(node.input) > 3:
+        return None
+    start = int(numpy_helper.to_array(consts[node.input[1]]).reshape(-1)[0])
+    end = int(numpy_helper.to_array(consts[node.input[2]]).reshape(-1)[0])
+    if start < 0 or end < start or end - start > 8:
+        return None
+    return [(x, i) for i in range(start, end)]

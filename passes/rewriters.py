@@ -149,6 +149,8 @@ def split_sizes(node: onnx.NodeProto, edit: NodeEditor) -> list[Rewrite]:
 def slice_bounds(node: onnx.NodeProto, edit: NodeEditor) -> list[Rewrite]:
     x, y = node.input[0], node.output[0]
     rank = edit.ctx.rank(x)
+    if rank is None or not any(edit.changed((t, a)) for t in (x, y) for a in range(rank)):
+        return []
     from_attrs = edit.ctx.opset < 10
     if from_attrs:
         starts = list(edit.ctx.attr(node, "starts"))
@@ -187,22 +189,40 @@ def slice_bounds(node: onnx.NodeProto, edit: NodeEditor) -> list[Rewrite]:
 
 @rewriter("Reshape")
 def reshape_target(node: onnx.NodeProto, edit: NodeEditor) -> list[Rewrite]:
-    """Literal target entries of axes that lost positions get their new size; -1 and 0 stay."""
+    """Literal target entries of axes that lost positions get their new size; -1 and 0 stay.
+
+    The target may be a constant or a Concat of pieces; only the constant pieces that hold
+    a changed entry are edited (cloned first when shared), run-time entries stay run-time.
+    """
     y = node.output[0]
-    target = edit.ctx.small_const(node.input[1])
-    if target is None:
+    before = edit.ctx.shape_entries(node.input[1])
+    if before is None:
         return []
-    before = [int(v) for v in target.reshape(-1)]
     allowzero = int(edit.ctx.attr(node, "allowzero", 0))
     after = list(before)
     for j, value in enumerate(before):
-        if value == -1 or (value == 0 and not allowzero):
+        if value is None or value == -1 or (value == 0 and not allowzero):
             continue
         if edit.changed((y, j)):
             after[j] = int(edit.new_size((y, j)))
     if after == before:
         return []
-    edit.set_const_input(node, 1, np.asarray(after, dtype=target.dtype))
+    target = edit.ctx.small_const(node.input[1])
+    if target is not None:
+        edit.set_const_input(node, 1, np.asarray(after, dtype=target.dtype))
+    else:
+        concat = edit.ctx.producer(node.input[1])
+        position = 0
+        for index, piece in enumerate(concat.input):
+            value = edit.ctx.small_const(piece)
+            width = len(value.reshape(-1)) if value is not None else edit.ctx.shape(piece)[0]
+            if (
+                value is not None
+                and after[position : position + width] != before[position : position + width]
+            ):
+                new = np.asarray(after[position : position + width], dtype=value.dtype).reshape(value.shape)
+                edit.set_const_input(concat, index, new)
+            position += width
     return [Rewrite(node_name(node), "shape", before, after)]
 
 

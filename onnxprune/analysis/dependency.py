@@ -117,7 +117,7 @@ def analyze_model(model: onnx.ModelProto, *, exclude: str | None = None) -> Depe
     for index, node in enumerate(model.graph.node):
         name = node.name or f"{node.op_type}_{index}"
         flow = _flow_of(node, ctx)
-        touched = {d for link in flow.links for d in (link.a, link.b)}
+        touched = {d for link in flow.links for d in (link.a, link.b)} | set(flow.free)
         for p in flow.pins:
             pin(p.dim, Barrier(name, node.op_type, p.dim[0], p.dim[1], p.reason))
             touched.add(p.dim)

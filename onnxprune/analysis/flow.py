@@ -52,6 +52,7 @@ class ChannelFlow:
     pins: tuple[Pin, ...] = ()
     roles: tuple[tuple[Dim, Role], ...] = ()
     virtual_sizes: tuple[tuple[str, int], ...] = ()
+    free: tuple[Dim, ...] = ()
 
 
 @dataclass
@@ -62,6 +63,7 @@ class FlowBuilder:
     pins: list[Pin] = field(default_factory=list)
     roles: dict[Dim, Role] = field(default_factory=dict)
     virtual: dict[str, int] = field(default_factory=dict)
+    free_dims: list[Dim] = field(default_factory=list)
 
     def link(self, a: Dim, b: Dim, index_map: IndexMap | None = None) -> None:
         self.links.append(Link(a, b, index_map or IndexMap.identity()))
@@ -71,6 +73,10 @@ class FlowBuilder:
 
     def pin_tensor(self, tensor: str, reason: str) -> None:
         self.pins.append(Pin((tensor, -1), reason))
+
+    def free(self, dim: Dim) -> None:
+        """The op does not care if `dim` loses positions (Shape on an axis nobody reads)."""
+        self.free_dims.append(dim)
 
     def role(self, dim: Dim, role: Role) -> None:
         self.roles[dim] = role
@@ -82,7 +88,11 @@ class FlowBuilder:
 
     def build(self) -> ChannelFlow:
         return ChannelFlow(
-            tuple(self.links), tuple(self.pins), tuple(self.roles.items()), tuple(self.virtual.items())
+            tuple(self.links),
+            tuple(self.pins),
+            tuple(self.roles.items()),
+            tuple(self.virtual.items()),
+            tuple(self.free_dims),
         )
 
 
@@ -104,10 +114,38 @@ class RuleContext:
         for t in graph.initializer:
             self._shapes[t.name] = tuple(int(d) for d in t.dims)
         self._consumers: dict[str, list[onnx.NodeProto]] = {}
+        self._producers: dict[str, onnx.NodeProto] = {}
         for node in graph.node:
             for name in node.input:
                 if name:
                     self._consumers.setdefault(name, []).append(node)
+            for name in node.output:
+                self._producers[name] = node
+
+    def producer(self, tensor: str) -> onnx.NodeProto | None:
+        """The node that computes `tensor` (None for graph inputs and initializers)."""
+        return self._producers.get(tensor)
+
+    def shape_entries(self, tensor: str) -> list[int | None] | None:
+        """Values of a 1-D int tensor used as a shape, entry by entry: ints where constant, None
+        where computed at run time. Follows one Concat of 1-D pieces (`[Shape(x)[0], -1, 64]`)."""
+        const = self.small_const(tensor)
+        if const is not None:
+            return [int(v) for v in const.reshape(-1)]
+        node = self.producer(tensor)
+        if node is None or node.op_type != "Concat" or node.domain not in ("", "ai.onnx"):
+            return None
+        entries: list[int | None] = []
+        for piece in node.input:
+            value = self.small_const(piece)
+            shape = self.shape(piece)
+            if value is not None:
+                entries.extend(int(v) for v in value.reshape(-1))
+            elif shape is not None and len(shape) == 1 and isinstance(shape[0], int):
+                entries.extend([None] * shape[0])
+            else:
+                return None
+        return entries
 
     def consumers(self, tensor: str) -> list[onnx.NodeProto]:
         """Nodes that read `tensor` (empty for graph outputs nobody else reads)."""

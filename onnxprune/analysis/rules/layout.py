@@ -73,16 +73,19 @@ def reshape(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
     An unchanged axis maps to itself; in a merge the outermost non-1 input axis becomes
     blocks of the merged axis (a channel becomes H*W features); in a split the outermost
     non-1 output axis is a block of the input axis (heads of head_dim channels). Inner
-    factors stay pinned. The target must be a constant (after shape folding).
+    factors stay pinned. The target is a constant, or a Concat of constant pieces and
+    run-time sizes (`[Shape(x)[0], 2, 58, 28, 28]`); only constant entries can change.
     """
     flow = FlowBuilder()
     x, y = node.input[0], node.output[0]
-    target = ctx.small_const(node.input[1])
+    target = ctx.shape_entries(node.input[1])
     x_shape, y_shape = ctx.shape(x), ctx.shape(y)
-    if target is None or x_shape is None or y_shape is None:
+    if target is None or x_shape is None or y_shape is None or len(target) != len(y_shape):
         flow.pin_tensor(x, "Reshape target is computed at run time")
         return flow.build()
     for in_axes, out_axes in align_reshape(x_shape, y_shape):
+        if any(target[j] is None and isinstance(y_shape[j], int) for j in out_axes):
+            continue  # a static size computed at run time cannot be rewritten: leave these axes pinned
         if len(in_axes) == 1 and len(out_axes) == 1:
             flow.link((x, in_axes[0]), (y, out_axes[0]))
         elif len(out_axes) == 1:

@@ -141,8 +141,11 @@ def shape_query(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
         end = ctx.attr(node, "end")
         end = rank if end is None else min(norm_axis(int(end), rank), rank)
         read = _axes_read(node.output[0], ctx, list(range(start, end)))
-    for axis in sorted(read):
-        flow.pin((x, axis), f"{node.op_type} reads the size of axis {axis} at run time")
+    for axis in range(rank):
+        if axis in read:
+            flow.pin((x, axis), f"{node.op_type} reads the size of axis {axis} at run time")
+        else:
+            flow.free((x, axis))
     return flow.build()
 
 
