@@ -235,7 +235,13 @@ def resize_sizes(node: onnx.NodeProto, edit: NodeEditor) -> list[Rewrite]:
     if sizes is None:
         return []
     before = [int(v) for v in sizes.reshape(-1)]
-    after = [int(edit.new_size((y, j))) if edit.changed((y, j)) else v for j, v in enumerate(before)]
+    rank = edit.ctx.rank(y)
+    listed = edit.ctx.attr(node, "axes")  # sizes[k] is the size of axis axes[k] when given
+    axes = list(range(len(before))) if listed is None or rank is None else [a % rank for a in listed]
+    after = [
+        int(edit.new_size((y, axis))) if edit.changed((y, axis)) else v
+        for axis, v in zip(axes, before, strict=False)
+    ]
     if after == before:
         return []
     edit.set_const_input(node, 3, np.asarray(after, dtype=sizes.dtype))

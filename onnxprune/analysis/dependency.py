@@ -101,23 +101,53 @@ class DependencyAnalysis:
         return tuple(g for g in self.groups if not g.prunable)
 
 
+@dataclass
+class _Collected:
+    """Everything the rules said about the graph, before channels are resolved into groups."""
+
+    links: list[Link] = field(default_factory=list)
+    pins: dict[Dim, list[Barrier]] = field(default_factory=lambda: defaultdict(list))
+    roles: dict[Dim, str] = field(default_factory=dict)
+    virtual: dict[str, int] = field(default_factory=dict)
+    choices: list[tuple[str, str, tuple[tuple[Link, ...], ...]]] = field(default_factory=list)
+
+
 def analyze_model(model: onnx.ModelProto, *, exclude: str | None = None) -> DependencyAnalysis:
-    """Analyse a normalized model (initializers for constants, shapes inferred)."""
+    """Analyse a normalized model (initializers for constants, shapes inferred).
+
+    Where a rule offers alternatives (which factor of a merged or split axis carries the
+    channels), each is tried in turn, keeping the one that leaves the most weights prunable.
+    """
     ctx = RuleContext(model)
-    graph = nx.Graph()
-    links: list[Link] = []
-    pins: dict[Dim, list[Barrier]] = defaultdict(list)
-    roles: dict[Dim, str] = {}
-    virtual: dict[str, int] = {}
-    excluded = re.compile(exclude) if exclude else None
+    collected = _collect(model, ctx, re.compile(exclude) if exclude else None)
+    weights = {t.name: tuple(int(d) for d in t.dims) for t in model.graph.initializer}
+    state = [0] * len(collected.choices)
+    cache: dict = {}
+    best = _resolve(collected, state, ctx, weights, cache)[3]
+    for i, (_, _, alternatives) in enumerate(collected.choices):
+        for alt in range(1, len(alternatives)):
+            trial = [*state[:i], alt, *state[i + 1 :]]
+            score = _resolve(collected, trial, ctx, weights, cache)[3]
+            if score > best:
+                state, best = trial, score
+    groups, dim_sizes, graph, _ = _resolve(collected, state, ctx, weights)
+    barriers = _dedupe(b for g in groups if not g.prunable for b in g.barriers)
+    return DependencyAnalysis(
+        groups=tuple(groups), barriers=tuple(barriers), graph=graph, dim_sizes=dim_sizes
+    )
+
+
+def _collect(model: onnx.ModelProto, ctx: RuleContext, excluded: re.Pattern | None) -> _Collected:
+    out = _Collected()
 
     def pin(dim: Dim, barrier: Barrier) -> None:
-        pins[dim].append(barrier)
+        out.pins[dim].append(barrier)
 
     for index, node in enumerate(model.graph.node):
         name = node.name or f"{node.op_type}_{index}"
         flow = _flow_of(node, ctx)
         touched = {d for link in flow.links for d in (link.a, link.b)} | set(flow.free)
+        touched |= {d for alts in flow.choices for alt in alts for link in alt for d in (link.a, link.b)}
         for p in flow.pins:
             pin(p.dim, Barrier(name, node.op_type, p.dim[0], p.dim[1], p.reason))
             touched.add(p.dim)
@@ -132,28 +162,20 @@ def analyze_model(model: onnx.ModelProto, *, exclude: str | None = None) -> Depe
             rank = ctx.rank(tensor)
             if rank is None:
                 if reason or not any(d[0] == tensor for d in touched):
-                    pin(
-                        (tensor, -1),
-                        Barrier(name, node.op_type, tensor, -1, reason or "shape unknown to the analyzer"),
-                    )
+                    why = reason or "shape unknown to the analyzer"
+                    pin((tensor, -1), Barrier(name, node.op_type, tensor, -1, why))
                 continue
             for axis in range(rank):
                 if reason:
                     pin((tensor, axis), Barrier(name, node.op_type, tensor, axis, reason))
                 elif (tensor, axis) not in touched and ctx.size((tensor, axis)) != 1:
-                    pin(
-                        (tensor, axis),
-                        Barrier(
-                            name,
-                            node.op_type,
-                            tensor,
-                            axis,
-                            f"{node.op_type} does not map axis {axis} of '{tensor}'",
-                        ),
-                    )
-        links.extend(flow.links)
-        roles.update(dict(flow.roles))
-        virtual.update(dict(flow.virtual_sizes))
+                    why = f"{node.op_type} does not map axis {axis} of '{tensor}'"
+                    pin((tensor, axis), Barrier(name, node.op_type, tensor, axis, why))
+        if reason is None:
+            out.links.extend(flow.links)
+            out.choices.extend((name, node.op_type, alts) for alts in flow.choices)
+        out.roles.update(dict(flow.roles))
+        out.virtual.update(dict(flow.virtual_sizes))
 
     for vi in model.graph.input:
         for axis in range(len(ctx.shape(vi.name) or ())):
@@ -163,44 +185,83 @@ def analyze_model(model: onnx.ModelProto, *, exclude: str | None = None) -> Depe
         axes = range(len(shape)) if shape is not None else [-1]
         for axis in axes:
             pin((vi.name, axis), Barrier("<graph>", "output", vi.name, axis, f"graph output '{vi.name}'"))
+    return out
 
+
+def _resolve(
+    collected: _Collected,
+    state: list[int],
+    ctx: RuleContext,
+    weights: dict[str, tuple[int, ...]],
+    cache: dict | None = None,
+):
+    """Groups for one selection of alternatives; returns (groups, dim sizes, graph, score).
+
+    The score is the number of weight parameters in prunable groups. With a `cache`, the
+    groups of a component seen before (same links, same pinned axes) are reused, so trying
+    an alternative only re-resolves the components it changes; their ids and barrier texts
+    may then be stale, so the final resolution runs without a cache.
+    """
+    links = list(collected.links)
+    pins: dict[Dim, list[Barrier]] = defaultdict(list, {d: list(b) for d, b in collected.pins.items()})
+    for (node, op_type, alternatives), chosen in zip(collected.choices, state, strict=True):
+        links.extend(alternatives[chosen])
+        used = {d for link in alternatives[chosen] for d in (link.a, link.b)}
+        for alt in alternatives:
+            for d in {d for link in alt for d in (link.a, link.b)} - used:
+                why = f"{op_type} keeps axis {d[1]} of '{d[0]}' whole (another factor carries channels)"
+                pins[d].append(Barrier(node, op_type, d[0], d[1], why))
+    graph = nx.Graph()
+    by_dim: dict[Dim, list[Link]] = defaultdict(list)
     for link in links:
         graph.add_edge(link.a, link.b)
+        by_dim[link.a].append(link)
     graph.graph["links"] = links
 
     def size_of(dim: Dim) -> int | None:
-        if dim[0] in virtual:
-            return virtual[dim[0]]
+        if dim[0] in collected.virtual:
+            return collected.virtual[dim[0]]
         return ctx.size(dim)
 
-    weights = {t.name for t in model.graph.initializer}
     groups: list[Group] = []
     dim_sizes: dict[Dim, int] = {}
-    by_dim: dict[Dim, list[Link]] = defaultdict(list)
-    for link in links:
-        by_dim[link.a].append(link)
     for component in nx.connected_components(graph):
-        dims = sorted(component, key=lambda d: (d[0], d[1]))
+        dims = sorted(component)
         if not any(d[0] in weights for d in dims):
             continue
         sizes = {d: size_of(d) for d in dims}
-        comp_links = [lk for d in dims for lk in by_dim.get(d, [])]
-        component_barriers = _component_pins(dims, pins)
         if any(s is None for s in sizes.values()):
             continue  # dynamic axes: nothing to slice
-        try:
-            labels, offsets = _merge_elements(dims, sizes, comp_links)
-        except ValueError as exc:
-            bad = Barrier("<analysis>", "index map", dims[0][0], dims[0][1], f"inconsistent sizes: {exc}")
-            groups.extend(_groups_of(dims, sizes, None, None, weights, roles, pins, [bad], len(groups)))
-            continue
         dim_sizes.update(sizes)
-        groups.extend(
-            _groups_of(dims, sizes, labels, offsets, weights, roles, pins, component_barriers, len(groups))
-        )
-    barriers = _dedupe(b for g in groups if not g.prunable for b in g.barriers)
-    return DependencyAnalysis(
-        groups=tuple(groups), barriers=tuple(barriers), graph=graph, dim_sizes=dim_sizes
+        comp_links = [lk for d in dims for lk in by_dim.get(d, [])]
+        key = None
+        if cache is not None:
+            pinned = frozenset(d for d in dims if _is_pinned(d, pins))
+            key = (frozenset(map(id, comp_links)), pinned)
+            if key in cache:
+                groups.extend(cache[key])
+                continue
+        found = _component_groups(dims, sizes, comp_links, weights, collected.roles, pins, len(groups))
+        if key is not None:
+            cache[key] = found
+        groups.extend(found)
+    score = 0
+    for g in groups:
+        if g.prunable:
+            for m in g.weight_members:
+                shape = weights[m.tensor]
+                score += m.positions.size * int(np.prod(shape, dtype=np.int64)) // max(1, shape[m.axis])
+    return groups, dim_sizes, graph, score
+
+
+def _component_groups(dims, sizes, links, weights, roles, pins, first_id) -> list[Group]:
+    try:
+        labels, offsets = _merge_elements(dims, sizes, links)
+    except ValueError as exc:
+        bad = Barrier("<analysis>", "index map", dims[0][0], dims[0][1], f"inconsistent sizes: {exc}")
+        return _groups_of(dims, sizes, None, None, weights, roles, pins, [bad], first_id)
+    return _groups_of(
+        dims, sizes, labels, offsets, weights, roles, pins, _component_pins(dims, pins), first_id
     )
 
 

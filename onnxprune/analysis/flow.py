@@ -53,6 +53,7 @@ class ChannelFlow:
     roles: tuple[tuple[Dim, Role], ...] = ()
     virtual_sizes: tuple[tuple[str, int], ...] = ()
     free: tuple[Dim, ...] = ()
+    choices: tuple[tuple[tuple[Link, ...], ...], ...] = ()
 
 
 @dataclass
@@ -64,6 +65,7 @@ class FlowBuilder:
     roles: dict[Dim, Role] = field(default_factory=dict)
     virtual: dict[str, int] = field(default_factory=dict)
     free_dims: list[Dim] = field(default_factory=list)
+    choice_sets: list[tuple[tuple[Link, ...], ...]] = field(default_factory=list)
 
     def link(self, a: Dim, b: Dim, index_map: IndexMap | None = None) -> None:
         self.links.append(Link(a, b, index_map or IndexMap.identity()))
@@ -73,6 +75,16 @@ class FlowBuilder:
 
     def pin_tensor(self, tensor: str, reason: str) -> None:
         self.pins.append(Pin((tensor, -1), reason))
+
+    def choose(self, alternatives: list[list[Link]]) -> None:
+        """Exactly one of `alternatives` (lists of links) holds; the analyzer picks the one that
+        leaves the most weights prunable (the first on ties). Axes an alternative leaves out are
+        pinned when another is chosen."""
+        options = tuple(tuple(alt) for alt in alternatives if alt)
+        if len(options) == 1:
+            self.links.extend(options[0])
+        elif options:
+            self.choice_sets.append(options)
 
     def free(self, dim: Dim) -> None:
         """The op does not care if `dim` loses positions (Shape on an axis nobody reads)."""
@@ -93,6 +105,7 @@ class FlowBuilder:
             tuple(self.roles.items()),
             tuple(self.virtual.items()),
             tuple(self.free_dims),
+            tuple(self.choice_sets),
         )
 
 

@@ -45,6 +45,13 @@ class IndexMap:
         return IndexMap("blocks", block=block)
 
     @staticmethod
+    def digit(inner: int) -> IndexMap:
+        """a[i] <-> every b[p] with (p // inner) % size_a == i: `a` is one factor of the merged
+        axis `b`, `inner` the product of the factors after it (blocks when `a` is outermost,
+        a stride when it is innermost: channel shuffle, channels-last flatten)."""
+        return IndexMap("digit", block=inner)
+
+    @staticmethod
     def modulo(period: int) -> IndexMap:
         """a[i] <-> b[i % period] (the local index of a channel inside its group)."""
         return IndexMap("modulo", period=period)
@@ -75,6 +82,13 @@ class IndexMap:
             _expect(size_a * self.block == size_b, f"blocks of {self.block}: {size_a} -> {size_b}")
             ib = np.arange(size_b)
             return ib // self.block, ib
+        if self.kind == "digit":
+            _expect(
+                size_a > 0 and size_b % (self.block * size_a) == 0,
+                f"factor of {size_a} with inner {self.block} in axis of {size_b}",
+            )
+            ib = np.arange(size_b)
+            return (ib // self.block) % size_a, ib
         if self.kind == "modulo":
             _expect(
                 self.period == size_b and size_a % self.period == 0,
@@ -97,6 +111,7 @@ class IndexMap:
             "offset": f"offset {self.offset} step {self.step}",
             "blocks": f"blocks of {self.block}",
             "modulo": f"modulo {self.period}",
+            "digit": f"factor with inner {self.block}",
             "gather": f"gather {len(self.indices)}",
         }
         return params.get(self.kind, self.kind)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from onnxprune.analysis.flow import ChannelFlow, FlowBuilder, RuleContext, Shape
+from onnxprune.analysis.flow import ChannelFlow, FlowBuilder, Link, RuleContext, Shape
 from onnxprune.analysis.index_map import IndexMap
 from onnxprune.analysis.registry import register
 from onnxprune.analysis.rules._common import int_list, link_same_axes, norm_axis, opt_input
@@ -54,7 +54,7 @@ def squeeze(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
 
 @register("Flatten")
 def flatten(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
-    """[d0 .. d(a-1)] and [da .. dn] each merge into one axis; see `merge_or_split`."""
+    """[d0 .. d(a-1)] and [da .. dn] each merge into one axis (see `_merge`)."""
     flow = FlowBuilder()
     x, y = node.input[0], node.output[0]
     x_shape, y_shape = ctx.shape(x), ctx.shape(y)
@@ -70,10 +70,10 @@ def flatten(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
 def reshape(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
     """A constant-target Reshape regroups axes whose sizes multiply alike.
 
-    An unchanged axis maps to itself; in a merge the outermost non-1 input axis becomes
-    blocks of the merged axis (a channel becomes H*W features); in a split the outermost
-    non-1 output axis is a block of the input axis (heads of head_dim channels). Inner
-    factors stay pinned. The target is a constant, or a Concat of constant pieces and
+    An unchanged axis maps to itself. Where axes merge (a channel becomes H*W features) or
+    one axis splits (heads of head_dim channels, the two halves of a channel shuffle), one
+    factor carries the channels and the others stay whole; the analyzer picks the factor.
+    The target is a constant, or a Concat of constant pieces and
     run-time sizes (`[Shape(x)[0], 2, 58, 28, 28]`); only constant entries can change.
     """
     flow = FlowBuilder()
@@ -137,17 +137,21 @@ def align_reshape(x_shape: Shape, y_shape: Shape) -> list[tuple[list[int], list[
 
 
 def _merge(flow: FlowBuilder, src: str, shape: Shape, axes: list[int], merged: tuple[str, int]) -> None:
-    """Link the outermost non-1 axis among `axes` of `src` to `merged` as blocks of the inner product."""
+    """One of the non-1 axes among `axes` of `src` (the factors of the merged axis, outermost
+    first) carries the merged axis's channels; which one is left to the analyzer to choose."""
     sizes = [shape[a] for a in axes]
-    if not axes or any(not isinstance(s, int) for s in sizes[1:]):
-        if len(axes) == 1:
-            flow.link((src, axes[0]), merged)
+    if len(axes) == 1:
+        flow.link((src, axes[0]), merged)
         return
-    outer = next((k for k, s in enumerate(sizes) if s != 1), None)
-    if outer is None:
+    if not axes or any(not isinstance(s, int) for s in sizes):
         return
-    block = int(np.prod(sizes[outer + 1 :], dtype=np.int64))
-    flow.link((src, axes[outer]), merged, IndexMap.blocks(block) if block != 1 else None)
+    alternatives = []
+    for k, size in enumerate(sizes):
+        if size == 1:
+            continue
+        inner = int(np.prod(sizes[k + 1 :], dtype=np.int64))
+        alternatives.append([Link((src, axes[k]), merged, IndexMap.digit(inner))])
+    flow.choose(alternatives)
 
 
 @register("Concat")
@@ -259,15 +263,31 @@ def pad(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
 
 @register("Resize", "Upsample")
 def resize(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
-    """Axes whose size does not change (batch, channels) pass through; `sizes` is rewritten."""
+    """Axes whose size does not change (batch, channels) pass through; `sizes` is rewritten.
+
+    Axes left out of Resize's `axes` attribute are not resized at all. With the
+    tf_crop_and_resize transformation an axis of unchanged size is still interpolated
+    across its crop box, so it passes only when the (constant) box is the whole axis.
+    """
     flow = FlowBuilder()
     x, y = node.input[0], node.output[0]
     x_shape, y_shape = ctx.shape(x), ctx.shape(y)
     if x_shape is None or y_shape is None or len(x_shape) != len(y_shape):
         return flow.build()
-    if node.op_type == "Resize" and ctx.attr(node, "axes") is not None:
-        return flow.build()
+    rank = len(x_shape)
+    listed = ctx.attr(node, "axes") if node.op_type == "Resize" else None
+    resized = list(range(rank)) if listed is None else [norm_axis(int(a), rank) for a in listed]
+    whole = set(resized)
+    if ctx.attr(node, "coordinate_transformation_mode") in ("tf_crop_and_resize", b"tf_crop_and_resize"):
+        roi = ctx.small_const(opt_input(node, 1) or "")
+        box = None if roi is None else roi.reshape(-1).tolist()
+        whole = set()
+        if box is not None and len(box) == 2 * len(resized):
+            n = len(resized)
+            whole = {a for k, a in enumerate(resized) if box[k] == 0 and box[n + k] == 1}
     for axis, (a, b) in enumerate(zip(x_shape, y_shape, strict=True)):
+        if axis in resized and axis not in whole:
+            continue
         if a == b and (isinstance(a, int) or axis == 0):
             flow.link((x, axis), (y, axis))
     return flow.build()

@@ -150,12 +150,34 @@ def shape_query(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
 
 
 def _axes_read(shape_out: str, ctx: RuleContext, axes: list[int]) -> set[int]:
+    consumers = ctx.consumers(shape_out)
+    if not consumers:  # a shape nobody in the graph reads is a graph output: every entry is read
+        return set(axes)
     read: set[int] = set()
-    for consumer in ctx.consumers(shape_out):
-        if consumer.op_type == "Gather" and consumer.input[0] == shape_out:
-            idx = ctx.small_const(consumer.input[1])
-            if idx is not None and int(ctx.attr(consumer, "axis", 0)) == 0:
-                read |= {axes[int(i)] for i in idx.reshape(-1) if -len(axes) <= int(i) < len(axes)}
+    for consumer in consumers:
+        if consumer.input[0] == shape_out and consumer.op_type in ("Gather", "Slice"):
+            picked = _picked_entries(consumer, ctx, len(axes))
+            if picked is not None:
+                read |= {axes[i] for i in picked}
                 continue
         return set(axes)
     return read
+
+
+def _picked_entries(node: onnx.NodeProto, ctx: RuleContext, length: int) -> list[int] | None:
+    """Entries of a shape vector of `length` that a Gather or unit-step Slice with constant
+    indices or bounds picks, or None if they are not known."""
+    if node.op_type == "Gather":
+        idx = ctx.small_const(node.input[1])
+        if idx is None or int(ctx.attr(node, "axis", 0)) != 0:
+            return None
+        picked = [int(i) for i in idx.reshape(-1)]
+        if any(not -length <= i < length for i in picked):
+            return None
+        return [i % length for i in picked]
+    starts, ends = int_list(ctx, node, "starts", 1), int_list(ctx, node, "ends", 2)
+    along = int_list(ctx, node, "axes", 3) or [0]
+    steps = int_list(ctx, node, "steps", 4) or [1]
+    if starts is None or ends is None or len(starts) != 1 or along not in ([0], [-1]) or steps != [1]:
+        return None
+    return list(range(length))[starts[0] : ends[0]]
