@@ -27,12 +27,19 @@ def unit_scores(group: Group, weights: Mapping[str, np.ndarray], criterion: Crit
     total = np.zeros(group.size, dtype=np.float64)
     for member in group.weight_members:
         array = weights[member.tensor]
-        if array.dtype.kind != "f" and array.dtype.name != "bfloat16":
+        if array.dtype.kind != "f":
             continue
-        moved = np.moveaxis(np.asarray(array, dtype=np.float64), member.axis, 0)
-        rows = moved[member.positions.reshape(-1)].reshape(group.size, -1)
-        score = np.abs(rows).sum(axis=1) if criterion == "l1" else np.sqrt((rows * rows).sum(axis=1))
+        per_position = _axis_norms(array, member.axis, criterion)
+        rows = per_position[member.positions]
+        score = rows.sum(axis=1) if criterion == "l1" else np.sqrt(rows.sum(axis=1))
         mean = score.mean()
         if mean > 0:
             total += score / mean
     return total
+
+
+def _axis_norms(array: np.ndarray, axis: int, criterion: Criterion) -> np.ndarray:
+    """Per position of `axis`: the sum of |w| (l1) or of w**2 (l2) over every other axis."""
+    others = tuple(a for a in range(array.ndim) if a != axis)
+    values = np.abs(array) if criterion == "l1" else np.square(array)
+    return values.sum(axis=others, dtype=np.float64) if others else values.astype(np.float64)

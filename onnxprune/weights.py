@@ -113,3 +113,26 @@ def _reshape_value_infos(model: onnx.ModelProto, name: str, tensor: onnx.TensorP
         tensor_type.shape.ClearField("dim")
         for size in tensor.dims:
             tensor_type.shape.dim.add().dim_value = size
+
+
+_RAW_DTYPES = {
+    onnx.TensorProto.FLOAT: np.float32,
+    onnx.TensorProto.DOUBLE: np.float64,
+    onnx.TensorProto.FLOAT16: np.float16,
+    onnx.TensorProto.INT64: np.int64,
+    onnx.TensorProto.INT32: np.int32,
+    onnx.TensorProto.INT8: np.int8,
+    onnx.TensorProto.UINT8: np.uint8,
+}
+
+
+def tensor_array(tensor: onnx.TensorProto) -> np.ndarray:
+    """The tensor's values; a read-only view of its raw bytes where possible (no copy).
+
+    >>> tensor_array(numpy_helper.from_array(np.arange(3, dtype=np.float32))).tolist()
+    [0.0, 1.0, 2.0]
+    """
+    dtype = _RAW_DTYPES.get(tensor.data_type)
+    if dtype is not None and tensor.HasField("raw_data") and np.little_endian:
+        return np.frombuffer(tensor.raw_data, dtype=dtype).reshape(tuple(tensor.dims))
+    return numpy_helper.to_array(tensor)

@@ -11,6 +11,7 @@ from onnxprune.analysis import Dim, RuleContext
 from onnxprune.passes.base import Pass, PassResult
 from onnxprune.passes.rewriters import NodeEditor, lookup_rewriter
 from onnxprune.plan import Rewrite
+from onnxprune.weights import tensor_array
 
 
 class SliceWeights(Pass):
@@ -28,7 +29,7 @@ class SliceWeights(Pass):
             cuts = by_tensor.get(init.name)
             if not cuts:
                 continue
-            array = numpy_helper.to_array(init)
+            array = tensor_array(init)
             before = array.size
             for axis, keep in sorted(cuts, key=lambda c: c[0]):
                 array = np.take(array, keep, axis=axis)
