@@ -151,6 +151,9 @@ def _collect(model: onnx.ModelProto, ctx: RuleContext, excluded: re.Pattern | No
         for p in flow.pins:
             pin(p.dim, Barrier(name, node.op_type, p.dim[0], p.dim[1], p.reason))
             touched.add(p.dim)
+        for tensor in sorted(_outer_scope_reads(node)):
+            why = f"read inside a subgraph of {node.op_type}: the body expects its current shape"
+            pin((tensor, -1), Barrier(name, node.op_type, tensor, -1, why))
         reason = None
         if excluded is not None and excluded.search(name):
             reason = "excluded by --exclude"
@@ -263,6 +266,20 @@ def _component_groups(dims, sizes, links, weights, roles, pins, first_id) -> lis
     return _groups_of(
         dims, sizes, labels, offsets, weights, roles, pins, _component_pins(dims, pins), first_id
     )
+
+
+def _outer_scope_reads(node: onnx.NodeProto) -> set[str]:
+    """Tensors an If/Loop/Scan body reads from the enclosing graph without listing them as inputs."""
+    names: set[str] = set()
+    for attr in node.attribute:
+        graphs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
+        for g in graphs:
+            local = {vi.name for vi in g.input} | {t.name for t in g.initializer}
+            local |= {o for n in g.node for o in n.output}
+            for inner in g.node:
+                names |= {i for i in inner.input if i and i not in local}
+                names |= _outer_scope_reads(inner) - local
+    return names
 
 
 def _flow_of(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:

@@ -126,6 +126,7 @@ class RuleContext:
             self._shapes[vi.name] = _shape_of(vi)
         for t in graph.initializer:
             self._shapes[t.name] = tuple(int(d) for d in t.dims)
+        self._graph_outputs = {vi.name for vi in graph.output}
         self._consumers: dict[str, list[onnx.NodeProto]] = {}
         self._producers: dict[str, onnx.NodeProto] = {}
         for node in graph.node:
@@ -134,6 +135,9 @@ class RuleContext:
                     self._consumers.setdefault(name, []).append(node)
             for name in node.output:
                 self._producers[name] = node
+
+    def is_graph_output(self, tensor: str) -> bool:
+        return tensor in self._graph_outputs
 
     def producer(self, tensor: str) -> onnx.NodeProto | None:
         """The node that computes `tensor` (None for graph inputs and initializers)."""
