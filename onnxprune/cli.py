@@ -16,9 +16,10 @@ import traceback
 from collections.abc import Sequence
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from onnxprune.errors import EXIT_CHECK_FAILED, EXIT_OK, OnnxPruneError, UsageError
+from onnxprune.errors import EXIT_CHECK_FAILED, EXIT_INTERNAL, EXIT_OK, OnnxPruneError, UsageError
 
 SUBCOMMANDS = ("prune", "analyze", "validate")
 
@@ -46,6 +47,7 @@ def _prune_parser() -> argparse.ArgumentParser:
     p.add_argument("--apply-plan", metavar="PLAN.json", help="replay this plan instead of selecting")
     p.add_argument("--report", metavar="REPORT.json", help="write the report here")
     p.add_argument("--validate", action="store_true", help="check the result (checker, ONNX Runtime, parity)")
+    _add_input_shape(p)
     p.add_argument("--force", action="store_true", help="allow the output to overwrite the input")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
@@ -66,15 +68,41 @@ def _validate_parser() -> argparse.ArgumentParser:
     p.add_argument("pruned")
     p.add_argument("--plan", required=True, metavar="PLAN.json")
     p.add_argument("--tolerance", type=float, default=1e-4, help="relative error allowed (default 1e-4)")
+    _add_input_shape(p)
     p.add_argument("--debug", action="store_true")
     return p
+
+
+def _add_input_shape(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--input-shape",
+        action="append",
+        default=[],
+        metavar="NAME:1x3x224x224",
+        help="shape used for a graph input with dynamic dims (repeatable)",
+    )
+
+
+def parse_input_shapes(specs: list[str]) -> dict[str, list[int]] | None:
+    """`["x:1x3x224x224"]` -> `{"x": [1, 3, 224, 224]}`; UsageError on a malformed spec."""
+    shapes: dict[str, list[int]] = {}
+    for spec in specs:
+        name, sep, dims = spec.rpartition(":")
+        try:
+            values = [int(d) for d in dims.lower().split("x")]
+        except ValueError:
+            values = []
+        if not sep or not name or not values or any(v < 1 for v in values):
+            raise UsageError(f"--input-shape {spec!r}: expected NAME:DIMxDIMx... with positive sizes")
+        shapes[name] = values
+    return shapes or None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
-    console = Console(stderr=False, highlight=False)
-    errors = Console(stderr=True, highlight=False)
+    console = Console(stderr=False, highlight=False, markup=False)
+    errors = Console(stderr=True, highlight=False, markup=False)
     debug = "--debug" in args
     try:
         if args and args[0] in SUBCOMMANDS:
@@ -89,10 +117,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OnnxPruneError as exc:
         if debug:
             traceback.print_exc()
-        errors.print(f"[bold red]error:[/] {exc}", markup=True, soft_wrap=True)
+        errors.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True, soft_wrap=True)
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # a bug: one line unless --debug, and a distinct exit code
+        if debug:
+            traceback.print_exc()
+        errors.print(
+            f"[bold red]internal error:[/] {escape(f'{type(exc).__name__}: {exc}')} "
+            "(rerun with --debug for the traceback)",
+            markup=True,
+            soft_wrap=True,
+        )
+        return EXIT_INTERNAL
 
 
 def _prune(args: argparse.Namespace, console: Console) -> int:
@@ -115,7 +153,9 @@ def _prune(args: argparse.Namespace, console: Console) -> int:
     if args.validate:
         from onnxprune.validate import validate
 
-        validation = validate(args.input, result.model, result.plan)
+        validation = validate(
+            args.input, result.model, result.plan, input_shapes=parse_input_shapes(args.input_shape)
+        )
         ok = bool(validation)
     if ok:
         path = result.save(args.output, force=args.force)
@@ -131,7 +171,7 @@ def _prune(args: argparse.Namespace, console: Console) -> int:
     if validation is not None:
         console.print(str(validation))
     if not ok:
-        console.print("[bold red]validation failed: nothing written[/]")
+        console.print("[bold red]validation failed: nothing written[/]", markup=True)
         return EXIT_CHECK_FAILED
     console.print(f"wrote {path}")
     return EXIT_OK
@@ -194,7 +234,13 @@ def _validate(args: argparse.Namespace, console: Console) -> int:
     from onnxprune.plan import Plan
     from onnxprune.validate import validate
 
-    report = validate(args.original, args.pruned, Plan.load(args.plan), tolerance=args.tolerance)
+    report = validate(
+        args.original,
+        args.pruned,
+        Plan.load(args.plan),
+        tolerance=args.tolerance,
+        input_shapes=parse_input_shapes(args.input_shape),
+    )
     console.print(str(report))
     return EXIT_OK if report else EXIT_CHECK_FAILED
 

@@ -10,6 +10,7 @@ EXIT_OK = 0
 EXIT_CHECK_FAILED = 1  # `validate` or `--validate`: a check did not hold
 EXIT_USAGE = 2  # bad command line or option values
 EXIT_MODEL = 3  # the model could not be loaded, analysed, pruned or written
+EXIT_INTERNAL = 4  # a bug in onnxprune: please report it with the --debug traceback
 
 
 class OnnxPruneError(Exception):

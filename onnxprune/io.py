@@ -45,7 +45,7 @@ def load_model(model: ModelLike) -> tuple[onnx.ModelProto, str]:
     if any(_uses_external_data(t) for t in proto.graph.initializer):
         try:
             onnx.load_external_data_for_model(proto, str(path.parent))
-        except (OSError, ValueError) as exc:
+        except Exception as exc:  # onnx raises OSError, ValueError or its own ValidationError here
             raise ModelError(f"external data could not be read: {exc}", path=str(path)) from exc
     return proto, str(path)
 
@@ -83,8 +83,13 @@ def save_model(
         raise UsageError(f"{target}: directory {parent} does not exist")
     if not os.access(parent, os.W_OK):
         raise UsageError(f"{target}: directory {parent} is not writable")
+    if target.is_dir():
+        raise UsageError(f"{target}: is a directory, expected an output file path")
     large = model.ByteSize() > _TWO_GB if _fits_bytesize(model) else True
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=parent)
+    except OSError as exc:
+        raise UsageError(f"{target}: cannot write in {parent} ({exc.strerror})") from exc
     os.close(fd)
     try:
         if large:
@@ -101,11 +106,18 @@ def save_model(
             with open(tmp, "wb") as fh:
                 fh.write(model.SerializeToString())
         os.replace(tmp, target)
+    except OSError as exc:
+        _remove(tmp)
+        raise UsageError(f"{target}: cannot write ({exc.strerror or exc})") from exc
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        _remove(tmp)
         raise
     return target
+
+
+def _remove(path: str) -> None:
+    if os.path.exists(path):
+        os.unlink(path)
 
 
 def _fits_bytesize(model: onnx.ModelProto) -> bool:

@@ -10,6 +10,7 @@ from onnxprune.passes.normalize import (
     InferShapes,
     InlineFunctions,
     SimplifyReshapeTargets,
+    UniqueNodeNames,
 )
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "RewriteNodes",
     "SimplifyReshapeTargets",
     "SliceWeights",
+    "UniqueNodeNames",
 ]
 
 
@@ -33,6 +35,7 @@ def normalization_passes() -> list[Pass]:
     """The passes that make a model analyzable without changing what it computes."""
     return [
         InlineFunctions(),
+        UniqueNodeNames(),
         ConstantsToInitializers(),
         DropInitializerInputs(),
         Repeat([InferShapes(), FoldShapes(), SimplifyReshapeTargets(), RemoveDeadNodes()]),

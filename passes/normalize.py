@@ -90,6 +90,28 @@ def _constant_value(node: onnx.NodeProto) -> onnx.TensorProto | None:
     return numpy_helper.from_array(np.asarray(value, dtype=dtype))
 
 
+class UniqueNodeNames(Pass):
+    """Give repeated node names a numeric suffix (ONNX Runtime refuses models with duplicates);
+    empty names stay empty. The first node of each name keeps it."""
+
+    def call(self, model: onnx.ModelProto) -> PassResult:
+        seen: set[str] = {n.name for n in model.graph.node if n.name}
+        used: set[str] = set()
+        renamed = 0
+        for node in model.graph.node:
+            if not node.name:
+                continue
+            if node.name in used:
+                base, k = node.name, 1
+                while f"{base}_{k}" in seen:
+                    k += 1
+                node.name = f"{base}_{k}"
+                seen.add(node.name)
+                renamed += 1
+            used.add(node.name)
+        return PassResult(self.name, bool(renamed), {"nodes_renamed": renamed})
+
+
 class DropInitializerInputs(Pass):
     """Initializers listed as graph inputs (IR < 4 style) become plain weights (IR >= 4 only)."""
 

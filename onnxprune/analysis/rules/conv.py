@@ -23,8 +23,7 @@ def conv(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
     x, w, y = node.input[0], node.input[1], node.output[0]
     w_shape, x_channels = ctx.shape(w), ctx.size((x, 1))
     if not ctx.is_weight(w) or w_shape is None or x_channels is None:
-        flow.pin_tensor(x, "Conv weight is computed at run time or input channels are unknown")
-        return flow.build()
+        return _pinned(node, ctx)
     group = int(ctx.attr(node, "group", 1))
     cout, cin_g = int(w_shape[0]), int(w_shape[1])
     flow.link((y, 1), (w, 0))
@@ -54,8 +53,7 @@ def conv_transpose(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
     x, w, y = node.input[0], node.input[1], node.output[0]
     w_shape, x_channels = ctx.shape(w), ctx.size((x, 1))
     if not ctx.is_weight(w) or w_shape is None or x_channels is None:
-        flow.pin_tensor(x, "ConvTranspose weight is computed at run time or input channels are unknown")
-        return flow.build()
+        return _pinned(node, ctx)
     group = int(ctx.attr(node, "group", 1))
     cin, cout_g = int(w_shape[0]), int(w_shape[1])
     bias = opt_input(node, 2)
@@ -77,4 +75,21 @@ def conv_transpose(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
         flow.link((y, 1), (w, 1), IndexMap.modulo(cout_g))
         flow.role((w, 1), "out")
     flow.link((x, 0), (y, 0))
+    return flow.build()
+
+
+def _pinned(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
+    """Everything a convolution touches stays when its weight is not a constant (or shapes are unknown)."""
+    flow = FlowBuilder()
+    w = node.input[1]
+    source = ctx.producer(w)
+    if source is not None:
+        reason = f"{node.op_type} weight '{w}' is computed at run time by {source.op_type} '{source.name}'"
+    elif not ctx.is_weight(w):
+        reason = f"{node.op_type} weight '{w}' is a graph input"
+    else:
+        reason = f"{node.op_type} input channels or weight shape unknown"
+    for tensor in [*node.input, *node.output]:
+        if tensor:
+            flow.pin_tensor(tensor, reason)
     return flow.build()
