@@ -38,6 +38,10 @@ def _prune_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--ratio", type=float, help="fraction of channels removed from every prunable group, in [0, 1)"
     )
+    p.add_argument("--head-ratio", type=float, help="fraction of attention heads removed (default: --ratio)")
+    p.add_argument(
+        "--ffn-ratio", type=float, help="fraction of other channels (FFN, filters) removed (default: --ratio)"
+    )
     p.add_argument("--criterion", choices=["l1", "l2"], default="l1", help="weight magnitude criterion")
     p.add_argument(
         "--round-to", type=int, default=1, metavar="N", help="kept channel counts are multiples of N"
@@ -137,12 +141,16 @@ def _prune(args: argparse.Namespace, console: Console) -> int:
     from onnxprune.pipeline import prune
     from onnxprune.plan import Plan
 
-    if args.apply_plan is None and args.ratio is None:
-        raise UsageError("onnxprune: give --ratio R (or --apply-plan PLAN.json)")
+    if args.apply_plan is None and args.ratio is None and args.head_ratio is None and args.ffn_ratio is None:
+        raise UsageError(
+            "onnxprune: give --ratio R (or --head-ratio / --ffn-ratio, or --apply-plan PLAN.json)"
+        )
     plan = Plan.load(args.apply_plan) if args.apply_plan else None
     result = prune(
         args.input,
         ratio=args.ratio,
+        head_ratio=args.head_ratio,
+        ffn_ratio=args.ffn_ratio,
         criterion=args.criterion,
         round_to=args.round_to,
         exclude=args.exclude,

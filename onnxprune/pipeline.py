@@ -97,12 +97,17 @@ def prune(
     model: ModelLike,
     *,
     ratio: float | None = None,
+    head_ratio: float | None = None,
+    ffn_ratio: float | None = None,
     criterion: Criterion = "l1",
     round_to: int = 1,
     exclude: str | None = None,
     plan: Plan | str | os.PathLike | None = None,
 ) -> PruneResult:
     """Remove `ratio` of the channels of every prunable coupling group.
+
+    Groups of attention heads lose `head_ratio` of their heads and the other groups (FFN
+    neurons, filters) `ffn_ratio` of their channels; both default to `ratio`.
 
     `model` is a path, bytes or an ``onnx.ModelProto`` (never modified). With `plan`, the
     given plan is replayed instead of selecting (ratio, criterion and round_to are ignored).
@@ -112,10 +117,13 @@ def prune(
     True
     """
     if plan is None:
-        if ratio is None:
+        if ratio is None and ffn_ratio is None and head_ratio is None:
             raise UsageError("give a ratio (or a plan to replay)")
-        if not 0.0 <= float(ratio) < 1.0:
-            raise UsageError(f"ratio {ratio} is outside [0, 1)")
+        for name, value in (("ratio", ratio), ("head_ratio", head_ratio), ("ffn_ratio", ffn_ratio)):
+            if value is not None and not 0.0 <= float(value) < 1.0:
+                raise UsageError(f"{name} {value} is outside [0, 1)")
+        channel_ratio = float(ffn_ratio if ffn_ratio is not None else ratio or 0.0)
+        heads = float(head_ratio if head_ratio is not None else ratio or 0.0)
         if criterion not in CRITERIA:
             raise UsageError(f"criterion {criterion!r} is not one of {', '.join(CRITERIA)}")
         if int(round_to) < 1:
@@ -135,7 +143,12 @@ def prune(
             if any(t.name == m.tensor for g in analysis.prunable_groups for m in g.weight_members)
         }
         decisions = select_units(
-            analysis, weights, ratio=float(ratio), criterion=criterion, round_to=int(round_to)
+            analysis,
+            weights,
+            ratio=channel_ratio,
+            head_ratio=heads,
+            criterion=criterion,
+            round_to=int(round_to),
         )
     else:
         decisions = decisions_from_plan(analysis, plan)

@@ -43,13 +43,21 @@ def select_units(
     weights: Mapping[str, np.ndarray],
     *,
     ratio: float,
+    head_ratio: float | None = None,
     criterion: Criterion = "l1",
     round_to: int = 1,
 ) -> Decisions:
-    """Keep the highest-scoring units of every prunable group."""
+    """Keep the highest-scoring units of every prunable group.
+
+    Channel groups lose `ratio` of their units, kept counts rounded to `round_to`; head groups
+    (see `Group.kind`) lose `head_ratio` (default `ratio`) of their heads, without rounding.
+    """
     decisions: Decisions = {}
     for group in analysis.prunable_groups:
-        keep = kept_count(group.size, ratio, round_to)
+        if group.kind == "heads":
+            keep = kept_count(group.size, ratio if head_ratio is None else head_ratio)
+        else:
+            keep = kept_count(group.size, ratio, round_to)
         if keep >= group.size:
             continue
         scores = unit_scores(group, weights, criterion)

@@ -187,24 +187,24 @@ def slice_bounds(node: onnx.NodeProto, edit: NodeEditor) -> list[Rewrite]:
     return [Rewrite(node_name(node), "starts/ends", [starts, ends], [new_starts, new_ends])]
 
 
-@rewriter("Reshape")
-def reshape_target(node: onnx.NodeProto, edit: NodeEditor) -> list[Rewrite]:
-    """Literal target entries of axes that lost positions get their new size; -1 and 0 stay.
-
-    The target may be a constant or a Concat of pieces; only the constant pieces that hold
-    a changed entry are edited (cloned first when shared), run-time entries stay run-time.
-    """
+@rewriter("Reshape", "Expand")
+def shape_target(node: onnx.NodeProto, edit: NodeEditor) -> list[Rewrite]:
+    """Literal target entries of axes that lost positions get their new size; -1, 0 (copy) and 1
+    (broadcast) stay. The target may be a constant or a Concat of pieces; only the constant
+    pieces that hold a changed entry are edited (cloned first when shared), run-time entries
+    stay run-time."""
     y = node.output[0]
     before = edit.ctx.shape_entries(node.input[1])
     if before is None:
         return []
-    allowzero = int(edit.ctx.attr(node, "allowzero", 0))
+    offset = (edit.ctx.rank(y) or len(before)) - len(before)
+    keep_zero = node.op_type == "Reshape" and not int(edit.ctx.attr(node, "allowzero", 0))
     after = list(before)
     for j, value in enumerate(before):
-        if value is None or value == -1 or (value == 0 and not allowzero):
+        if not isinstance(value, int) or value in (-1, 1) or (value == 0 and keep_zero):
             continue
-        if edit.changed((y, j)):
-            after[j] = int(edit.new_size((y, j)))
+        if edit.changed((y, j + offset)):
+            after[j] = int(edit.new_size((y, j + offset)))
     if after == before:
         return []
     target = edit.ctx.small_const(node.input[1])
@@ -215,7 +215,7 @@ def reshape_target(node: onnx.NodeProto, edit: NodeEditor) -> list[Rewrite]:
         position = 0
         for index, piece in enumerate(concat.input):
             value = edit.ctx.small_const(piece)
-            width = len(value.reshape(-1)) if value is not None else edit.ctx.shape(piece)[0]
+            width = value.size if value is not None else int(np.prod(edit.ctx.shape(piece), dtype=np.int64))
             if (
                 value is not None
                 and after[position : position + width] != before[position : position + width]
@@ -223,7 +223,13 @@ def reshape_target(node: onnx.NodeProto, edit: NodeEditor) -> list[Rewrite]:
                 new = np.asarray(after[position : position + width], dtype=value.dtype).reshape(value.shape)
                 edit.set_const_input(concat, index, new)
             position += width
-    return [Rewrite(node_name(node), "shape", before, after)]
+    what = "shape" if node.op_type == "Reshape" else "expand shape"
+    return [Rewrite(node_name(node), what, _plain(before), _plain(after))]
+
+
+def _plain(entries: list) -> list:
+    """Entries for the plan's JSON: run-time sizes are written as the tensor:axis they copy."""
+    return [f"{e[0]}:{e[1]}" if isinstance(e, tuple) else e for e in entries]
 
 
 @rewriter("Resize")

@@ -73,6 +73,13 @@ class Group:
         return tuple(m for m in self.members if m.is_weight)
 
     @property
+    def kind(self) -> str:
+        """'heads' when every weight sees a unit as a block of channels (attention heads), else
+        'channels' (a unit is one channel in at least one weight: filters, neurons)."""
+        blocks = [m.positions.shape[1] for m in self.weight_members]
+        return "heads" if blocks and min(blocks) > 1 else "channels"
+
+    @property
     def channels_per_unit(self) -> int:
         """Positions one unit occupies in its widest weight axis (1 for plain channels)."""
         return max((m.positions.shape[1] for m in self.weight_members), default=1)

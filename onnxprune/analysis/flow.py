@@ -143,26 +143,52 @@ class RuleContext:
         """The node that computes `tensor` (None for graph inputs and initializers)."""
         return self._producers.get(tensor)
 
-    def shape_entries(self, tensor: str) -> list[int | None] | None:
-        """Values of a 1-D int tensor used as a shape, entry by entry: ints where constant, None
-        where computed at run time. Follows one Concat of 1-D pieces (`[Shape(x)[0], -1, 64]`)."""
+    def shape_entries(self, tensor: str) -> list[int | Dim | None] | None:
+        """Values of a 1-D int tensor used as a shape, entry by entry: an int where constant, the
+        (tensor, axis) whose size it copies where it is `Gather(Shape(t), i)` (through Unsqueeze,
+        Squeeze, Cast), None where unknown. Follows one Concat of pieces (`[Shape(x)[0], -1, 64]`)."""
         const = self.small_const(tensor)
         if const is not None:
             return [int(v) for v in const.reshape(-1)]
         node = self.producer(tensor)
         if node is None or node.op_type != "Concat" or node.domain not in ("", "ai.onnx"):
             return None
-        entries: list[int | None] = []
+        entries: list[int | Dim | None] = []
         for piece in node.input:
             value = self.small_const(piece)
             shape = self.shape(piece)
             if value is not None:
                 entries.extend(int(v) for v in value.reshape(-1))
-            elif shape is not None and len(shape) == 1 and isinstance(shape[0], int):
-                entries.extend([None] * shape[0])
+            elif shape is not None and len(shape) <= 1 and all(isinstance(d, int) for d in shape):
+                width = shape[0] if shape else 1
+                read = self._dims_read(piece)
+                entries.extend(read if read is not None and len(read) == width else [None] * width)
             else:
                 return None
         return entries
+
+    def _dims_read(self, tensor: str) -> list[Dim] | None:
+        node = self.producer(tensor)
+        while node is not None and node.op_type in ("Unsqueeze", "Squeeze", "Cast", "Identity"):
+            node = self.producer(node.input[0])
+        if node is None or node.op_type != "Gather" or self.attr(node, "axis", 0) != 0:
+            return None
+        shape_node = self.producer(node.input[0])
+        indices = self.small_const(node.input[1])
+        if shape_node is None or shape_node.op_type != "Shape" or indices is None:
+            return None
+        rank = self.rank(shape_node.input[0])
+        start = int(self.attr(shape_node, "start", 0))
+        if rank is None:
+            return None
+        start = start + rank if start < 0 else start
+        out = []
+        for i in indices.reshape(-1):
+            axis = start + (int(i) + (rank - start) if int(i) < 0 else int(i))
+            if not 0 <= axis < rank:
+                return None
+            out.append((shape_node.input[0], axis))
+        return out
 
     def consumers(self, tensor: str) -> list[onnx.NodeProto]:
         """Nodes that read `tensor` (empty for graph outputs nobody else reads)."""

@@ -79,12 +79,16 @@ def reshape(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
     flow = FlowBuilder()
     x, y = node.input[0], node.output[0]
     target = ctx.shape_entries(node.input[1])
-    x_shape, y_shape = ctx.shape(x), ctx.shape(y)
-    if target is None or x_shape is None or y_shape is None or len(target) != len(y_shape):
+    x_shape = ctx.shape(x)
+    if target is None or x_shape is None:
+        flow.pin_tensor(x, "Reshape target is computed at run time")
+        return flow.build()
+    y_shape = reshape_output(x_shape, target, bool(ctx.attr(node, "allowzero", 0)), ctx, ctx.shape(y))
+    if y_shape is None:
         flow.pin_tensor(x, "Reshape target is computed at run time")
         return flow.build()
     for in_axes, out_axes in align_reshape(x_shape, y_shape):
-        if any(target[j] is None and isinstance(y_shape[j], int) for j in out_axes):
+        if any(not isinstance(target[j], int) and isinstance(y_shape[j], int) for j in out_axes):
             continue  # a static size computed at run time cannot be rewritten: leave these axes pinned
         if len(in_axes) == 1 and len(out_axes) == 1:
             flow.link((x, in_axes[0]), (y, out_axes[0]))
@@ -93,6 +97,46 @@ def reshape(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
         elif len(in_axes) == 1:
             _merge(flow, y, y_shape, out_axes, (x, in_axes[0]))
     return flow.build()
+
+
+def reshape_output(x_shape: Shape, target: list, allowzero: bool, ctx: RuleContext, inferred: Shape | None):
+    """The Reshape's output shape, entry by entry: static ints, symbolic names for dynamic sizes
+    (a copied input dim, or a dim of another tensor read through Shape), -1 solved by cancelling
+    equal symbols. Inferred static sizes win; None if the shape cannot be known.
+
+    >>> reshape_output(("b", "s", 64), [("q", 0), ("q", 1), -1, 16], False, None, None)  # doctest: +SKIP
+    ('b', 's', 4, 16)
+    """
+    x_shape = tuple(f"<unnamed {j}>" if d is None else d for j, d in enumerate(x_shape))
+    out: list[int | str | None] = []
+    for j, entry in enumerate(target):
+        if isinstance(entry, tuple):
+            shape = ctx.shape(entry[0])
+            out.append(shape[entry[1]] if shape is not None else None)
+        elif entry == 0 and not allowzero:
+            out.append(x_shape[j] if j < len(x_shape) else None)
+        else:
+            out.append(entry)
+    if inferred is not None and len(inferred) == len(out):
+        out = [i if isinstance(i, int) else o for i, o in zip(inferred, out, strict=True)]
+    if out.count(-1) > 1 or any(d is None for d in out):
+        return None
+    if -1 in out:
+        in_static = int(np.prod([d for d in x_shape if isinstance(d, int)], dtype=object))
+        out_static = int(np.prod([d for d in out if isinstance(d, int) and d != -1], dtype=object))
+        leftover = list(d for d in x_shape if isinstance(d, str))
+        for d in out:
+            if isinstance(d, str):
+                if d not in leftover:
+                    return None
+                leftover.remove(d)
+        if not leftover and out_static and in_static % out_static == 0:
+            out[out.index(-1)] = in_static // out_static
+        elif len(leftover) == 1 and in_static == out_static:
+            out[out.index(-1)] = leftover[0]
+        else:
+            return None
+    return tuple(out)
 
 
 def align_reshape(x_shape: Shape, y_shape: Shape) -> list[tuple[list[int], list[int]]]:
@@ -104,14 +148,24 @@ def align_reshape(x_shape: Shape, y_shape: Shape) -> list[tuple[list[int], list[
     >>> align_reshape((None, 4, 3, 3), (None, 36))
     [([0], [0]), ([1, 2, 3], [1])]
     """
-    dyn_x = [i for i, d in enumerate(x_shape) if not isinstance(d, int)]
-    dyn_y = [i for i, d in enumerate(y_shape) if not isinstance(d, int)]
-    if len(dyn_x) > 1 or len(dyn_y) > 1 or len(dyn_x) != len(dyn_y):
-        return []
-    sentinel = 1_000_003  # a prime no static product of ours equals by accident
-    xs = [d if isinstance(d, int) else sentinel for d in x_shape]
-    ys = [d if isinstance(d, int) else sentinel for d in y_shape]
-    if int(np.prod(xs, dtype=object)) != int(np.prod(ys, dtype=object)):
+    primes = iter((1_000_003, 1_000_033, 1_000_037, 1_000_039, 1_000_081, 1_000_099, 1_000_117, 1_000_121))
+    symbols: dict[str, int] = {}
+
+    def value(d) -> int | None:
+        if isinstance(d, int):
+            return d
+        if isinstance(d, str):
+            if d not in symbols:
+                symbols[d] = next(primes, None) or 0
+            return symbols[d] or None
+        return None
+
+    # one unnamed dynamic axis per side may pair up when the static sizes match
+    if sum(d is None for d in x_shape) == 1 and sum(d is None for d in y_shape) == 1:
+        x_shape = tuple("<unnamed>" if d is None else d for d in x_shape)
+        y_shape = tuple("<unnamed>" if d is None else d for d in y_shape)
+    xs, ys = [value(d) for d in x_shape], [value(d) for d in y_shape]
+    if None in xs or None in ys or int(np.prod(xs, dtype=object)) != int(np.prod(ys, dtype=object)):
         return []
     xi = [i for i, d in enumerate(xs) if d != 1]
     yi = [j for j, d in enumerate(ys) if d != 1]
@@ -152,6 +206,23 @@ def _merge(flow: FlowBuilder, src: str, shape: Shape, axes: list[int], merged: t
         inner = int(np.prod(sizes[k + 1 :], dtype=np.int64))
         alternatives.append([Link((src, axes[k]), merged, IndexMap.digit(inner))])
     flow.choose(alternatives)
+
+
+@register("Expand")
+def expand(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
+    """Broadcast to a target shape: axes the input already has at full size pass through (their
+    target entries are rewritten); axes broadcast from size 1 are pinned."""
+    flow = FlowBuilder()
+    x, y = node.input[0], node.output[0]
+    x_shape, y_shape = ctx.shape(x), ctx.shape(y)
+    if x_shape is None or y_shape is None or ctx.shape_entries(node.input[1]) is None:
+        flow.pin_tensor(x, "Expand target is computed at run time")
+        return flow.build()
+    offset = len(y_shape) - len(x_shape)
+    for i, size in enumerate(x_shape):
+        if size is not None and size == y_shape[i + offset] and size != 1:
+            flow.link((x, i), (y, i + offset))
+    return flow.build()
 
 
 @register("Concat")
@@ -265,9 +336,11 @@ def pad(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
 def resize(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
     """Axes whose size does not change (batch, channels) pass through; `sizes` is rewritten.
 
-    Axes left out of Resize's `axes` attribute are not resized at all. With the
-    tf_crop_and_resize transformation an axis of unchanged size is still interpolated
-    across its crop box, so it passes only when the (constant) box is the whole axis.
+    Axes left out of Resize's `axes` attribute are not resized at all. An axis whose size
+    stays is still resampled when its scale is not 1 (4 channels at scale 1.2 are 4 channels
+    again, the last two copies of one) or, with the tf_crop_and_resize transformation, when
+    its crop box is not the whole axis: such an axis passes only when the (constant) scale
+    is 1 and the (constant) box is [0, 1].
     """
     flow = FlowBuilder()
     x, y = node.input[0], node.output[0]
@@ -278,16 +351,34 @@ def resize(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
     listed = ctx.attr(node, "axes") if node.op_type == "Resize" else None
     resized = list(range(rank)) if listed is None else [norm_axis(int(a), rank) for a in listed]
     whole = set(resized)
+    scales = _resize_scales(node, ctx)
+    if scales is None:
+        whole = set()
+    elif scales:
+        ones = {a for a, s in zip(resized, scales, strict=False) if s == 1}
+        whole &= ones if len(scales) == len(resized) else set()
     if ctx.attr(node, "coordinate_transformation_mode") in ("tf_crop_and_resize", b"tf_crop_and_resize"):
         roi = ctx.small_const(opt_input(node, 1) or "")
         box = None if roi is None else roi.reshape(-1).tolist()
-        whole = set()
-        if box is not None and len(box) == 2 * len(resized):
-            n = len(resized)
-            whole = {a for k, a in enumerate(resized) if box[k] == 0 and box[n + k] == 1}
+        n = len(resized)
+        cropped = box is None or len(box) != 2 * n
+        whole &= set() if cropped else {a for k, a in enumerate(resized) if box[k] == 0 and box[n + k] == 1}
     for axis, (a, b) in enumerate(zip(x_shape, y_shape, strict=True)):
         if axis in resized and axis not in whole:
             continue
         if a == b and (isinstance(a, int) or axis == 0):
             flow.link((x, axis), (y, axis))
     return flow.build()
+
+
+def _resize_scales(node: onnx.NodeProto, ctx: RuleContext) -> list[float] | None:
+    """The scales of a Resize or Upsample: [] when none are given (sizes decide), None when
+    they are computed at run time."""
+    given = ctx.attr(node, "scales") if node.op_type == "Upsample" else None
+    if given is not None:
+        return [float(v) for v in given]
+    name = opt_input(node, 1 if node.op_type == "Upsample" or ctx.opset < 11 else 2)
+    if name is None:
+        return []
+    const = ctx.small_const(name)
+    return None if const is None else [float(v) for v in const.reshape(-1)]
