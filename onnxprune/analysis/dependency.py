@@ -181,9 +181,8 @@ def _collect(model: onnx.ModelProto, ctx: RuleContext, excluded: re.Pattern | No
                 elif (tensor, axis) not in touched and ctx.size((tensor, axis)) != 1:
                     why = f"{node.op_type} does not map axis {axis} of '{tensor}'"
                     pin((tensor, axis), Barrier(name, node.op_type, tensor, axis, why))
-        if reason is None:
-            out.links.extend(flow.links)
-            out.choices.extend((name, node.op_type, alts) for alts in flow.choices)
+        out.links.extend(flow.links)  # an excluded node's weights join (pinned) groups with the reason
+        out.choices.extend((name, node.op_type, alts) for alts in flow.choices)
         out.roles.update(dict(flow.roles))
         out.virtual.update(dict(flow.virtual_sizes))
 

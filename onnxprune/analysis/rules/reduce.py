@@ -151,7 +151,9 @@ def shape_query(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
 
 def _axes_read(shape_out: str, ctx: RuleContext, axes: list[int]) -> set[int]:
     consumers = ctx.consumers(shape_out)
-    if not consumers:  # a shape nobody in the graph reads is a graph output: every entry is read
+    if not consumers or ctx.is_graph_output(
+        shape_out
+    ):  # a shape nobody in the graph reads is a graph output: every entry is read
         return set(axes)
     read: set[int] = set()
     for consumer in consumers:
