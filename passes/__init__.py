@@ -9,6 +9,7 @@ from onnxprune.passes.normalize import (
     FoldShapes,
     InferShapes,
     InlineFunctions,
+    ResolveReshapeShapes,
     SimplifyReshapeTargets,
     UniqueNodeNames,
 )
@@ -24,6 +25,7 @@ __all__ = [
     "PassResult",
     "RemoveDeadNodes",
     "Repeat",
+    "ResolveReshapeShapes",
     "RewriteNodes",
     "SimplifyReshapeTargets",
     "SliceWeights",
@@ -38,6 +40,14 @@ def normalization_passes() -> list[Pass]:
         UniqueNodeNames(),
         ConstantsToInitializers(),
         DropInitializerInputs(),
-        Repeat([InferShapes(), FoldShapes(), SimplifyReshapeTargets(), RemoveDeadNodes()]),
-        InferShapes(),
+        Repeat(
+            [
+                InferShapes(keep_resolved=True),
+                FoldShapes(),
+                SimplifyReshapeTargets(),
+                ResolveReshapeShapes(),
+                RemoveDeadNodes(),
+            ]
+        ),
+        InferShapes(keep_resolved=True),
     ]

@@ -135,10 +135,17 @@ class InferShapes(Pass):
     a 5 MB one.
     """
 
+    def __init__(self, keep_resolved: bool = False) -> None:
+        self.keep_resolved = keep_resolved
+
     def call(self, model: onnx.ModelProto) -> PassResult:
         before = [vi.SerializeToString() for vi in [*model.graph.value_info, *model.graph.output]]
+        skeleton = _skeleton(model)
+        if self.keep_resolved:  # shapes ResolveReshapeShapes worked out guide inference downstream
+            produced = {o for n in model.graph.node if n.op_type in _RESOLVED_OPS for o in n.output}
+            skeleton.graph.value_info.extend(vi for vi in model.graph.value_info if vi.name in produced)
         try:
-            inferred = onnx.shape_inference.infer_shapes(_skeleton(model), data_prop=True)
+            inferred = onnx.shape_inference.infer_shapes(skeleton, data_prop=True)
         except Exception as exc:
             raise ModelError(f"shape inference failed: {exc}") from exc
         after = [vi.SerializeToString() for vi in [*inferred.graph.value_info, *inferred.graph.output]]
@@ -149,6 +156,7 @@ class InferShapes(Pass):
         return PassResult(self.name, before != after, {"value_info": len(model.graph.value_info)})
 
 
+_RESOLVED_OPS = ("Reshape", "Expand")
 _SKELETON_KEEP = 4096  # elements: initializers this small keep their data (shape constants, axes)
 
 
@@ -382,3 +390,42 @@ def _dims_read(node, producers, consts) -> list[tuple[str, int] | None] | None:
     if start < 0 or end < start or end - start > 8:
         return None
     return [(x, i) for i in range(start, end)]
+
+
+class ResolveReshapeShapes(Pass):
+    """Write the output shapes of Reshape nodes that ONNX inference leaves open.
+
+    `Reshape(q, Concat(Shape(x)[0], Shape(x)[1], [-1], [64]))` has an output ONNX infers as
+    `[B, S, ?, 64]`: the -1 cancels against B and S only symbolically. The analyzer's own
+    resolution (`reshape_output`) gives `[B, S, 12, 64]`; with it in value_info, inference
+    downstream sees the static head count. Run with `InferShapes(keep_resolved=True)`.
+    """
+
+    def call(self, model: onnx.ModelProto) -> PassResult:
+        from onnxprune.analysis import RuleContext
+        from onnxprune.analysis.rules.layout import reshape_output
+
+        ctx = RuleContext(model)
+        infos = {vi.name: vi for vi in model.graph.value_info}
+        resolved = 0
+        for node in model.graph.node:
+            if node.op_type != "Reshape" or node.domain not in ("", "ai.onnx"):
+                continue
+            y = node.output[0]
+            current, x_shape = ctx.shape(y), ctx.shape(node.input[0])
+            target = ctx.shape_entries(node.input[1])
+            if current is None or x_shape is None or target is None or y not in infos:
+                continue
+            allowzero = bool(ctx.attr(node, "allowzero", 0))
+            shape = reshape_output(x_shape, target, allowzero, ctx, current)
+            if shape is None or sum(isinstance(d, int) for d in shape) <= sum(
+                isinstance(d, int) for d in current
+            ):
+                continue
+            dims = infos[y].type.tensor_type.shape.dim
+            for dim, value in zip(dims, shape, strict=True):
+                if isinstance(value, int):
+                    dim.Clear()
+                    dim.dim_value = value
+            resolved += 1
+        return PassResult(self.name, bool(resolved), {"reshape_shapes_resolved": resolved})

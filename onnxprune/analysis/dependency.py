@@ -127,7 +127,15 @@ def analyze_model(model: onnx.ModelProto, *, exclude: str | None = None) -> Depe
     """
     ctx = RuleContext(model)
     collected = _collect(model, ctx, re.compile(exclude) if exclude else None)
-    weights = {t.name: tuple(int(d) for d in t.dims) for t in model.graph.initializer}
+    float_types = (
+        onnx.TensorProto.FLOAT,
+        onnx.TensorProto.FLOAT16,
+        onnx.TensorProto.DOUBLE,
+        onnx.TensorProto.BFLOAT16,
+    )
+    weights = {  # float weights make a group worth reporting; int constants are shape arithmetic
+        t.name: tuple(int(d) for d in t.dims) for t in model.graph.initializer if t.data_type in float_types
+    }
     state = [0] * len(collected.choices)
     cache: dict = {}
     best = _resolve(collected, state, ctx, weights, cache)[3]
