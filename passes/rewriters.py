@@ -252,3 +252,24 @@ def resize_sizes(node: onnx.NodeProto, edit: NodeEditor) -> list[Rewrite]:
         return []
     edit.set_const_input(node, 3, np.asarray(after, dtype=sizes.dtype))
     return [Rewrite(node_name(node), "sizes", before, after)]
+
+
+@rewriter("Attention", "RotaryEmbedding")
+def head_counts(node: onnx.NodeProto, edit: NodeEditor) -> list[Rewrite]:
+    """`q_num_heads` / `kv_num_heads` / `num_heads` follow the kept heads (3-D layouts)."""
+    from onnxprune.analysis.rules.attention import KV_HEADS, Q_HEADS, ROPE_HEADS
+
+    y = node.output[0]
+    names = {
+        "Attention": (("q_num_heads", Q_HEADS), ("kv_num_heads", KV_HEADS)),
+        "RotaryEmbedding": (("num_heads", ROPE_HEADS),),
+    }[node.op_type]
+    rewrites = []
+    for attr, suffix in names:
+        dim = (y + suffix, 0)
+        before = edit.ctx.attr(node, attr)
+        if before is not None and edit.changed(dim):
+            after = len(edit.keeps[dim])
+            _set_attr(node, attr, after)
+            rewrites.append(Rewrite(node_name(node), attr, int(before), after))
+    return rewrites

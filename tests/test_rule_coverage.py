@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from onnxprune.analysis import registered_ops
 from tests import (
+    test_rules_attention,
     test_rules_conv,
     test_rules_elementwise,
     test_rules_layout,
@@ -21,6 +22,7 @@ FAMILIES = {
     "elementwise": test_rules_elementwise.CASES,
     "layout": test_rules_layout.CASES,
     "reduce": test_rules_reduce.CASES,
+    "attention": test_rules_attention.CASES,
 }
 
 
