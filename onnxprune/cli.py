@@ -105,7 +105,8 @@ def parse_input_shapes(specs: list[str]) -> dict[str, list[int]] | None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
-    console = Console(stderr=False, highlight=False, markup=False)
+    width = None if sys.stdout.isatty() else 140  # pipes and CI logs: wide enough for the tables
+    console = Console(stderr=False, highlight=False, markup=False, width=width)
     errors = Console(stderr=True, highlight=False, markup=False)
     debug = "--debug" in args
     try:
@@ -208,11 +209,11 @@ def _analyze(args: argparse.Namespace, console: Console) -> int:
 
     analysis = analyze(args.input, exclude=args.exclude)
     table = Table(title=f"coupling groups of {args.input}")
-    for col in ("id", "size", "prunable", "weight members", "pinned by"):
+    for col in ("id", "units", "kind", "prunable", "weight members", "pinned by"):
         table.add_column(col)
     for g in analysis.groups:
         pinned = "" if g.prunable else str(g.barriers[0]) if g.barriers else "?"
-        table.add_row(str(g.id), str(g.size), "yes" if g.prunable else "no", g.describe(), pinned)
+        table.add_row(str(g.id), str(g.size), g.kind, "yes" if g.prunable else "no", g.describe(), pinned)
     console.print(table)
     console.print(f"{len(analysis.prunable_groups)} prunable, {len(analysis.pinned_groups)} pinned groups")
     if analysis.barriers:
@@ -225,6 +226,7 @@ def _analyze(args: argparse.Namespace, console: Console) -> int:
                 {
                     "id": g.id,
                     "size": g.size,
+                    "kind": g.kind,
                     "prunable": g.prunable,
                     "members": [m.key for m in g.weight_members],
                     "barriers": [str(b) for b in g.barriers],
