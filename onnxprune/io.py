@@ -2,37 +2,105 @@
 
 The input model's IR version, opsets, producer and metadata are kept on save (ONNX
 Runtime refuses IR versions newer than it knows, and apps read labels from metadata).
+
+External data (models over 2 GB keep their tensors in files beside the ``.onnx``): with
+``read_model(path, lazy=True)`` the large initializers stay references into the input's data
+file, checked but not read, so a 3 GB model costs a few MB to load; their values are read on
+demand (`onnxprune.weights.tensor_array` maps them with ``numpy.memmap``) and `save_model`
+streams the ones still referenced from the input's file to the output's data file. Writes are
+atomic: the data file and the model are written under temporary names in the output's
+directory, flushed to disk, then renamed, data first, so a complete model never points at
+incomplete data; on any failure nothing is left behind.
 """
 
 from __future__ import annotations
 
+import errno
+import math
 import os
-import tempfile
+import secrets
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import onnx
 from google.protobuf.message import DecodeError
 
 from onnxprune.errors import ModelError, UsageError
+from onnxprune.weights import (
+    ExternalRef,
+    _copy_field,
+    _is_repeated,
+    external_ref,
+    load_external,
+    uses_external_data,
+)
 
 ModelLike = str | os.PathLike | bytes | onnx.ModelProto
 
 _TWO_GB = 2**31 - 1
 
+# External initializers at least this large stay on disk when a model is read lazily; smaller
+# ones (shape constants, biases) are read at once, so every pass can see their values.
+LAZY_MIN_BYTES = 1 << 20
+
+# When writing external data: initializers with at least this many bytes go to the data file
+# (onnx's default), and those of ALIGN_MIN_BYTES or more start at a multiple of ALIGNMENT, so
+# runtimes can map them straight from the file (64 KiB is Windows' mapping granularity).
+EXTERNAL_MIN_BYTES = 1024
+ALIGN_MIN_BYTES = 1 << 20
+ALIGNMENT = 1 << 16
+
+_COPY_CHUNK = 16 << 20
+
+
+@dataclass
+class LoadedModel:
+    """A model read by `read_model`, with what is needed to read and write its external data.
+
+    `base_dir` is the directory the model's remaining external references resolve against
+    (None when every tensor is in memory); `data_files` are the input's external data files,
+    which a save must never write over.
+    """
+
+    model: onnx.ModelProto
+    name: str
+    path: Path | None = None
+    base_dir: str | None = None
+    data_files: frozenset[Path] = field(default_factory=frozenset)
+
+    @property
+    def external(self) -> bool:
+        """True if the input kept tensors in external data files."""
+        return bool(self.data_files)
+
 
 def load_model(model: ModelLike) -> tuple[onnx.ModelProto, str]:
     """Load a model from a path, bytes or a ModelProto; return it and a display name.
 
-    A ModelProto is copied, so the caller's object is never modified.
+    A ModelProto is copied, so the caller's object is never modified. External data is read
+    into the returned proto.
 
     >>> m, name = load_model("models/default.onnx")  # doctest: +SKIP
+    """
+    loaded = read_model(model)
+    return loaded.model, loaded.name
+
+
+def read_model(model: ModelLike, *, lazy: bool = False) -> LoadedModel:
+    """Load a model (see `load_model`); with `lazy`, large external initializers stay on disk.
+
+    Lazily kept tensors (main-graph initializers of LAZY_MIN_BYTES or more) are checked (file,
+    byte range, size) but not read; `LoadedModel.base_dir` is where they resolve from. Every
+    other external tensor is read into memory.
     """
     if isinstance(model, onnx.ModelProto):
         copy = onnx.ModelProto()
         copy.CopyFrom(model)
-        return copy, "<ModelProto>"
+        return LoadedModel(copy, "<ModelProto>")
     if isinstance(model, bytes | bytearray):
-        return _parse(bytes(model), "<bytes>"), "<bytes>"
+        return LoadedModel(_parse(bytes(model), "<bytes>"), "<bytes>")
     path = Path(model)
     if not path.exists():
         raise UsageError(f"{path}: no such file")
@@ -42,16 +110,105 @@ def load_model(model: ModelLike) -> tuple[onnx.ModelProto, str]:
     if not data:
         raise ModelError("empty file, not an ONNX model", path=str(path))
     proto = _parse(data, str(path))
-    if any(_uses_external_data(t) for t in proto.graph.initializer):
-        try:
-            onnx.load_external_data_for_model(proto, str(path.parent))
-        except Exception as exc:  # onnx raises OSError, ValueError or its own ValidationError here
-            raise ModelError(f"external data could not be read: {exc}", path=str(path)) from exc
-    return proto, str(path)
+    del data
+    base_dir = str(path.parent)
+    lazy_kept = _resolve_external(proto, base_dir, lazy=lazy, name=str(path))
+    files = frozenset(_resolved(ref.path) for ref in lazy_kept.values()) | _loaded_files
+    _loaded_files_clear()
+    return LoadedModel(proto, str(path), path, base_dir if lazy_kept else None, files)
 
 
-def _uses_external_data(tensor: onnx.TensorProto) -> bool:
-    return tensor.data_location == onnx.TensorProto.EXTERNAL
+# data files read eagerly by the last _resolve_external call (kept beside the lazy ones)
+_loaded_files: frozenset[Path] = frozenset()
+
+
+def _loaded_files_clear() -> None:
+    global _loaded_files
+    _loaded_files = frozenset()
+
+
+def _resolve_external(
+    proto: onnx.ModelProto, base_dir: str, *, lazy: bool, name: str
+) -> dict[str, ExternalRef]:
+    """Read external tensors into memory, except (with `lazy`) large main-graph initializers.
+
+    Returns the references kept on disk, by tensor name; every reference is checked.
+    """
+    global _loaded_files
+    main = {id(t) for t in proto.graph.initializer}
+    kept: dict[str, ExternalRef] = {}
+    read: set[Path] = set()
+    try:
+        for tensor in iter_tensors(proto):
+            if not uses_external_data(tensor):
+                continue
+            ref = external_ref(tensor, base_dir)
+            if lazy and id(tensor) in main and ref.length >= LAZY_MIN_BYTES:
+                kept[tensor.name] = ref
+            else:
+                read.add(_resolved(ref.path))
+                load_external(tensor, base_dir)
+    except (ModelError, OSError) as exc:
+        raise ModelError(f"external data could not be read: {exc}", path=name) from exc
+    _loaded_files = frozenset(read)
+    return kept
+
+
+def _resolved(path: Path) -> Path:
+    try:
+        return path.resolve()
+    except OSError:
+        return path.absolute()
+
+
+def iter_tensors(model: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
+    """Every TensorProto of the model: initializers and tensor attributes, in subgraphs and
+    local functions too (sparse tensors' values and indices included)."""
+    yield from _graph_tensors(model.graph)
+    for function in model.functions:
+        for node in function.node:
+            yield from _node_tensors(node)
+
+
+def _graph_tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
+    yield from graph.initializer
+    for sparse in graph.sparse_initializer:
+        yield sparse.values
+        yield sparse.indices
+    for node in graph.node:
+        yield from _node_tensors(node)
+
+
+def _node_tensors(node: onnx.NodeProto) -> Iterator[onnx.TensorProto]:
+    for attr in node.attribute:
+        if attr.HasField("t"):
+            yield attr.t
+        yield from attr.tensors
+        if attr.HasField("sparse_tensor"):
+            yield attr.sparse_tensor.values
+            yield attr.sparse_tensor.indices
+        for sparse in attr.sparse_tensors:
+            yield sparse.values
+            yield sparse.indices
+        if attr.HasField("g"):
+            yield from _graph_tensors(attr.g)
+        for graph in attr.graphs:
+            yield from _graph_tensors(graph)
+
+
+def materialize(model: onnx.ModelProto, base_dir: str | os.PathLike) -> None:
+    """Read every external tensor of `model` (resolved against `base_dir`) into memory, in place."""
+    try:
+        for tensor in iter_tensors(model):
+            if uses_external_data(tensor):
+                load_external(tensor, base_dir)
+    except (ModelError, OSError) as exc:
+        raise ModelError(f"external data could not be read: {exc}", path=str(base_dir)) from exc
+
+
+def has_external_data(model: onnx.ModelProto) -> bool:
+    """True if any tensor of `model` refers to an external data file."""
+    return any(uses_external_data(t) for t in iter_tensors(model))
 
 
 def _parse(data: bytes, name: str) -> onnx.ModelProto:
@@ -68,16 +225,32 @@ def _parse(data: bytes, name: str) -> onnx.ModelProto:
 
 
 def save_model(
-    model: onnx.ModelProto, path: str | os.PathLike, *, source: str | None = None, force: bool = False
+    model: onnx.ModelProto,
+    path: str | os.PathLike,
+    *,
+    source: str | None = None,
+    force: bool = False,
+    base_dir: str | os.PathLike | None = None,
+    external: bool = False,
+    protect: Iterable[str | os.PathLike] = (),
+    max_inline_bytes: int = _TWO_GB,
 ) -> Path:
-    """Write `model` to `path` atomically (temp file in the same directory, then rename).
+    """Write `model` to `path` atomically (temp files in the same directory, then rename).
 
-    Refuses to write over `source` (the input model's path) unless `force` is true.
-    Models over 2 GB are written with their tensors in one external data file beside it.
+    Refuses to write over `source` (the input model's path) unless `force` is true, and never
+    writes over a file in `protect` (the input's external data files), with or without it.
+    The model is written with its initializers in one external data file beside it, named
+    ``<output name>.data`` (``<output name>.<n>.data`` if that is a protected file), when
+    `external` is true, when it still refers to external data (resolved against `base_dir`
+    and streamed from there, never loaded whole), or when it would be over `max_inline_bytes`
+    (2 GB, the protobuf limit) in one file. `model` itself is not modified.
     """
     target = Path(path)
     if source is not None and not force and _same_file(target, Path(source)):
         raise UsageError(f"{target}: output path is the input model; pass --force to overwrite it")
+    protected = [Path(p) for p in protect]
+    if any(_same_file(target, p) for p in protected):
+        raise UsageError(f"{target}: output path is an external data file of the input model")
     parent = target.parent if str(target.parent) else Path(".")
     if not parent.is_dir():
         raise UsageError(f"{target}: directory {parent} does not exist")
@@ -85,47 +258,251 @@ def save_model(
         raise UsageError(f"{target}: directory {parent} is not writable")
     if target.is_dir():
         raise UsageError(f"{target}: is a directory, expected an output file path")
-    large = model.ByteSize() > _TWO_GB if _fits_bytesize(model) else True
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=parent)
-    except OSError as exc:
-        raise UsageError(f"{target}: cannot write in {parent} ({exc.strerror})") from exc
-    os.close(fd)
-    try:
-        if large:
-            data_name = f"{target.name}.data"
-            onnx.save_model(
-                model,
-                tmp,
-                save_as_external_data=True,
-                all_tensors_to_one_file=True,
-                location=data_name,
-                size_threshold=1024,
-            )
-        else:
-            with open(tmp, "wb") as fh:
-                fh.write(model.SerializeToString())
-        os.replace(tmp, target)
-    except OSError as exc:
-        _remove(tmp)
-        raise UsageError(f"{target}: cannot write ({exc.strerror or exc})") from exc
-    except BaseException:
-        _remove(tmp)
-        raise
+    refers = has_external_data(model)
+    if refers and base_dir is None:
+        raise ModelError(
+            "the model refers to external data, and no directory to read it from was given", path=str(target)
+        )
+    split = external or refers or not _fits(model, max_inline_bytes)
+    if split:
+        _write_split(model, target, parent, base_dir, protected)
+    else:
+        _write_inline(model, target, parent)
     return target
 
 
-def _remove(path: str) -> None:
-    if os.path.exists(path):
-        os.unlink(path)
+def _write_inline(model: onnx.ModelProto, target: Path, parent: Path) -> None:
+    tmp, fh = _create_temp(parent, target.name)
+    with _cleanup_on_error(target, [tmp]):
+        with fh:
+            fh.write(model.SerializeToString())
+            _sync(fh)
+        os.replace(tmp, target)
 
 
-def _fits_bytesize(model: onnx.ModelProto) -> bool:
-    try:
-        model.ByteSize()
-    except (ValueError, RuntimeError):
+def _write_split(
+    model: onnx.ModelProto, target: Path, parent: Path, base_dir, protected: list[Path]
+) -> None:
+    data_name = _data_name(target, parent, protected)
+    data_path = parent / data_name
+    data_tmp, data_fh = _create_temp(parent, data_name)
+    model_tmp: Path | None = None
+    with _cleanup_on_error(target, [data_tmp], lambda: [model_tmp] if model_tmp else []):
+        with data_fh:
+            writer = _DataWriter(data_fh, data_name, base_dir)
+            header = onnx.ModelProto()
+            _copy_stripped(model, header, writer, in_graph=False)
+            _sync(data_fh)
+        if not _fits(header, _TWO_GB):
+            raise ModelError(
+                "the model is over 2 GB even with its initializers in an external file "
+                "(large tensors in node attributes?)",
+                path=str(target),
+            )
+        model_tmp, fh = _create_temp(parent, target.name)
+        with fh:
+            fh.write(header.SerializeToString())
+            _sync(fh)
+        if writer.offset:
+            os.replace(data_tmp, data_path)
+        else:  # nothing large enough to go external: the model stands alone
+            os.unlink(data_tmp)
+        os.replace(model_tmp, target)
+
+
+class _cleanup_on_error:
+    """On an exception: remove the temp files, and turn OSError into a one-line UsageError."""
+
+    def __init__(self, target: Path, temps: list[Path], more=lambda: []) -> None:
+        self.target, self.temps, self.more = target, temps, more
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind, exc, tb) -> bool:
+        if exc is None:
+            return False
+        for tmp in [*self.temps, *self.more()]:
+            _remove(tmp)
+        if isinstance(exc, OSError):
+            raise UsageError(f"{self.target}: cannot write ({exc.strerror or exc})") from exc
         return False
-    return True
+
+
+def _data_name(target: Path, parent: Path, protected: list[Path]) -> str:
+    """``<target name>.data``, or ``<target name>.<n>.data`` if that is an input's data file."""
+    name, n = f"{target.name}.data", 0
+    while any(_same_file(parent / name, p) for p in protected):
+        n += 1
+        name = f"{target.name}.{n}.data"
+    return name
+
+
+def _create_temp(parent: Path, name: str) -> tuple[Path, BinaryIO]:
+    """A new, empty file ``.<name>.<random>.tmp`` in `parent` (mode from the umask, like any
+    file the user creates), opened unbuffered for writing."""
+    for _ in range(100):
+        tmp = parent / f".{name}.{secrets.token_hex(4)}.tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise UsageError(f"{parent / name}: cannot write in {parent} ({exc.strerror})") from exc
+        return tmp, os.fdopen(fd, "wb", buffering=0)
+    raise UsageError(f"{parent / name}: cannot create a temporary file in {parent}")
+
+
+def _sync(fh: BinaryIO) -> None:
+    fh.flush()
+    os.fsync(fh.fileno())
+
+
+class _DataWriter:
+    """Appends tensor bytes to the output's data file; returns the stub that points at them."""
+
+    def __init__(self, fh: BinaryIO, name: str, base_dir) -> None:
+        self.fh = fh
+        self.name = name
+        self.base_dir = base_dir
+        self.offset = 0
+
+    def stub(self, tensor: onnx.TensorProto, initializer: bool) -> onnx.TensorProto | None:
+        """Write `tensor`'s data out if it goes to the data file and return its stub; else None.
+
+        External tensors are always rewritten (streamed from their file); in-memory ones when
+        they are initializers with at least EXTERNAL_MIN_BYTES of raw data.
+        """
+        if uses_external_data(tensor):
+            ref = external_ref(tensor, self.base_dir)
+            start = self._align(ref.length)
+            self._copy(ref)
+        elif (
+            initializer
+            and tensor.HasField("raw_data")
+            and tensor.ByteSize() >= EXTERNAL_MIN_BYTES  # ByteSize: no copy of the data
+        ):
+            data = tensor.raw_data
+            start = self._align(len(data))
+            self._write(data)
+            del data
+        else:
+            return None
+        stub = onnx.TensorProto()
+        for fd, value in tensor.ListFields():
+            if fd.name not in ("raw_data", "external_data", "data_location"):
+                _copy_field(stub, fd, value)
+        stub.data_location = onnx.TensorProto.EXTERNAL
+        for key, value in (("location", self.name), ("offset", start), ("length", self.offset - start)):
+            entry = stub.external_data.add()
+            entry.key, entry.value = key, str(value)
+        return stub
+
+    def _align(self, size: int) -> int:
+        if size >= ALIGN_MIN_BYTES and self.offset % ALIGNMENT:
+            self._write(b"\0" * (ALIGNMENT - self.offset % ALIGNMENT))
+        return self.offset
+
+    def _write(self, data) -> None:
+        view = memoryview(data)
+        while view:
+            written = self.fh.write(view)
+            view = view[written:]
+            self.offset += written
+
+    def _copy(self, ref: ExternalRef) -> None:
+        with open(ref.path, "rb") as src:
+            remaining, position = ref.length, ref.offset
+            use_kernel = hasattr(os, "copy_file_range")
+            while remaining:
+                if use_kernel:
+                    try:
+                        n = os.copy_file_range(src.fileno(), self.fh.fileno(), remaining, position)
+                    except OSError as exc:
+                        if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+                            raise
+                        use_kernel = False
+                        continue
+                else:
+                    src.seek(position)
+                    chunk = src.read(min(remaining, _COPY_CHUNK))
+                    self._write(chunk)
+                    n = len(chunk)
+                    self.offset -= n  # counted below
+                if n == 0:
+                    raise ModelError(f"external data file '{ref.path}' ended early (changed while saving?)")
+                remaining -= n
+                position += n
+                self.offset += n
+
+
+# Message types that can hold tensors somewhere below them: walked field by field when
+# saving with external data; every other field is copied as it is.
+_WALKED = frozenset(
+    d.full_name
+    for d in (
+        onnx.ModelProto.DESCRIPTOR,
+        onnx.GraphProto.DESCRIPTOR,
+        onnx.NodeProto.DESCRIPTOR,
+        onnx.AttributeProto.DESCRIPTOR,
+        onnx.FunctionProto.DESCRIPTOR,
+        onnx.TrainingInfoProto.DESCRIPTOR,
+        onnx.SparseTensorProto.DESCRIPTOR,
+    )
+)
+_TENSOR = onnx.TensorProto.DESCRIPTOR.full_name
+_HOLDS_TENSORS = frozenset(
+    {
+        onnx.AttributeProto.TENSOR,
+        onnx.AttributeProto.TENSORS,
+        onnx.AttributeProto.GRAPH,
+        onnx.AttributeProto.GRAPHS,
+        onnx.AttributeProto.SPARSE_TENSOR,
+        onnx.AttributeProto.SPARSE_TENSORS,
+    }
+)
+
+
+def _copy_stripped(src, dst, writer: _DataWriter, *, in_graph: bool) -> None:
+    """Copy message `src` into `dst`, initializers replaced by stubs into the data file.
+
+    Large data is never copied into `dst`: it goes from `src` (or the input's data file) to
+    the data file, one tensor at a time.
+    """
+    for fd, value in src.ListFields():
+        kind = fd.message_type.full_name if fd.message_type is not None else None
+        if kind is None or (kind not in _WALKED and kind != _TENSOR):
+            _copy_field(dst, fd, value)
+            continue
+        repeated = _is_repeated(fd)
+        for item in value if repeated else [value]:
+            out = getattr(dst, fd.name).add() if repeated else getattr(dst, fd.name)
+            if kind == _TENSOR:
+                stub = writer.stub(item, initializer=in_graph and fd.name == "initializer")
+                out.CopyFrom(stub if stub is not None else item)
+            elif kind == onnx.NodeProto.DESCRIPTOR.full_name and not _node_holds_tensors(item):
+                out.CopyFrom(item)
+            else:
+                _copy_stripped(item, out, writer, in_graph=kind == onnx.GraphProto.DESCRIPTOR.full_name)
+
+
+def _node_holds_tensors(node: onnx.NodeProto) -> bool:
+    return any(attr.type in _HOLDS_TENSORS for attr in node.attribute)
+
+
+def _fits(model: onnx.ModelProto, limit: int) -> bool:
+    """True if `model` serializes to at most `limit` bytes (False if protobuf cannot even say)."""
+    try:
+        return model.ByteSize() <= limit
+    except (ValueError, RuntimeError, OverflowError):
+        return False
+
+
+def _remove(path: str | os.PathLike) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -133,3 +510,18 @@ def _same_file(a: Path, b: Path) -> bool:
         return a.exists() and b.exists() and os.path.samefile(a, b)
     except OSError:
         return a.resolve() == b.resolve()
+
+
+__all__ = [
+    "LAZY_MIN_BYTES",
+    "LoadedModel",
+    "ModelLike",
+    "has_external_data",
+    "iter_tensors",
+    "load_model",
+    "materialize",
+    "read_model",
+    "save_model",
+]
+
+_ = math  # math.prod is used by callers through the re-export-free API; keep imports tidy

@@ -57,6 +57,25 @@ _INT_FEEDS = {
 }
 
 
+def _index_bound(model: onnx.ModelProto, name: str) -> int:
+    """Largest valid index + 1 when input `name` indexes constant tables (token type ids into a
+    two-row embedding), so random ids stay in range; FEED_INT_HIGH otherwise."""
+    tables = {t.name: list(t.dims) for t in model.graph.initializer}
+    bound = FEED_INT_HIGH
+    for node in model.graph.node:
+        if (
+            node.op_type == "Gather"
+            and len(node.input) > 1
+            and node.input[1] == name
+            and node.input[0] in tables
+        ):
+            axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+            dims = tables[node.input[0]]
+            if dims:
+                bound = min(bound, max(1, dims[axis % len(dims)]))
+    return bound
+
+
 def make_feeds(
     model: onnx.ModelProto,
     *,
@@ -91,7 +110,8 @@ def make_feeds(
         if elem in _FLOAT_FEEDS:
             feeds[name] = rng.standard_normal(shape).astype(_FLOAT_FEEDS[elem])
         elif elem in _INT_FEEDS:
-            feeds[name] = rng.integers(0, FEED_INT_HIGH, size=shape).astype(_INT_FEEDS[elem])
+            high = min(FEED_INT_HIGH, _index_bound(model, name))
+            feeds[name] = rng.integers(0, high, size=shape).astype(_INT_FEEDS[elem])
         elif elem == onnx.TensorProto.BOOL:
             feeds[name] = np.ones(shape, dtype=np.bool_)
         else:

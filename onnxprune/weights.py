@@ -16,9 +16,15 @@ inside subgraphs (If/Loop bodies) and local functions are not weights of the mod
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath, PureWindowsPath
+
 import numpy as np
 import onnx
 from onnx import numpy_helper
+
+from onnxprune.errors import ModelError
 
 
 def _constant_value(node: onnx.NodeProto) -> onnx.AttributeProto | None:
@@ -121,18 +127,142 @@ _RAW_DTYPES = {
     onnx.TensorProto.FLOAT16: np.float16,
     onnx.TensorProto.INT64: np.int64,
     onnx.TensorProto.INT32: np.int32,
+    onnx.TensorProto.INT16: np.int16,
     onnx.TensorProto.INT8: np.int8,
+    onnx.TensorProto.UINT64: np.uint64,
+    onnx.TensorProto.UINT32: np.uint32,
+    onnx.TensorProto.UINT16: np.uint16,
     onnx.TensorProto.UINT8: np.uint8,
+    onnx.TensorProto.BOOL: np.bool_,
 }
 
 
-def tensor_array(tensor: onnx.TensorProto) -> np.ndarray:
-    """The tensor's values; a read-only view of its raw bytes where possible (no copy).
+def uses_external_data(tensor: onnx.TensorProto) -> bool:
+    """True if the tensor's values live in a file beside the model, not in the proto."""
+    return tensor.HasField("data_location") and tensor.data_location == onnx.TensorProto.EXTERNAL
+
+
+@dataclass(frozen=True)
+class ExternalRef:
+    """Where an external tensor's bytes are: a checked, existing file and a byte range in it."""
+
+    path: Path
+    offset: int
+    length: int
+
+
+def external_ref(tensor: onnx.TensorProto, base_dir: str | os.PathLike) -> ExternalRef:
+    """Resolve and check the external data reference of `tensor` against directory `base_dir`.
+
+    The location must be a relative path below `base_dir` (no absolute paths, no `..`); the file
+    must exist and hold the byte range; for fixed-size dtypes the range must be exactly the
+    tensor's size. Symbolic links are followed (model caches link files to shared blobs).
+    Raises ModelError naming the tensor and the file otherwise.
+    """
+    entries = {e.key: e.value for e in tensor.external_data}
+    location = entries.get("location", "")
+    name = tensor.name
+    if not location:
+        raise ModelError(f"tensor '{name}' is marked external but names no data file")
+    relative = PurePosixPath(location.replace("\\", "/"))
+    if relative.is_absolute() or ".." in relative.parts or PureWindowsPath(location).drive:
+        raise ModelError(
+            f"tensor '{name}': external data location '{location}' must be a relative path "
+            "inside the model's directory"
+        )
+    path = Path(base_dir, *relative.parts)
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise ModelError(
+            f"tensor '{name}': external data file '{location}' not readable ({exc.strerror})"
+        ) from exc
+    if not path.is_file():
+        raise ModelError(f"tensor '{name}': external data location '{location}' is not a file")
+    try:
+        offset = int(entries.get("offset", 0))
+        length = int(entries["length"]) if "length" in entries else size - offset
+    except ValueError as exc:
+        raise ModelError(f"tensor '{name}': external data offset or length is not a number") from exc
+    if offset < 0 or length < 0 or offset + length > size:
+        raise ModelError(
+            f"tensor '{name}': external data range [{offset}, {offset + length}) is outside "
+            f"'{location}' ({size} bytes)"
+        )
+    dtype = _RAW_DTYPES.get(tensor.data_type)
+    if dtype is not None:
+        expected = int(np.prod(tensor.dims, dtype=np.int64)) * np.dtype(dtype).itemsize
+        if expected != length:
+            raise ModelError(
+                f"tensor '{name}': external data holds {length} bytes, its shape "
+                f"{list(tensor.dims)} needs {expected}"
+            )
+    return ExternalRef(path, offset, length)
+
+
+def read_external(ref: ExternalRef) -> bytes:
+    """The bytes of an external tensor (an in-memory copy)."""
+    with open(ref.path, "rb") as fh:
+        fh.seek(ref.offset)
+        data = fh.read(ref.length)
+    if len(data) != ref.length:
+        raise ModelError(f"external data file '{ref.path}' ended early (changed while reading?)")
+    return data
+
+
+def load_external(tensor: onnx.TensorProto, base_dir: str | os.PathLike) -> None:
+    """Bring an external tensor's values into the proto (raw_data), so it no longer needs a file."""
+    data = read_external(external_ref(tensor, base_dir))
+    tensor.raw_data = data
+    del data
+    tensor.ClearField("data_location")
+    del tensor.external_data[:]
+
+
+def tensor_array(tensor: onnx.TensorProto, base_dir: str | os.PathLike | None = None) -> np.ndarray:
+    """The tensor's values; a read-only view of its bytes where possible (no copy).
+
+    A tensor with external data is read from `base_dir` (the model's directory): for
+    fixed-size dtypes as a read-only ``numpy.memmap`` of its byte range, so only the pages
+    actually used are read, and they are released when the array is dropped.
 
     >>> tensor_array(numpy_helper.from_array(np.arange(3, dtype=np.float32))).tolist()
     [0.0, 1.0, 2.0]
     """
     dtype = _RAW_DTYPES.get(tensor.data_type)
+    shape = tuple(int(d) for d in tensor.dims)
+    if uses_external_data(tensor):
+        if base_dir is None:
+            raise ModelError(
+                f"tensor '{tensor.name}' keeps its values in an external file, and no directory "
+                "to read it from was given"
+            )
+        ref = external_ref(tensor, base_dir)
+        if dtype is not None and np.little_endian:
+            if ref.length == 0:
+                return np.zeros(shape, dtype=dtype)
+            return np.memmap(ref.path, dtype=dtype, mode="r", offset=ref.offset, shape=shape)
+        inline = onnx.TensorProto()
+        for field, value in tensor.ListFields():
+            if field.name not in ("external_data", "data_location", "raw_data"):
+                _copy_field(inline, field, value)
+        inline.raw_data = read_external(ref)
+        return numpy_helper.to_array(inline)
     if dtype is not None and tensor.HasField("raw_data") and np.little_endian:
-        return np.frombuffer(tensor.raw_data, dtype=dtype).reshape(tuple(tensor.dims))
+        return np.frombuffer(tensor.raw_data, dtype=dtype).reshape(shape)
     return numpy_helper.to_array(tensor)
+
+
+def _copy_field(target, field, value) -> None:
+    """Copy one field, as listed by ``ListFields()``, from a message into `target`."""
+    if _is_repeated(field):
+        getattr(target, field.name).extend(value)
+    elif field.message_type is not None:
+        getattr(target, field.name).CopyFrom(value)
+    else:
+        setattr(target, field.name, value)
+
+
+def _is_repeated(field) -> bool:
+    flag = getattr(field, "is_repeated", None)  # protobuf >= 6; older versions only have `label`
+    return bool(flag) if flag is not None else field.label == field.LABEL_REPEATED

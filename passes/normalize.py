@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
@@ -144,10 +147,7 @@ class InferShapes(Pass):
         if self.keep_resolved:  # shapes ResolveReshapeShapes worked out guide inference downstream
             produced = {o for n in model.graph.node if n.op_type in _RESOLVED_OPS for o in n.output}
             skeleton.graph.value_info.extend(vi for vi in model.graph.value_info if vi.name in produced)
-        try:
-            inferred = onnx.shape_inference.infer_shapes(skeleton, data_prop=True)
-        except Exception as exc:
-            raise ModelError(f"shape inference failed: {exc}") from exc
+        inferred = _infer(skeleton)
         after = [vi.SerializeToString() for vi in [*inferred.graph.value_info, *inferred.graph.output]]
         model.graph.ClearField("value_info")
         model.graph.value_info.extend(inferred.graph.value_info)
@@ -157,6 +157,25 @@ class InferShapes(Pass):
 
 
 _RESOLVED_OPS = ("Reshape", "Expand")
+
+
+def _infer(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Shapes with symbolic dims carried through (ONNX Runtime's symbolic shape inference, which
+    knows that `Reshape(q, [Shape(x)[0], Shape(x)[1], -1, 64])` keeps x's batch and sequence);
+    ONNX's own inference where that one gives up (ops it does not know, opset 23)."""
+    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            return SymbolicShapeInference.infer_shapes(model, auto_merge=True, guess_output_rank=False)
+    except Exception:
+        pass
+    try:
+        return onnx.shape_inference.infer_shapes(model, data_prop=True)
+    except Exception as exc:
+        raise ModelError(f"shape inference failed: {exc}") from exc
+
+
 _SKELETON_KEEP = 4096  # elements: initializers this small keep their data (shape constants, axes)
 
 

@@ -171,6 +171,16 @@ class RuleContext:
         node = self.producer(tensor)
         while node is not None and node.op_type in ("Unsqueeze", "Squeeze", "Cast", "Identity"):
             node = self.producer(node.input[0])
+        if node is not None and node.op_type == "Shape":  # Shape(x, start, end) read directly
+            rank = self.rank(node.input[0])
+            if rank is None:
+                return None
+            start, end = int(self.attr(node, "start", 0)), self.attr(node, "end", rank)
+            start, end = (
+                (start + rank if start < 0 else start),
+                (int(end) + rank if int(end) < 0 else int(end)),
+            )
+            return [(node.input[0], a) for a in range(max(start, 0), min(end, rank))]
         if node is None or node.op_type != "Gather" or self.attr(node, "axis", 0) != 0:
             return None
         shape_node = self.producer(node.input[0])
