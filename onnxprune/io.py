@@ -15,6 +15,7 @@ incomplete data; on any failure nothing is left behind.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import math
 import os
@@ -41,9 +42,12 @@ ModelLike = str | os.PathLike | bytes | onnx.ModelProto
 
 _TWO_GB = 2**31 - 1
 
-# External initializers at least this large stay on disk when a model is read lazily; smaller
-# ones (shape constants, biases) are read at once, so every pass can see their values.
+# External initializers of at least LAZY_MIN_BYTES stay on disk when a model is read lazily;
+# smaller ones (biases, shape constants) are read at once. Tensors of at most LAZY_MIN_ELEMENTS
+# elements are always read: passes look at the values of tensors that small (shape inference,
+# shape folding), never at larger ones.
 LAZY_MIN_BYTES = 1 << 20
+LAZY_MIN_ELEMENTS = 4096
 
 # When writing external data: initializers with at least this many bytes go to the data file
 # (onnx's default), and those of ALIGN_MIN_BYTES or more start at a multiple of ALIGNMENT, so
@@ -112,46 +116,37 @@ def read_model(model: ModelLike, *, lazy: bool = False) -> LoadedModel:
     proto = _parse(data, str(path))
     del data
     base_dir = str(path.parent)
-    lazy_kept = _resolve_external(proto, base_dir, lazy=lazy, name=str(path))
-    files = frozenset(_resolved(ref.path) for ref in lazy_kept.values()) | _loaded_files
-    _loaded_files_clear()
-    return LoadedModel(proto, str(path), path, base_dir if lazy_kept else None, files)
-
-
-# data files read eagerly by the last _resolve_external call (kept beside the lazy ones)
-_loaded_files: frozenset[Path] = frozenset()
-
-
-def _loaded_files_clear() -> None:
-    global _loaded_files
-    _loaded_files = frozenset()
+    kept, read = _resolve_external(proto, base_dir, lazy=lazy, name=str(path))
+    files = frozenset(_resolved(ref.path) for ref in kept.values()) | read
+    return LoadedModel(proto, str(path), path, base_dir if kept else None, files)
 
 
 def _resolve_external(
     proto: onnx.ModelProto, base_dir: str, *, lazy: bool, name: str
-) -> dict[str, ExternalRef]:
+) -> tuple[dict[str, ExternalRef], frozenset[Path]]:
     """Read external tensors into memory, except (with `lazy`) large main-graph initializers.
 
-    Returns the references kept on disk, by tensor name; every reference is checked.
+    Every reference is checked. Returns the references kept on disk, by tensor name, and the
+    data files the tensors read into memory came from.
     """
-    global _loaded_files
-    main = {id(t) for t in proto.graph.initializer}
     kept: dict[str, ExternalRef] = {}
     read: set[Path] = set()
     try:
-        for tensor in iter_tensors(proto):
-            if not uses_external_data(tensor):
-                continue
-            ref = external_ref(tensor, base_dir)
-            if lazy and id(tensor) in main and ref.length >= LAZY_MIN_BYTES:
-                kept[tensor.name] = ref
-            else:
-                read.add(_resolved(ref.path))
+        for tensor in proto.graph.initializer:
+            if uses_external_data(tensor):
+                ref = external_ref(tensor, base_dir)
+                if lazy and ref.length >= LAZY_MIN_BYTES and math.prod(tensor.dims) > LAZY_MIN_ELEMENTS:
+                    kept[tensor.name] = ref
+                else:
+                    read.add(_resolved(ref.path))
+                    load_external(tensor, base_dir)
+        for tensor in iter_tensors(proto, main_initializers=False):
+            if uses_external_data(tensor):
+                read.add(_resolved(external_ref(tensor, base_dir).path))
                 load_external(tensor, base_dir)
     except (ModelError, OSError) as exc:
         raise ModelError(f"external data could not be read: {exc}", path=name) from exc
-    _loaded_files = frozenset(read)
-    return kept
+    return kept, frozenset(read)
 
 
 def _resolved(path: Path) -> Path:
@@ -161,17 +156,18 @@ def _resolved(path: Path) -> Path:
         return path.absolute()
 
 
-def iter_tensors(model: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
+def iter_tensors(model: onnx.ModelProto, *, main_initializers: bool = True) -> Iterator[onnx.TensorProto]:
     """Every TensorProto of the model: initializers and tensor attributes, in subgraphs and
     local functions too (sparse tensors' values and indices included)."""
-    yield from _graph_tensors(model.graph)
+    yield from _graph_tensors(model.graph, initializers=main_initializers)
     for function in model.functions:
         for node in function.node:
             yield from _node_tensors(node)
 
 
-def _graph_tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
-    yield from graph.initializer
+def _graph_tensors(graph: onnx.GraphProto, *, initializers: bool = True) -> Iterator[onnx.TensorProto]:
+    if initializers:
+        yield from graph.initializer
     for sparse in graph.sparse_initializer:
         yield sparse.values
         yield sparse.indices
@@ -273,21 +269,25 @@ def save_model(
 
 def _write_inline(model: onnx.ModelProto, target: Path, parent: Path) -> None:
     tmp, fh = _create_temp(parent, target.name)
-    with _cleanup_on_error(target, [tmp]):
+    try:
         with fh:
             fh.write(model.SerializeToString())
             _sync(fh)
         os.replace(tmp, target)
+    except BaseException as exc:
+        _remove(tmp)
+        _raise_write_error(target, exc)
+        raise
 
 
-def _write_split(
-    model: onnx.ModelProto, target: Path, parent: Path, base_dir, protected: list[Path]
-) -> None:
+def _write_split(model: onnx.ModelProto, target: Path, parent: Path, base_dir, protected: list[Path]) -> None:
+    """The data file first (temp name, synced, renamed), then the model that points into it."""
     data_name = _data_name(target, parent, protected)
     data_path = parent / data_name
     data_tmp, data_fh = _create_temp(parent, data_name)
-    model_tmp: Path | None = None
-    with _cleanup_on_error(target, [data_tmp], lambda: [model_tmp] if model_tmp else []):
+    temps = [data_tmp]
+    placed: Path | None = None  # a data file this save created, removed again if the model fails
+    try:
         with data_fh:
             writer = _DataWriter(data_fh, data_name, base_dir)
             header = onnx.ModelProto()
@@ -300,33 +300,30 @@ def _write_split(
                 path=str(target),
             )
         model_tmp, fh = _create_temp(parent, target.name)
+        temps.append(model_tmp)
         with fh:
             fh.write(header.SerializeToString())
             _sync(fh)
+        del header
         if writer.offset:
+            placed = None if data_path.exists() else data_path
             os.replace(data_tmp, data_path)
         else:  # nothing large enough to go external: the model stands alone
-            os.unlink(data_tmp)
+            _remove(data_tmp)
         os.replace(model_tmp, target)
-
-
-class _cleanup_on_error:
-    """On an exception: remove the temp files, and turn OSError into a one-line UsageError."""
-
-    def __init__(self, target: Path, temps: list[Path], more=lambda: []) -> None:
-        self.target, self.temps, self.more = target, temps, more
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind, exc, tb) -> bool:
-        if exc is None:
-            return False
-        for tmp in [*self.temps, *self.more()]:
+    except BaseException as exc:
+        for tmp in temps:
             _remove(tmp)
-        if isinstance(exc, OSError):
-            raise UsageError(f"{self.target}: cannot write ({exc.strerror or exc})") from exc
-        return False
+        if placed is not None:
+            _remove(placed)
+        _raise_write_error(target, exc)
+        raise
+
+
+def _raise_write_error(target: Path, exc: BaseException) -> None:
+    """An OSError while writing becomes a one-line UsageError naming the output."""
+    if isinstance(exc, OSError):
+        raise UsageError(f"{target}: cannot write ({exc.strerror or exc})") from exc
 
 
 def _data_name(target: Path, parent: Path, protected: list[Path]) -> str:
@@ -411,29 +408,33 @@ class _DataWriter:
             self.offset += written
 
     def _copy(self, ref: ExternalRef) -> None:
+        """Stream a byte range of an input data file into the data file (in the kernel where it can)."""
         with open(ref.path, "rb") as src:
             remaining, position = ref.length, ref.offset
-            use_kernel = hasattr(os, "copy_file_range")
+            kernel = hasattr(os, "copy_file_range")
             while remaining:
-                if use_kernel:
-                    try:
-                        n = os.copy_file_range(src.fileno(), self.fh.fileno(), remaining, position)
-                    except OSError as exc:
-                        if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
-                            raise
-                        use_kernel = False
-                        continue
-                else:
+                n = self._kernel_copy(src, remaining, position) if kernel else None
+                if n is None:
+                    kernel = False
                     src.seek(position)
                     chunk = src.read(min(remaining, _COPY_CHUNK))
                     self._write(chunk)
                     n = len(chunk)
-                    self.offset -= n  # counted below
+                else:
+                    self.offset += n
                 if n == 0:
                     raise ModelError(f"external data file '{ref.path}' ended early (changed while saving?)")
                 remaining -= n
                 position += n
-                self.offset += n
+
+    def _kernel_copy(self, src: BinaryIO, count: int, position: int) -> int | None:
+        """Bytes copied by copy_file_range, or None where the file systems do not support it."""
+        try:
+            return os.copy_file_range(src.fileno(), self.fh.fileno(), min(count, 1 << 30), position)
+        except OSError as exc:
+            if exc.errno in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EPERM):
+                return None
+            raise
 
 
 # Message types that can hold tensors somewhere below them: walked field by field when
@@ -499,10 +500,8 @@ def _fits(model: onnx.ModelProto, limit: int) -> bool:
 
 
 def _remove(path: str | os.PathLike) -> None:
-    try:
+    with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -523,5 +522,3 @@ __all__ = [
     "read_model",
     "save_model",
 ]
-
-_ = math  # math.prod is used by callers through the re-export-free API; keep imports tidy

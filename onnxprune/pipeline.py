@@ -8,17 +8,18 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnx
-from onnx import numpy_helper
 
 from onnxprune.analysis import DependencyAnalysis, RuleContext, analyze_model
 from onnxprune.errors import ModelError, UsageError
 from onnxprune.importance import CRITERIA, Criterion
-from onnxprune.io import ModelLike, load_model, save_model
+from onnxprune.io import ModelLike, has_external_data, materialize, read_model, save_model
 from onnxprune.metrics import count_macs, count_params, macs_by_node
 from onnxprune.passes import (
     InferShapes,
@@ -30,6 +31,7 @@ from onnxprune.passes import (
 )
 from onnxprune.plan import Plan
 from onnxprune.selection import build_plan, decisions_from_plan, dim_keeps, select_units
+from onnxprune.weights import tensor_array
 
 
 @dataclass
@@ -58,19 +60,71 @@ class PruneReport:
         return asdict(self)
 
 
-@dataclass
 class PruneResult:
-    """The pruned model, the plan that made it, and the report."""
+    """The pruned model, the plan that made it, and the report.
 
-    model: onnx.ModelProto
-    plan: Plan
-    report: PruneReport
-    analysis: DependencyAnalysis
-    source_path: str | None = None
+    When the input kept its weights in external data files, the pruned model still refers to
+    the input's data file for every weight that was not sliced: `save` streams them from there
+    to the output's data file, never holding the whole model in memory. Reading `model` loads
+    them into the proto first, so it is always a self-contained ``onnx.ModelProto``.
+    """
+
+    def __init__(
+        self,
+        model: onnx.ModelProto,
+        plan: Plan,
+        report: PruneReport,
+        analysis: DependencyAnalysis,
+        source_path: str | None = None,
+        *,
+        base_dir: str | None = None,
+        external: bool = False,
+        protect: Iterable[Path] = (),
+    ) -> None:
+        self._model = model
+        self.plan = plan
+        self.report = report
+        self.analysis = analysis
+        self.source_path = source_path
+        self._base_dir = base_dir
+        self._external = external
+        self._protect = tuple(protect)
+
+    @property
+    def model(self) -> onnx.ModelProto:
+        """The pruned model (external weights still in the input's data file are read in first)."""
+        if self._base_dir is not None:
+            materialize(self._model, self._base_dir)
+            self._base_dir = None
+        return self._model
+
+    @model.setter
+    def model(self, value: onnx.ModelProto) -> None:
+        self._model = value
+        self._base_dir = None
 
     def save(self, path: str | os.PathLike, *, force: bool = False) -> Path:
-        """Write the pruned model atomically; refuses to overwrite the input unless `force`."""
-        return save_model(self.model, path, source=self.source_path, force=force)
+        """Write the pruned model atomically; refuses to overwrite the input unless `force`.
+
+        A model whose input had external data is written with external data again
+        (``out.onnx`` and ``out.onnx.data``); so is any model over 2 GB. The input's data files
+        are never written over.
+        """
+        return save_model(
+            self._model,
+            path,
+            source=self.source_path,
+            force=force,
+            base_dir=self._base_dir,
+            external=self._external,
+            protect=self._protect,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"PruneResult(source={self.report.source!r}, params {self.report.params_before:,} -> "
+            f"{self.report.params_after:,}, {len(self.plan.slices)} slices)"
+        )
 
 
 def normalize(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list]:
@@ -88,8 +142,8 @@ def analyze(model: ModelLike, *, exclude: str | None = None) -> DependencyAnalys
     >>> len(analysis.prunable_groups) > 0  # doctest: +SKIP
     True
     """
-    proto, _ = load_model(model)
-    work, _ = normalize(proto)
+    work = read_model(model, lazy=True).model  # ours: normalized in place, weights never read
+    PassManager(normalization_passes()).run(work)
     return analyze_model(work, exclude=_check_exclude(exclude))
 
 
@@ -131,17 +185,21 @@ def prune(
     elif not isinstance(plan, Plan):
         plan = Plan.load(plan)
     exclude = _check_exclude(exclude)
-    proto, source = load_model(model)
-    source_path = source if not source.startswith("<") else None
-    work, norm_results = normalize(proto)
+    # Memory: the loaded proto is ours (a path or bytes is parsed into it, a ModelProto copied),
+    # so it is normalized and pruned in place, never copied again; large external weights stay
+    # on disk (read_model lazy) and are read through memory maps one tensor at a time.
+    loaded = read_model(model, lazy=True)
+    source = loaded.name
+    source_path = str(loaded.path) if loaded.path is not None else None
+    base_dir = loaded.base_dir
+    work = loaded.model
+    params_before = count_params(work)
+    norm_results = PassManager(normalization_passes()).run(work)
     analysis = analyze_model(work, exclude=exclude)
     weight_names = {t.name for t in work.graph.initializer}
     if plan is None:
-        weights = {
-            t.name: numpy_helper.to_array(t)
-            for t in work.graph.initializer
-            if any(t.name == m.tensor for g in analysis.prunable_groups for m in g.weight_members)
-        }
+        scored = {m.tensor for g in analysis.prunable_groups for m in g.weight_members}
+        weights = _Weights({t.name: t for t in work.graph.initializer if t.name in scored}, base_dir)
         decisions = select_units(
             analysis,
             weights,
@@ -162,13 +220,19 @@ def prune(
     if keeps:
         ctx = RuleContext(work)
         rewrite = RewriteNodes(keeps, ctx)
-        results += PassManager([SliceWeights(keeps), rewrite, RemoveDeadNodes(), InferShapes()]).run(work)
+        # slicing comes after dead-node removal: RemoveDeadNodes rebuilds the initializer list,
+        # which copies every initializer, and before slicing the large ones are still external
+        # references (a few bytes each) when the model was read lazily.
+        results += PassManager(
+            [rewrite, RemoveDeadNodes(), SliceWeights(keeps, base_dir), InferShapes()]
+        ).run(work)
         new_plan = Plan(slices=new_plan.slices, rewrites=tuple(rewrite.rewrites), groups=new_plan.groups)
-        out_model = work
-    else:
-        out_model = proto
+        out_model, macs_after = work, _safe_macs(work)
+    else:  # nothing to remove: the output is the input as it was, not its normalized form
+        del work, norm_results
+        out_model, macs_after = read_model(model, lazy=True).model, macs_before
     report = _report(
-        proto,
+        params_before,
         out_model,
         source,
         analysis,
@@ -179,11 +243,38 @@ def prune(
         decisions,
         results,
         macs_before,
+        macs_after,
     )
     report.prunable_macs_fraction = prunable_fraction
     return PruneResult(
-        model=out_model, plan=new_plan, report=report, analysis=analysis, source_path=source_path
+        model=out_model,
+        plan=new_plan,
+        report=report,
+        analysis=analysis,
+        source_path=source_path,
+        base_dir=base_dir if has_external_data(out_model) else None,
+        external=loaded.external,
+        protect=loaded.data_files,
     )
+
+
+class _Weights(Mapping[str, np.ndarray]):
+    """Weight values by name, read when asked for and not kept: an external weight is a fresh
+    memory map each time, released as soon as the caller drops it, so scoring a model never
+    holds more than the tensor being scored."""
+
+    def __init__(self, tensors: dict[str, onnx.TensorProto], base_dir: str | None) -> None:
+        self._tensors = tensors
+        self._base_dir = base_dir
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return tensor_array(self._tensors[name], self._base_dir)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._tensors)
+
+    def __len__(self) -> int:
+        return len(self._tensors)
 
 
 def prunable_macs_fraction(model: onnx.ModelProto, analysis: DependencyAnalysis) -> float | None:
@@ -230,9 +321,19 @@ def _check_replay(given: Plan, derived: Plan) -> None:
 
 
 def _report(
-    original, pruned, source, analysis, plan, ratio, criterion, round_to, decisions, results, macs_before
+    params_before,
+    pruned,
+    source,
+    analysis,
+    plan,
+    ratio,
+    criterion,
+    round_to,
+    decisions,
+    results,
+    macs_before,
+    macs_after,
 ):
-    macs_after = _safe_macs(pruned) if pruned is not original else macs_before
     stats = {k: v for r in results for k, v in r.stats.items()}
     return PruneReport(
         source=source,
@@ -243,7 +344,7 @@ def _report(
         groups_prunable=len(analysis.prunable_groups),
         groups_pruned=len(decisions),
         groups_pinned=len(analysis.pinned_groups),
-        params_before=count_params(original),
+        params_before=params_before,
         params_after=count_params(pruned),
         macs_before=macs_before,
         macs_after=macs_after,

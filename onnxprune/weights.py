@@ -137,6 +137,12 @@ _RAW_DTYPES = {
 }
 
 
+def tensor_array_dtype(tensor: onnx.TensorProto) -> np.dtype | None:
+    """The numpy dtype whose bytes are the tensor's raw data (None for packed or string types)."""
+    dtype = _RAW_DTYPES.get(tensor.data_type)
+    return None if dtype is None else np.dtype(dtype)
+
+
 def uses_external_data(tensor: onnx.TensorProto) -> bool:
     """True if the tensor's values live in a file beside the model, not in the proto."""
     return tensor.HasField("data_location") and tensor.data_location == onnx.TensorProto.EXTERNAL

@@ -3,6 +3,8 @@ channel counts. Both mutate the model in place."""
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import onnx
 from onnx import numpy_helper
@@ -11,14 +13,20 @@ from onnxprune.analysis import Dim, RuleContext
 from onnxprune.passes.base import Pass, PassResult
 from onnxprune.passes.rewriters import NodeEditor, lookup_rewriter
 from onnxprune.plan import Rewrite
-from onnxprune.weights import tensor_array
+from onnxprune.weights import tensor_array, tensor_array_dtype
 
 
 class SliceWeights(Pass):
-    """Replace every weight that loses positions by its slice (same name, same dtype)."""
+    """Replace every weight that loses positions by its slice (same name, same dtype).
 
-    def __init__(self, keeps: dict[Dim, np.ndarray]) -> None:
+    Weights kept in an external data file (a model read lazily, see `onnxprune.io.read_model`)
+    are read through a memory map from `base_dir`, one at a time: only the slice is held in
+    memory, and it replaces the external reference.
+    """
+
+    def __init__(self, keeps: dict[Dim, np.ndarray], base_dir: str | os.PathLike | None = None) -> None:
         self.keeps = keeps
+        self.base_dir = base_dir
 
     def call(self, model: onnx.ModelProto) -> PassResult:
         by_tensor: dict[str, list[tuple[int, np.ndarray]]] = {}
@@ -29,14 +37,29 @@ class SliceWeights(Pass):
             cuts = by_tensor.get(init.name)
             if not cuts:
                 continue
-            array = tensor_array(init)
+            array = tensor_array(init, self.base_dir)
             before = array.size
             for axis, keep in sorted(cuts, key=lambda c: c[0]):
                 array = np.take(array, keep, axis=axis)
-            init.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(array), init.name))
+            _replace_values(init, np.ascontiguousarray(array))
             sliced += 1
             removed += before - array.size
+            del array
         return PassResult(self.name, bool(sliced), {"tensors_sliced": sliced, "weights_removed": removed})
+
+
+def _replace_values(tensor: onnx.TensorProto, array: np.ndarray) -> None:
+    """Give `tensor` the values of `array` in place: same name, same dtype, data in memory."""
+    if np.little_endian and array.dtype == tensor_array_dtype(tensor) and array.dtype.byteorder in "=|<":
+        tensor.ClearField("data_location")
+        del tensor.external_data[:]
+        for name in ("float_data", "int32_data", "int64_data", "double_data", "uint64_data", "string_data"):
+            tensor.ClearField(name)
+        del tensor.dims[:]
+        tensor.dims.extend(array.shape)
+        tensor.raw_data = array.tobytes()
+        return
+    tensor.CopyFrom(numpy_helper.from_array(array, tensor.name))
 
 
 class RewriteNodes(Pass):

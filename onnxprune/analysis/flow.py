@@ -181,6 +181,17 @@ class RuleContext:
                 (int(end) + rank if int(end) < 0 else int(end)),
             )
             return [(node.input[0], a) for a in range(max(start, 0), min(end, rank))]
+        if node is not None and node.op_type == "Slice":  # Shape(x)[a:b]
+            source = self._dims_read(node.input[0])
+            bounds = [self.small_const(i) if i else None for i in node.input[1:5]]
+            if source is None or bounds[0] is None or bounds[1] is None:
+                return None
+            if any(
+                b is not None and int(b.reshape(-1)[0]) != v for b, v in zip(bounds[2:], (0, 1), strict=False)
+            ):
+                return None  # axes other than 0, or a step: not a plain range
+            start, end = int(bounds[0].reshape(-1)[0]), int(bounds[1].reshape(-1)[0])
+            return source[slice(start, end)]
         if node is None or node.op_type != "Gather" or self.attr(node, "axis", 0) != 0:
             return None
         shape_node = self.producer(node.input[0])

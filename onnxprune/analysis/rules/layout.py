@@ -80,6 +80,7 @@ def reshape(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
     x, y = node.input[0], node.output[0]
     target = ctx.shape_entries(node.input[1])
     x_shape = ctx.shape(x)
+    _link_copied_sizes(flow, ctx, y, target)
     if target is None or x_shape is None:
         flow.pin_tensor(x, "Reshape target is computed at run time")
         return flow.build()
@@ -88,7 +89,7 @@ def reshape(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
         flow.pin_tensor(x, "Reshape target is computed at run time")
         return flow.build()
     for in_axes, out_axes in align_reshape(x_shape, y_shape):
-        if any(not isinstance(target[j], int) and isinstance(y_shape[j], int) for j in out_axes):
+        if any(target[j] is None and isinstance(y_shape[j], int) for j in out_axes):
             continue  # a static size computed at run time cannot be rewritten: leave these axes pinned
         if len(in_axes) == 1 and len(out_axes) == 1:
             flow.link((x, in_axes[0]), (y, out_axes[0]))
@@ -97,6 +98,17 @@ def reshape(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
         elif len(in_axes) == 1:
             _merge(flow, y, y_shape, out_axes, (x, in_axes[0]))
     return flow.build()
+
+
+def _link_copied_sizes(flow: FlowBuilder, ctx: RuleContext, y: str, target: list | None) -> None:
+    """A target entry `Shape(t)[a]` makes output axis j as long as axis a of t: the two lose
+    positions together (the Shape rule leaves such an axis free for this reason)."""
+    rank = ctx.rank(y)
+    if target is None or rank is None or len(target) != rank:
+        return
+    for j, entry in enumerate(target):
+        if isinstance(entry, tuple) and ctx.size(entry) is not None:
+            flow.link((y, j), entry)
 
 
 def reshape_output(x_shape: Shape, target: list, allowzero: bool, ctx: RuleContext, inferred: Shape | None):
@@ -132,8 +144,8 @@ def reshape_output(x_shape: Shape, target: list, allowzero: bool, ctx: RuleConte
                 leftover.remove(d)
         if not leftover and out_static and in_static % out_static == 0:
             out[out.index(-1)] = in_static // out_static
-        elif len(leftover) == 1 and in_static == out_static:
-            out[out.index(-1)] = leftover[0]
+        elif leftover and in_static == out_static:
+            out[out.index(-1)] = "*".join(sorted(leftover))  # e.g. batch*sequence
         else:
             return None
     return tuple(out)
@@ -165,27 +177,42 @@ def align_reshape(x_shape: Shape, y_shape: Shape) -> list[tuple[list[int], list[
         x_shape = tuple("<unnamed>" if d is None else d for d in x_shape)
         y_shape = tuple("<unnamed>" if d is None else d for d in y_shape)
     xs, ys = [value(d) for d in x_shape], [value(d) for d in y_shape]
-    if None in xs or None in ys or int(np.prod(xs, dtype=object)) != int(np.prod(ys, dtype=object)):
-        return []
-    xi = [i for i, d in enumerate(xs) if d != 1]
-    yi = [j for j, d in enumerate(ys) if d != 1]
+    if None not in xs and None not in ys and int(np.prod(xs, dtype=object)) == int(np.prod(ys, dtype=object)):
+        chunks = _chunks(
+            xs, ys, [i for i, d in enumerate(xs) if d != 1], [j for j, d in enumerate(ys) if d != 1]
+        )
+        if chunks is not None:
+            return chunks
+    # the leading sizes are not comparable ([B, S, 64] -> [B*S, 64]): the static trailing axes
+    # still align, row by row, since both sides hold the same number of elements
+    xi = [i for i in range(len(xs) - 1, -1, -1) if xs[i] != 1]
+    yi = [j for j in range(len(ys) - 1, -1, -1) if ys[j] != 1]
+    chunks = _chunks(xs, ys, xi, yi, partial=True) or []
+    return [(sorted(a), sorted(b)) for a, b in reversed(chunks)]
+
+
+def _chunks(xs, ys, xi: list[int], yi: list[int], partial: bool = False):
+    """Greedy chunks of equal products over the axes `xi` / `yi` in the order given; with
+    `partial`, an unfinished last chunk is dropped instead of failing (None)."""
     chunks: list[tuple[list[int], list[int]]] = []
     i = j = 0
     while i < len(xi) and j < len(yi):
+        if xs[xi[i]] is None or ys[yi[j]] is None:
+            return chunks if partial else None
         ins, outs = [xi[i]], [yi[j]]
         px, py = xs[xi[i]], ys[yi[j]]
         i, j = i + 1, j + 1
         while px != py:
-            if px < py and i < len(xi):
+            if px < py and i < len(xi) and xs[xi[i]] is not None:
                 px *= xs[xi[i]]
                 ins.append(xi[i])
                 i += 1
-            elif py < px and j < len(yi):
+            elif py < px and j < len(yi) and ys[yi[j]] is not None:
                 py *= ys[yi[j]]
                 outs.append(yi[j])
                 j += 1
             else:
-                return []
+                return chunks if partial else None
         chunks.append((ins, outs))
     return chunks
 
@@ -215,7 +242,9 @@ def expand(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
     flow = FlowBuilder()
     x, y = node.input[0], node.output[0]
     x_shape, y_shape = ctx.shape(x), ctx.shape(y)
-    if x_shape is None or y_shape is None or ctx.shape_entries(node.input[1]) is None:
+    target = ctx.shape_entries(node.input[1])
+    _link_copied_sizes(flow, ctx, y, target)
+    if x_shape is None or y_shape is None or target is None:
         flow.pin_tensor(x, "Expand target is computed at run time")
         return flow.build()
     offset = len(y_shape) - len(x_shape)

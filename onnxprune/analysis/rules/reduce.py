@@ -126,7 +126,9 @@ def shape_query(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
     """A run-time shape read: the axes whose size it reads are pinned.
 
     When every reader of a Shape picks fixed entries (Gather or Slice with constant
-    indices), only those axes are pinned; otherwise all axes in [start, end).
+    indices), only those axes are pinned; otherwise all axes in [start, end). An axis whose
+    size only flows, unchanged, into Reshape or Expand targets is not pinned: those ops link
+    their output axis to it (see `layout.reshape`), so its size follows the pruning.
     """
     flow = FlowBuilder()
     x = node.input[0]
@@ -141,6 +143,7 @@ def shape_query(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
         end = ctx.attr(node, "end")
         end = rank if end is None else min(norm_axis(int(end), rank), rank)
         read = _axes_read(node.output[0], ctx, list(range(start, end)))
+        read -= _copied_into_targets(node, ctx, x)
     for axis in range(rank):
         if axis in read:
             flow.pin((x, axis), f"{node.op_type} reads the size of axis {axis} at run time")
@@ -183,3 +186,33 @@ def _picked_entries(node: onnx.NodeProto, ctx: RuleContext, length: int) -> list
     if starts is None or ends is None or len(starts) != 1 or along not in ([0], [-1]) or steps != [1]:
         return None
     return list(range(length))[starts[0] : ends[0]]
+
+
+_PASS = ("Gather", "Slice", "Unsqueeze", "Squeeze", "Cast", "Identity", "Concat")
+
+
+def _copied_into_targets(shape_node: onnx.NodeProto, ctx: RuleContext, x: str) -> set[int]:
+    """Axes of `x` this Shape reads only to copy them, unchanged, into the targets of Reshape or
+    Expand nodes that name them as (x, axis) entries; empty when any other use exists."""
+    targets: list[onnx.NodeProto] = []
+    frontier, seen = [shape_node.output[0]], set()
+    while frontier:
+        tensor = frontier.pop()
+        if tensor in seen:
+            continue
+        seen.add(tensor)
+        if ctx.is_graph_output(tensor):
+            return set()
+        for consumer in ctx.consumers(tensor):
+            if consumer.op_type in ("Reshape", "Expand") and consumer.input[1] == tensor:
+                targets.append(consumer)
+            elif (consumer.op_type in _PASS and consumer.input[0] == tensor) or consumer.op_type == "Concat":
+                frontier.extend(consumer.output)
+            else:
+                return set()
+    copied: set[int] | None = None
+    for target in targets:
+        entries = ctx.shape_entries(target.input[1]) or []
+        axes = {e[1] for e in entries if isinstance(e, tuple) and e[0] == x}
+        copied = axes if copied is None else copied & axes
+    return copied or set()
