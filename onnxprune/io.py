@@ -35,6 +35,7 @@ from onnxprune.weights import (
     _is_repeated,
     external_ref,
     load_external,
+    tensor_array_dtype,
     uses_external_data,
 )
 
@@ -374,11 +375,7 @@ class _DataWriter:
             ref = external_ref(tensor, self.base_dir)
             start = self._align(ref.length)
             self._copy(ref)
-        elif (
-            initializer
-            and tensor.HasField("raw_data")
-            and tensor.ByteSize() >= EXTERNAL_MIN_BYTES  # ByteSize: no copy of the data
-        ):
+        elif initializer and tensor.HasField("raw_data") and _raw_size(tensor) >= EXTERNAL_MIN_BYTES:
             data = tensor.raw_data
             start = self._align(len(data))
             self._write(data)
@@ -485,6 +482,14 @@ def _copy_stripped(src, dst, writer: _DataWriter, *, in_graph: bool) -> None:
                 out.CopyFrom(item)
             else:
                 _copy_stripped(item, out, writer, in_graph=kind == onnx.GraphProto.DESCRIPTOR.full_name)
+
+
+def _raw_size(tensor: onnx.TensorProto) -> int:
+    """Bytes of `tensor`'s raw data, without copying them out of the proto."""
+    dtype = tensor_array_dtype(tensor)
+    if dtype is not None:
+        return math.prod(tensor.dims) * dtype.itemsize
+    return tensor.ByteSize()  # packed or unusual types: the data dominates the message
 
 
 def _node_holds_tensors(node: onnx.NodeProto) -> bool:

@@ -49,5 +49,7 @@ def normalization_passes() -> list[Pass]:
                 RemoveDeadNodes(),
             ]
         ),
-        InferShapes(keep_resolved=True),
+        InferShapes(keep_resolved=True, symbolic=True),
+        ResolveReshapeShapes(),
+        InferShapes(keep_resolved=True, symbolic=True),
     ]

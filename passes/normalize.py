@@ -138,8 +138,9 @@ class InferShapes(Pass):
     a 5 MB one.
     """
 
-    def __init__(self, keep_resolved: bool = False) -> None:
+    def __init__(self, keep_resolved: bool = False, symbolic: bool = False) -> None:
         self.keep_resolved = keep_resolved
+        self.symbolic = symbolic
 
     def call(self, model: onnx.ModelProto) -> PassResult:
         before = [vi.SerializeToString() for vi in [*model.graph.value_info, *model.graph.output]]
@@ -147,7 +148,7 @@ class InferShapes(Pass):
         if self.keep_resolved:  # shapes ResolveReshapeShapes worked out guide inference downstream
             produced = {o for n in model.graph.node if n.op_type in _RESOLVED_OPS for o in n.output}
             skeleton.graph.value_info.extend(vi for vi in model.graph.value_info if vi.name in produced)
-        inferred = _infer(skeleton)
+        inferred = _infer(skeleton, self.symbolic)
         after = [vi.SerializeToString() for vi in [*inferred.graph.value_info, *inferred.graph.output]]
         model.graph.ClearField("value_info")
         model.graph.value_info.extend(inferred.graph.value_info)
@@ -159,21 +160,50 @@ class InferShapes(Pass):
 _RESOLVED_OPS = ("Reshape", "Expand")
 
 
-def _infer(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Shapes with symbolic dims carried through (ONNX Runtime's symbolic shape inference, which
-    knows that `Reshape(q, [Shape(x)[0], Shape(x)[1], -1, 64])` keeps x's batch and sequence);
-    ONNX's own inference where that one gives up (ops it does not know, opset 23)."""
+def _infer(model: onnx.ModelProto, symbolic: bool) -> onnx.ModelProto:
+    """ONNX shape inference, with the dims it leaves open filled from ONNX Runtime's symbolic
+    shape inference, which knows that `Reshape(q, [Shape(x)[0], Shape(x)[1], -1, 64])` keeps x's
+    batch and sequence. Static sizes always come from ONNX's inference where it has them (it
+    follows the spec; the symbolic one is a helper that is sometimes wrong, e.g. Split-18)."""
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    except Exception as exc:
+        raise ModelError(f"shape inference failed: {exc}") from exc
+    symbolic = _symbolic(model) if symbolic else None
+    if symbolic is None:
+        return inferred
+    found = {vi.name: vi for vi in [*symbolic.graph.value_info, *symbolic.graph.output]}
+    known = set()
+    for vi in [*inferred.graph.value_info, *inferred.graph.output]:
+        known.add(vi.name)
+        other = found.get(vi.name)
+        if other is None or not _has_shape(vi) or not _has_shape(other):
+            continue
+        dims, extra = vi.type.tensor_type.shape.dim, other.type.tensor_type.shape.dim
+        if len(dims) != len(extra):
+            continue
+        for dim, hint in zip(dims, extra, strict=True):
+            if not dim.HasField("dim_value") and (hint.HasField("dim_value") or hint.dim_param):
+                dim.CopyFrom(hint)
+    graph_names = {vi.name for vi in inferred.graph.input} | {t.name for t in inferred.graph.initializer}
+    inferred.graph.value_info.extend(
+        vi for vi in symbolic.graph.value_info if vi.name not in known and vi.name not in graph_names
+    )
+    return inferred
+
+
+def _has_shape(vi: onnx.ValueInfoProto) -> bool:
+    return vi.type.HasField("tensor_type") and vi.type.tensor_type.HasField("shape")
+
+
+def _symbolic(model: onnx.ModelProto) -> onnx.ModelProto | None:
     from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
 
     try:
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             return SymbolicShapeInference.infer_shapes(model, auto_merge=True, guess_output_rank=False)
-    except Exception:
-        pass
-    try:
-        return onnx.shape_inference.infer_shapes(model, data_prop=True)
-    except Exception as exc:
-        raise ModelError(f"shape inference failed: {exc}") from exc
+    except Exception:  # any failure: ONNX's inference alone
+        return None
 
 
 _SKELETON_KEEP = 4096  # elements: initializers this small keep their data (shape constants, axes)
