@@ -211,7 +211,9 @@ def shape_target(node: onnx.NodeProto, edit: NodeEditor) -> list[Rewrite]:
     if target is not None:
         edit.set_const_input(node, 1, np.asarray(after, dtype=target.dtype))
     else:
-        concat = edit.ctx.producer(node.input[1])
+        concat = edit.ctx.shape_concat(node.input[1])
+        if concat is None:
+            raise ValueError(f"{node.op_type} '{node_name(node)}': cannot locate the constants of its target")
         position = 0
         for index, piece in enumerate(concat.input):
             value = edit.ctx.small_const(piece)

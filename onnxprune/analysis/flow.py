@@ -151,7 +151,25 @@ class RuleContext:
         if const is not None:
             return [int(v) for v in const.reshape(-1)]
         node = self.producer(tensor)
-        if node is None or node.op_type != "Concat" or node.domain not in ("", "ai.onnx"):
+        if node is None or node.domain not in ("", "ai.onnx"):
+            return None
+        if node.op_type == "Reshape" and self.rank(tensor) == 1:  # a flattened shape vector
+            return self.shape_entries(node.input[0])
+        if node.op_type == "Where":  # torch's expand: Where(Equal(s, -1), 1, s) keeps s when no entry is -1
+            cond = self.producer(node.input[0])
+            kept = self.shape_entries(node.input[2])
+            probe = self.small_const(cond.input[1]) if cond is not None and cond.op_type == "Equal" else None
+            if (
+                kept is not None
+                and cond.input[0] == node.input[2]
+                and probe is not None
+                and (probe < 0).all()
+                and all(not isinstance(e, int) or e >= 0 for e in kept)
+                and None not in kept
+            ):
+                return kept
+            return None
+        if node.op_type != "Concat":
             return None
         entries: list[int | Dim | None] = []
         for piece in node.input:
@@ -166,6 +184,14 @@ class RuleContext:
             else:
                 return None
         return entries
+
+    def shape_concat(self, tensor: str) -> onnx.NodeProto | None:
+        """The Concat whose pieces `shape_entries(tensor)` reads (through a flattening Reshape or
+        torch's Where(Equal(s, -1), 1, s)), or None when the entries are one constant."""
+        node = self.producer(tensor)
+        while node is not None and node.op_type in ("Reshape", "Where"):
+            node = self.producer(node.input[0] if node.op_type == "Reshape" else node.input[2])
+        return node if node is not None and node.op_type == "Concat" else None
 
     def _dims_read(self, tensor: str) -> list[Dim] | None:
         node = self.producer(tensor)
