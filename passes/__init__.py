@@ -6,6 +6,7 @@ from onnxprune.passes.cleanup import RemoveDeadNodes
 from onnxprune.passes.normalize import (
     ConstantsToInitializers,
     DropInitializerInputs,
+    FoldReshapeRoundTrips,
     FoldShapes,
     InferShapes,
     InlineFunctions,
@@ -17,6 +18,7 @@ from onnxprune.passes.normalize import (
 __all__ = [
     "ConstantsToInitializers",
     "DropInitializerInputs",
+    "FoldReshapeRoundTrips",
     "FoldShapes",
     "InferShapes",
     "InlineFunctions",
@@ -50,6 +52,8 @@ def normalization_passes() -> list[Pass]:
             ]
         ),
         InferShapes(keep_resolved=True, symbolic=True),
+        FoldReshapeRoundTrips(),
+        RemoveDeadNodes(),
         ResolveReshapeShapes(),
         InferShapes(keep_resolved=True, symbolic=True),
     ]

@@ -199,10 +199,17 @@ def _has_shape(vi: onnx.ValueInfoProto) -> bool:
 def _symbolic(model: onnx.ModelProto) -> onnx.ModelProto | None:
     from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
 
+    # SymbolicShapeInference.infer_shapes() writes a file into the working directory when some
+    # shape stays open; drive its steps directly instead and keep the partial result
     try:
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            return SymbolicShapeInference.infer_shapes(model, auto_merge=True, guess_output_rank=False)
-    except Exception:  # any failure: ONNX's inference alone
+            engine = SymbolicShapeInference(2**31 - 1, True, False, 0)
+            engine._preprocess(model)
+            while engine.run_:
+                engine._infer_impl()
+            engine._update_output_from_vi()
+            return engine.out_mp_
+    except Exception:  # any failure (or another onnxruntime version): ONNX's inference alone
         return None
 
 
@@ -478,3 +485,75 @@ class ResolveReshapeShapes(Pass):
                     dim.dim_value = value
             resolved += 1
         return PassResult(self.name, bool(resolved), {"reshape_shapes_resolved": resolved})
+
+
+class FoldReshapeRoundTrips(Pass):
+    """`Reshape(x: [B, H, S, D] -> [B*H, S, D]) -> Transpose(s) keeping axis 0 -> Reshape(back to
+    [B, H, ...])` becomes one Transpose of x.
+
+    Exporters flatten leading batch axes around a transpose (PyTorch's SDPA path turns k.mT into
+    this). The round trip hides the head axis inside a dynamic `B*H`; without it the heads are
+    visible to the analyzer. The result computes the same values.
+    """
+
+    def call(self, model: onnx.ModelProto) -> PassResult:
+        from onnxprune.analysis import RuleContext
+
+        ctx = RuleContext(model)
+        replaced: dict[str, onnx.NodeProto] = {}  # name of the closing Reshape's output -> new Transpose
+        dropped: set[int] = set()
+        for first in model.graph.node:
+            trip = _round_trip(first, ctx)
+            if trip is None:
+                continue
+            chain, last, perm = trip
+            replaced[last.output[0]] = helper.make_node(
+                "Transpose", [first.input[0]], [last.output[0]], name=last.name or last.output[0], perm=perm
+            )
+            dropped |= {id(first), *(id(n) for n in chain), id(last)}
+        if not replaced:
+            return PassResult(self.name, False, {"reshape_round_trips_folded": 0})
+        nodes = []
+        for node in model.graph.node:
+            if node.output and node.output[0] in replaced and node.op_type == "Reshape":
+                nodes.append(replaced[node.output[0]])
+            elif id(node) not in dropped:
+                nodes.append(node)
+        del model.graph.node[:]
+        model.graph.node.extend(nodes)
+        return PassResult(self.name, True, {"reshape_round_trips_folded": len(replaced)})
+
+
+def _round_trip(first: onnx.NodeProto, ctx) -> tuple[list[onnx.NodeProto], onnx.NodeProto, list[int]] | None:
+    if first.op_type != "Reshape" or first.domain not in ("", "ai.onnx"):
+        return None
+    x_shape, merged = ctx.shape(first.input[0]), ctx.shape(first.output[0])
+    if x_shape is None or merged is None or None in x_shape or None in merged:
+        return None
+    k = len(x_shape) - len(merged)
+    if k < 1 or list(merged[1:]) != list(x_shape[k + 1 :]):
+        return None
+    chain: list[onnx.NodeProto] = []
+    perm = list(range(len(merged)))
+    tensor = first.output[0]
+    while True:
+        readers = ctx.consumers(tensor)
+        if len(readers) != 1 or ctx.is_graph_output(tensor):
+            return None
+        node = readers[0]
+        if node.op_type == "Transpose":
+            step = list(ctx.attr(node, "perm") or range(len(merged))[::-1])
+            if step[0] != 0:
+                return None
+            perm = [perm[i] for i in step]
+            chain.append(node)
+            tensor = node.output[0]
+            continue
+        break
+    last = node
+    out, before = ctx.shape(last.output[0]), ctx.shape(tensor)
+    if last.op_type != "Reshape" or not chain or out is None or before is None or None in out:
+        return None
+    if list(out[: k + 1]) != list(x_shape[: k + 1]) or list(out[k + 1 :]) != list(before[1:]):
+        return None
+    return chain, last, list(range(k + 1)) + [p + k for p in perm[1:]]
