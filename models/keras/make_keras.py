@@ -41,24 +41,24 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
-import collections  # noqa: E402
-import dataclasses  # noqa: E402
-import json  # noqa: E402
-import logging  # noqa: E402
-import platform  # noqa: E402
-import re  # noqa: E402
-import sys  # noqa: E402
-import warnings  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Callable  # noqa: E402
+import collections
+import dataclasses
+import json
+import logging
+import platform
+import re
+import sys
+import warnings
+from collections.abc import Callable
+from pathlib import Path
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import onnx  # noqa: E402
-import onnxruntime as ort  # noqa: E402
-import tensorflow as tf  # noqa: E402
-import tf2onnx  # noqa: E402
-from keras import layers  # noqa: E402
+import keras
+import numpy as np
+import onnx
+import onnxruntime as ort
+import tensorflow as tf
+import tf2onnx
+from keras import layers
 
 HERE = Path(__file__).resolve().parent
 SEED = 0
@@ -74,8 +74,10 @@ SIZE_LIMIT = 8 * 1024 * 1024
 # --------------------------------------------------------------------------------------------
 
 
-def conv_bn_relu(x, filters: int, kernel: int, name: str, strides: int = 1):  # noqa: ANN001, ANN201
-    x = layers.Conv2D(filters, kernel, strides=strides, padding="same", use_bias=False, name=f"{name}_conv")(x)
+def conv_bn_relu(x, filters: int, kernel: int, name: str, strides: int = 1):
+    x = layers.Conv2D(filters, kernel, strides=strides, padding="same", use_bias=False, name=f"{name}_conv")(
+        x
+    )
     x = layers.BatchNormalization(name=f"{name}_bn")(x)
     return layers.ReLU(name=f"{name}_relu")(x)
 

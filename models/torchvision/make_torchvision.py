@@ -52,8 +52,8 @@ import sys
 import tempfile
 import traceback
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import onnx
@@ -109,7 +109,7 @@ class NarrowResNet(ResNet):
         self.fc = nn.Linear(512 * block.expansion // div, self.fc.out_features)
         nn.init.kaiming_normal_(self.conv1.weight, mode="fan_out", nonlinearity="relu")
 
-    def _make_layer(self, block, planes, blocks, stride=1, dilate=False):  # noqa: ANN001, ANN202
+    def _make_layer(self, block, planes, blocks, stride=1, dilate=False):
         if planes == 64:  # first stage: its input is the (narrowed) stem
             self.inplanes = 64 // self._div
         return super()._make_layer(block, planes // self._div, blocks, stride, dilate)
@@ -123,7 +123,9 @@ class NarrowAlexNet(AlexNet):
     Linear with the hidden width 4096 divided by 128 (32).  ``forward`` is AlexNet's.
     """
 
-    def __init__(self, num_classes: int = NUM_CLASSES, dropout: float = 0.5, conv_div: int = 8, fc_div: int = 128):
+    def __init__(
+        self, num_classes: int = NUM_CLASSES, dropout: float = 0.5, conv_div: int = 8, fc_div: int = 128
+    ):
         nn.Module.__init__(self)
         c1, c2, c3, c4, c5 = (w // conv_div for w in (64, 192, 384, 256, 256))
         hidden = 4096 // fc_div
@@ -266,7 +268,9 @@ ARCHS: dict[str, Spec] = {
         "Bottleneck 1x1-3x3-1x1 with expansion 4, residual Adds chained over 16 blocks, stride on the 3x3.",
     ),
     "resnext50_32x4d": Spec(
-        lambda: NarrowResNet(Bottleneck, [3, 4, 6, 3], div=16, groups=8, width_per_group=16, num_classes=NUM_CLASSES),
+        lambda: NarrowResNet(
+            Bottleneck, [3, 4, 6, 3], div=16, groups=8, width_per_group=16, num_classes=NUM_CLASSES
+        ),
         64,
         "NarrowResNet(Bottleneck, [3, 4, 6, 3], div=16, groups=8, width_per_group=16, num_classes=10)",
         "Widths as narrow resnet50 (/16) but grouped: the 3x3 convs have groups=8 and inner widths "
@@ -319,7 +323,9 @@ ARCHS: dict[str, Spec] = {
         "head, no Gemm).",
     ),
     "densenet121": Spec(
-        lambda: DenseNet(growth_rate=4, block_config=(6, 12, 24, 16), num_init_features=8, num_classes=NUM_CLASSES),
+        lambda: DenseNet(
+            growth_rate=4, block_config=(6, 12, 24, 16), num_init_features=8, num_classes=NUM_CLASSES
+        ),
         64,
         "DenseNet(growth_rate=4, block_config=(6, 12, 24, 16), num_init_features=8, num_classes=10)",
         "torchvision's own constructor: growth rate 4 and 8 initial features instead of 32 and 64 (/8; growth "
@@ -460,7 +466,7 @@ def export(model: nn.Module, arch: str, exporter: str, path: Path) -> dict:
                         verbose=False,
                         **({"dynamic_shapes": {"x": {0: torch.export.Dim("batch")}}} if dynamic else {}),
                     )
-                except Exception as exc:  # noqa: BLE001 - recorded, then the next attempt runs
+                except Exception as exc:
                     errors.append(first_error_lines(exc))
                     what = f"example batch {example.shape[0]}, {'dynamic' if dynamic else 'static'} batch"
                     print(f"  {path.name}: dynamo export with {what} failed: {errors[-1][:300]}")
@@ -652,8 +658,11 @@ def main(argv: list[str]) -> int:
                 "seed": SEED,
                 "versions": vers,
             }
-            print(f"  {name:<36} nodes {r['nodes']:>5}  size {r['size']:>8}  diff {r['diff']:.1e} "
-                  f"(scale {r['scale']:.1e})  {'dynamic' if notes['dynamic_axes'] else 'STATIC'} batch", flush=True)
+            print(
+                f"  {name:<36} nodes {r['nodes']:>5}  size {r['size']:>8}  diff {r['diff']:.1e} "
+                f"(scale {r['scale']:.1e})  {'dynamic' if notes['dynamic_axes'] else 'STATIC'} batch",
+                flush=True,
+            )
     merged = {k: v for k, v in old.items() if v.get("arch") not in archs}
     merged.update(fresh)
     order = {f"{a}_{e}.onnx": i for i, (a, e) in enumerate((a, e) for a in ARCHS for e in EXPORTERS)}
