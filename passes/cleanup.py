@@ -21,14 +21,13 @@ class RemoveDeadNodes(Pass):
                 live.update(_subgraph_inputs(node))
         kept.reverse()
         removed_nodes = len(graph.node) - len(kept)
-        used_inits = [t for t in graph.initializer if t.name in live]
-        removed_inits = len(graph.initializer) - len(used_inits)
+        dead = [i for i, t in enumerate(graph.initializer) if t.name not in live]
+        removed_inits = len(dead)
         if removed_nodes:
             del graph.node[:]
             graph.node.extend(kept)
-        if removed_inits:
-            del graph.initializer[:]
-            graph.initializer.extend(used_inits)
+        for i in reversed(dead):  # in place: rebuilding the list would copy every kept weight
+            del graph.initializer[i]
         vi = [v for v in graph.value_info if v.name in live]
         del graph.value_info[:]
         graph.value_info.extend(vi)
