@@ -197,11 +197,11 @@ def _has_shape(vi: onnx.ValueInfoProto) -> bool:
 
 
 def _symbolic(model: onnx.ModelProto) -> onnx.ModelProto | None:
-    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
-
     # SymbolicShapeInference.infer_shapes() writes a file into the working directory when some
     # shape stays open; drive its steps directly instead and keep the partial result
     try:
+        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             engine = SymbolicShapeInference(2**31 - 1, True, False, 0)
             engine._preprocess(model)
