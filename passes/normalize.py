@@ -169,7 +169,7 @@ def _infer(model: onnx.ModelProto, symbolic: bool) -> onnx.ModelProto:
         inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
     except Exception as exc:
         raise ModelError(f"shape inference failed: {exc}") from exc
-    symbolic = _symbolic(model) if symbolic else None
+    symbolic = _symbolic(model) if symbolic and _has_open_dims(inferred) else None
     if symbolic is None:
         return inferred
     found = {vi.name: vi for vi in [*symbolic.graph.value_info, *symbolic.graph.output]}
@@ -190,6 +190,23 @@ def _infer(model: onnx.ModelProto, symbolic: bool) -> onnx.ModelProto:
         vi for vi in symbolic.graph.value_info if vi.name not in known and vi.name not in graph_names
     )
     return inferred
+
+
+def _has_open_dims(model: onnx.ModelProto) -> bool:
+    """Whether ONNX's inference left a node output without a shape or with an unnamed or
+    generated (`unk__N`) dim: only then is the (slower to load) symbolic inference worth running."""
+    infos = {vi.name: vi for vi in [*model.graph.value_info, *model.graph.output]}
+    for node in model.graph.node:
+        for out in node.output:
+            vi = infos.get(out)
+            if out and (vi is None or not _has_shape(vi)):
+                return True
+            if out and any(
+                not d.HasField("dim_value") and (not d.dim_param or d.dim_param.startswith("unk__"))
+                for d in vi.type.tensor_type.shape.dim
+            ):
+                return True
+    return False
 
 
 def _has_shape(vi: onnx.ValueInfoProto) -> bool:

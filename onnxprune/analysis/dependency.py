@@ -372,8 +372,8 @@ def _groups_of(dims, sizes, labels, offsets, weights, roles, pins, barriers, fir
         dim_ids = [k for k, _ in sig]
         if not any(dims[k][0] in weights for k in dim_ids):
             continue
-        first = segments[dim_ids[0]]
-        first_pos = {u: int(np.flatnonzero(first == u)[0]) for u in units}
+        seen, where = np.unique(segments[dim_ids[0]], return_index=True)  # first position of each unit
+        first_pos = dict(zip(seen.tolist(), where.tolist(), strict=True))
         units = sorted(units, key=first_pos.__getitem__)
         unit_index = np.full(int(labels.max()) + 1, -1)
         unit_index[units] = np.arange(len(units))
