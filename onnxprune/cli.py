@@ -20,6 +20,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from onnxprune.errors import EXIT_CHECK_FAILED, EXIT_INTERNAL, EXIT_OK, OnnxPruneError, UsageError
+from onnxprune.selection import DEFAULT_ROUND_TO
 
 SUBCOMMANDS = ("prune", "analyze", "validate")
 
@@ -44,7 +45,11 @@ def _prune_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--criterion", choices=["l1", "l2"], default="l1", help="weight magnitude criterion")
     p.add_argument(
-        "--round-to", type=int, default=1, metavar="N", help="kept channel counts are multiples of N"
+        "--round-to",
+        type=int,
+        default=DEFAULT_ROUND_TO,
+        metavar="N",
+        help=f"kept channel counts are multiples of N (default {DEFAULT_ROUND_TO}: fast on CPUs; 1: off)",
     )
     p.add_argument("--exclude", metavar="REGEX", help="node names whose channels stay")
     p.add_argument("--plan", metavar="PLAN.json", help="write the plan here")

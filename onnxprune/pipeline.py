@@ -30,7 +30,7 @@ from onnxprune.passes import (
     normalization_passes,
 )
 from onnxprune.plan import Plan
-from onnxprune.selection import build_plan, decisions_from_plan, dim_keeps, select_units
+from onnxprune.selection import DEFAULT_ROUND_TO, build_plan, decisions_from_plan, dim_keeps, select_units
 from onnxprune.weights import tensor_array
 
 
@@ -154,7 +154,7 @@ def prune(
     head_ratio: float | None = None,
     ffn_ratio: float | None = None,
     criterion: Criterion = "l1",
-    round_to: int = 1,
+    round_to: int = DEFAULT_ROUND_TO,
     exclude: str | None = None,
     plan: Plan | str | os.PathLike | None = None,
 ) -> PruneResult:

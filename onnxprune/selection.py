@@ -19,20 +19,24 @@ Decisions = dict[int, np.ndarray]
 """Group id -> sorted indices of the units kept."""
 
 
+DEFAULT_ROUND_TO = 8
+"""Kept channel counts default to multiples of 8: ONNX Runtime's CPU kernels lose much of the
+gain on odd counts (benchmarks/README.md). Groups under twice this size are not aligned."""
+
+
 def kept_count(size: int, ratio: float, round_to: int = 1) -> int:
-    """How many of `size` units stay at `ratio`, as a multiple of `round_to` where possible.
+    """How many of `size` units stay at `ratio`, as the nearest multiple of `round_to` when the
+    group has at least 2 * `round_to` units (smaller groups cannot be aligned usefully).
 
     >>> kept_count(64, 0.4), kept_count(64, 0.4, round_to=8), kept_count(6, 0.4, round_to=8)
-    (39, 40, 6)
+    (39, 40, 4)
     """
     if not 0.0 <= ratio < 1.0:
         raise UsageError(f"ratio {ratio} is outside [0, 1)")
     if round_to < 1:
         raise UsageError(f"round_to {round_to} must be >= 1")
     keep = size - int(np.floor(ratio * size + 1e-9))
-    if round_to > 1:
-        if size <= round_to:
-            return size
+    if round_to > 1 and size >= 2 * round_to and keep < size:  # ratio 0 never removes anything
         keep = round(keep / round_to) * round_to
         keep = min(max(keep, round_to), size)
     return max(keep, 1)
