@@ -3,6 +3,7 @@
     onnxprune in.onnx out.onnx --ratio 0.4 [--plan PLAN.json] [--report REPORT.json]
     onnxprune analyze in.onnx
     onnxprune validate orig.onnx pruned.onnx --plan PLAN.json
+    onnxprune bench a.onnx [b.onnx] [--runs N] [--threads N] [--batch N]
 
 Exit codes: 0 success, 1 a validation check failed, 2 usage error, 3 model error.
 """
@@ -22,7 +23,7 @@ from rich.table import Table
 from onnxprune.errors import EXIT_CHECK_FAILED, EXIT_INTERNAL, EXIT_OK, OnnxPruneError, UsageError
 from onnxprune.selection import DEFAULT_ROUND_TO
 
-SUBCOMMANDS = ("prune", "analyze", "validate")
+SUBCOMMANDS = ("prune", "analyze", "validate", "bench")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -55,7 +56,10 @@ def _prune_parser() -> argparse.ArgumentParser:
     p.add_argument("--plan", metavar="PLAN.json", help="write the plan here")
     p.add_argument("--apply-plan", metavar="PLAN.json", help="replay this plan instead of selecting")
     p.add_argument("--report", metavar="REPORT.json", help="write the report here")
-    p.add_argument("--validate", action="store_true", help="check the result (checker, ONNX Runtime, parity)")
+    p.add_argument(
+        "--validate", action="store_true", help="check the result (checker, ONNX Runtime, parity) and time it"
+    )
+    p.add_argument("--bench-runs", type=int, default=20, metavar="N", help="timed runs for --validate (20)")
     _add_input_shape(p)
     p.add_argument("--force", action="store_true", help="allow the output to overwrite the input")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -107,6 +111,23 @@ def parse_input_shapes(specs: list[str]) -> dict[str, list[int]] | None:
     return shapes or None
 
 
+def _bench_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="onnxprune bench",
+        description="ONNX Runtime CPU latency of one model, or of two interleaved (A B A B ...).",
+    )
+    p.add_argument("model_a")
+    p.add_argument("model_b", nargs="?")
+    p.add_argument("--runs", type=int, default=50)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--batch", type=int, default=1)
+    _add_input_shape(p)
+    p.add_argument("--json", metavar="OUT.json", help="also write the report as JSON")
+    p.add_argument("--debug", action="store_true")
+    return p
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -123,6 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _analyze(_analyze_parser().parse_args(rest), console)
         if command == "validate":
             return _validate(_validate_parser().parse_args(rest), console)
+        if command == "bench":
+            return _bench(_bench_parser().parse_args(rest), console)
         return _prune(_prune_parser().parse_args(rest), console)
     except OnnxPruneError as exc:
         if debug:
@@ -152,25 +175,30 @@ def _prune(args: argparse.Namespace, console: Console) -> int:
             "onnxprune: give --ratio R (or --head-ratio / --ffn-ratio, or --apply-plan PLAN.json)"
         )
     plan = Plan.load(args.apply_plan) if args.apply_plan else None
-    result = prune(
-        args.input,
-        ratio=args.ratio,
-        head_ratio=args.head_ratio,
-        ffn_ratio=args.ffn_ratio,
-        criterion=args.criterion,
-        round_to=args.round_to,
-        exclude=args.exclude,
-        plan=plan,
-    )
+    with console.status("pruning"):
+        result = prune(
+            args.input,
+            ratio=args.ratio,
+            head_ratio=args.head_ratio,
+            ffn_ratio=args.ffn_ratio,
+            criterion=args.criterion,
+            round_to=args.round_to,
+            exclude=args.exclude,
+            plan=plan,
+        )
     ok = True
-    validation = None
+    validation = bench = None
+    shapes = parse_input_shapes(args.input_shape)
     if args.validate:
+        from onnxprune.bench import benchmark
         from onnxprune.validate import validate
 
-        validation = validate(
-            args.input, result.model, result.plan, input_shapes=parse_input_shapes(args.input_shape)
-        )
+        with console.status("validating: checker, ONNX Runtime, mask-equivalence parity"):
+            validation = validate(args.input, result.model, result.plan, input_shapes=shapes)
         ok = bool(validation)
+        if ok:
+            with console.status("timing original and pruned, interleaved"):
+                bench = benchmark(args.input, result.model, runs=args.bench_runs, input_shapes=shapes)
     if ok:
         path = result.save(args.output, force=args.force)
     if args.plan:
@@ -179,11 +207,15 @@ def _prune(args: argparse.Namespace, console: Console) -> int:
         data = result.report.to_json()
         if validation is not None:
             data["validation"] = validation.to_json()
+        if bench is not None:
+            data["benchmark"] = bench.to_json()
         with open(args.report, "w", encoding="utf-8") as fh:
             json.dump(data, fh, indent=1, default=str)
-    _print_summary(console, result.report)
+    _print_summary(console, result.report, bench, path if ok else None)
     if validation is not None:
         console.print(str(validation))
+    if bench is not None:
+        console.print(_session_line(bench))
     if not ok:
         console.print("[bold red]validation failed: nothing written[/]", markup=True)
         return EXIT_CHECK_FAILED
@@ -191,15 +223,33 @@ def _prune(args: argparse.Namespace, console: Console) -> int:
     return EXIT_OK
 
 
-def _print_summary(console: Console, report) -> None:
+def _print_summary(console: Console, report, bench=None, path=None) -> None:
     table = Table(title=f"onnxprune: {report.source}", show_header=True)
     table.add_column("")
     table.add_column("before", justify="right")
     table.add_column("after", justify="right")
-    table.add_row("params", f"{report.params_before:,}", f"{report.params_after:,}")
-    if report.macs_before is not None and report.macs_after is not None:
-        table.add_row("MACs", f"{report.macs_before:,}", f"{report.macs_after:,}")
+    table.add_column("ratio", justify="right")
+
+    def row(name: str, before, after, fmt=lambda v: f"{v:,}") -> None:
+        if before is None or after is None:
+            return
+        table.add_row(name, fmt(before), fmt(after), f"{after / before:.2f}" if before else "")
+
+    row("params", report.params_before, report.params_after)
+    row("MACs", report.macs_before, report.macs_after)
+    if bench is not None:
+        row("file size (bytes)", bench.size_bytes[0], bench.size_bytes[1])
+        row(
+            "latency median (ms)",
+            bench.latency[0].median_ms,
+            bench.latency[1].median_ms,
+            lambda v: f"{v:.3f}",
+        )
     console.print(table)
+    if bench is not None and bench.speedup is not None:
+        ideal = f"{bench.ideal_speedup:.2f}x" if bench.ideal_speedup else "unknown"
+        realised = f"{bench.realised_fraction:.2f}" if bench.realised_fraction is not None else "unknown"
+        console.print(f"speedup {bench.speedup:.2f}x, ideal (MACs) {ideal}, realised fraction {realised}")
     if report.prunable_macs_fraction is not None:
         console.print(f"{report.prunable_macs_fraction:.0%} of the MACs are in layers with prunable channels")
     console.print(
@@ -207,6 +257,35 @@ def _print_summary(console: Console, report) -> None:
         f"{report.groups_pinned} pinned; {report.tensors_sliced} tensors sliced, "
         f"{report.rewrites} nodes rewritten"
     )
+
+
+def _session_line(bench) -> str:
+    s = bench.session
+    return (
+        f"timing: onnxruntime {s.onnxruntime_version} {s.provider}, {s.intra_op_threads} intra-op threads, "
+        f"{s.graph_optimization_level}, batch {bench.batch}, {bench.runs} runs after {bench.warmup} warm-up, "
+        "interleaved"
+    )
+
+
+def _bench(args: argparse.Namespace, console: Console) -> int:
+    from onnxprune.bench import benchmark
+
+    with console.status("timing" + (" (interleaved)" if args.model_b else "")):
+        report = benchmark(
+            args.model_a,
+            args.model_b,
+            runs=args.runs,
+            warmup=args.warmup,
+            threads=args.threads,
+            batch=args.batch,
+            input_shapes=parse_input_shapes(args.input_shape),
+        )
+    console.print(str(report))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as fh:
+            json.dump(report.to_json(), fh, indent=1)
+    return EXIT_OK
 
 
 def _analyze(args: argparse.Namespace, console: Console) -> int:

@@ -177,3 +177,53 @@ def test_console_script_and_module_entry_points(model, tmp_path):
         timeout=120,
     )
     assert bad.returncode == EXIT_USAGE and "no such file" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_validate_flag_times_and_reports(model, tmp_path, capsys):
+    report = tmp_path / "report.json"
+    code = main(
+        [
+            str(model),
+            str(tmp_path / "o.onnx"),
+            "--ratio",
+            "0.4",
+            "--validate",
+            "--bench-runs",
+            "3",
+            "--report",
+            str(report),
+        ]
+    )
+    assert code == EXIT_OK
+    text = capsys.readouterr().out
+    assert "speedup" in text and "realised fraction" in text and "latency median" in text
+    data = json.loads(report.read_text())
+    assert data["validation"]["checker_ok"] and data["benchmark"]["speedup"] > 0
+    assert data["benchmark"]["session"]["intra_op_threads"] == 2
+
+
+def test_bench_two_models_and_refuses_other_inputs(model, tmp_path, capsys):
+    pruned = tmp_path / "p.onnx"
+    assert main([str(model), str(pruned), "--ratio", "0.5"]) == EXIT_OK
+    capsys.readouterr()
+    assert (
+        main(
+            [
+                "bench",
+                str(model),
+                str(pruned),
+                "--runs",
+                "3",
+                "--warmup",
+                "1",
+                "--json",
+                str(tmp_path / "b.json"),
+            ]
+        )
+        == EXIT_OK
+    )
+    assert "speedup" in capsys.readouterr().out
+    assert json.loads((tmp_path / "b.json").read_text())["ideal_speedup"] > 1
+    other = MODELS / "transformers" / "bert_dynamo.onnx"
+    assert main(["bench", str(model), str(other), "--runs", "1"]) == EXIT_USAGE
+    assert "input" in capsys.readouterr().err
