@@ -1,0 +1,137 @@
+"""Coverage table: every reference export of an architecture family, pruned at one ratio.
+
+For each model in models/torchvision, models/keras and models/transformers: the share of MACs
+in layers with prunable channels, params and MACs before -> after `onnxprune.prune` with
+default options, mask-equivalence parity (worst relative error over the validation feeds), and
+the ONNX Runtime speedup from `onnxprune.bench.benchmark` (interleaved, CPU).
+
+    python benchmarks/coverage.py [--ratio 0.4] [--runs 20] [--out benchmarks/coverage.md] [--readme]
+
+`--readme` also replaces the table between the coverage markers in README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import onnx
+import onnxruntime
+
+import onnxprune
+from onnxprune.bench import benchmark
+
+ROOT = Path(__file__).resolve().parent.parent
+FAMILIES = ("torchvision", "keras", "transformers")
+START, END = "<!-- coverage:start -->", "<!-- coverage:end -->"
+
+
+def _text_shapes(model: onnx.ModelProto, batch: int, seq: int) -> dict[str, list[int]]:
+    return {
+        vi.name: [batch, seq]
+        for vi in model.graph.input
+        if len(vi.type.tensor_type.shape.dim) == 2 and not vi.type.tensor_type.shape.dim[1].dim_value
+    }
+
+
+def _cpu() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def measure(path: Path, ratio: float, runs: int) -> dict:
+    original = onnx.load(path)
+    shapes = _text_shapes(original, 1, 32) or None
+    started = time.perf_counter()
+    result = onnxprune.prune(original, ratio=ratio)
+    seconds = time.perf_counter() - started
+    report = onnxprune.validate(original, result.model, result.plan, input_shapes=shapes)
+    worst = max((o.rel_err for o in report.parity.outputs), default=None) if report.parity else None
+    timing = benchmark(original, result.model, runs=runs, warmup=3, threads=2, input_shapes=shapes)
+    r = result.report
+    return {
+        "family": path.parent.name,
+        "model": path.stem.rsplit("_", 1)[0] if path.parent.name != "keras" else path.stem,
+        "exporter": path.stem.rsplit("_", 1)[1] if path.parent.name != "keras" else "tf2onnx",
+        "prunable_macs": r.prunable_macs_fraction,
+        "params": [r.params_before, r.params_after],
+        "macs": [r.macs_before, r.macs_after],
+        "valid": bool(report),
+        "parity_rel_err": worst,
+        "speedup": timing.speedup,
+        "ideal": timing.ideal_speedup,
+        "realised": timing.realised_fraction,
+        "prune_s": seconds,
+    }
+
+
+def _fmt(value, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def table(rows: list[dict], ratio: float, runs: int) -> str:
+    load = os.getloadavg()
+    lines = [
+        f"`onnxprune m.onnx out.onnx --ratio {ratio}` (default options: round-to 8) on every reference "
+        "export; "
+        f"parity is the worst relative error of pruned vs masked original; speedup from `onnxprune.bench` "
+        f"({runs} interleaved runs, batch 1, text models at sequence 32, 2 threads). Machine: {_cpu()}, "
+        f"{os.cpu_count()} cores, onnxruntime {onnxruntime.__version__}, load average {load[0]:.1f}. "
+        "These are reduced-width exports (models/*/README.md): small layers, so latency gains are far "
+        "below the MACs ratio; benchmarks/README.md measures full-width models.",
+        "",
+        "| family | model | exporter | MACs in prunable layers | params before → after | MACs before → after "
+        "| valid | parity rel err | speedup | ideal | realised |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in rows:
+        p0, p1 = row["params"]
+        m0, m1 = row["macs"]
+        macs = f"{_fmt(m0 and m0 / 1e6, '.1f')}M → {_fmt(m1 and m1 / 1e6, '.1f')}M"
+        timing = " | ".join(_fmt(row[k], ".2f") for k in ("speedup", "ideal", "realised"))
+        lines.append(
+            f"| {row['family']} | {row['model']} | {row['exporter']} | {_fmt(row['prunable_macs'], '.0%')} "
+            f"| {p0 / 1e3:.1f}K → {p1 / 1e3:.1f}K | {macs} "
+            f"| {'yes' if row['valid'] else 'NO'} | {_fmt(row['parity_rel_err'], '.1e')} | {timing} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ratio", type=float, default=0.4)
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "coverage.md")
+    parser.add_argument("--readme", action="store_true", help="update the table in README.md too")
+    args = parser.parse_args()
+    rows = []
+    for family in FAMILIES:
+        provenance = json.loads((ROOT / "models" / family / "PROVENANCE.json").read_text())
+        for name in sorted(provenance):
+            row = measure(ROOT / "models" / family / name, args.ratio, args.runs)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    text = table(rows, args.ratio, args.runs)
+    args.out.write_text(
+        f"# Coverage\n\nCommand: `python benchmarks/coverage.py --ratio {args.ratio} --runs "
+        f"{args.runs}`\n\n{text}\n"
+    )
+    if args.readme:
+        readme = ROOT / "README.md"
+        content = readme.read_text()
+        head, rest = content.split(START, 1)
+        _, tail = rest.split(END, 1)
+        readme.write_text(f"{head}{START}\n{text}\n{END}{tail}")
+
+
+if __name__ == "__main__":
+    main()
