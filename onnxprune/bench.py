@@ -235,8 +235,14 @@ def session_options(threads: int) -> ort.SessionOptions:
 def _session(proto: onnx.ModelProto, source: str | None, threads: int) -> ort.InferenceSession:
     # A file on disk is handed to ONNX Runtime as a path (it reads any external data itself);
     # an in-memory model is serialized to bytes.
-    model: str | bytes = source if source is not None else proto.SerializeToString()
-    return ort.InferenceSession(model, session_options(threads), providers=[PROVIDER])
+    options = session_options(threads)
+    if source is not None:
+        try:
+            return ort.InferenceSession(source, options, providers=[PROVIDER])
+        except Exception:  # e.g. an axes constant in external data, which ORT's loader cannot read
+            if proto.ByteSize() >= 2**31 - 1:
+                raise
+    return ort.InferenceSession(proto.SerializeToString(), options, providers=[PROVIDER])
 
 
 def _load(model: ModelLike) -> tuple[onnx.ModelProto, str, str | None]:

@@ -354,6 +354,11 @@ class ParityReport:
         return _finite(dataclasses.asdict(self))
 
 
+ABSOLUTE_FLOOR = 1e-6
+"""Differences up to this absolute size pass parity whatever the output's scale (float32 rounding
+of order-1 intermediate values; see tests/test_property_regressions.py)."""
+
+
 def _compare(name: str, reference: Any, result: Any, tolerance: float) -> OutputDiff:
     """Compare one output of one feed: shapes exactly, floats by relative error, the rest exactly."""
     if not isinstance(reference, np.ndarray) or not isinstance(result, np.ndarray):
@@ -395,7 +400,10 @@ def _compare(name: str, reference: Any, result: Any, tolerance: float) -> Output
         finite = np.abs(ref64[np.isfinite(ref64)])
         rel_err = max_abs / max(1e-6, float(finite.max()) if finite.size else 0.0)
         tol = max(tolerance, HALF_PRECISION_TOLERANCE) if ref.dtype == np.float16 else tolerance
-        return OutputDiff(name, tuple(ref.shape), max_abs, rel_err, ok=rel_err <= tol, tolerance=tol)
+        # an absolute floor: outputs that are nearly all zero (a Relu cutting off order-1 values)
+        # differ by float rounding of the terms that made them, not by their own size
+        ok = max_abs <= tol * (float(finite.max()) if finite.size else 0.0) + ABSOLUTE_FLOOR
+        return OutputDiff(name, tuple(ref.shape), max_abs, rel_err, ok=ok, tolerance=tol)
     equal = bool(np.array_equal(ref, got))
     if ref.dtype.kind in "biu":
         ref64, got64 = ref.astype(np.float64), got.astype(np.float64)

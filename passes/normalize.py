@@ -149,11 +149,17 @@ class InferShapes(Pass):
             produced = {o for n in model.graph.node if n.op_type in _RESOLVED_OPS for o in n.output}
             skeleton.graph.value_info.extend(vi for vi in model.graph.value_info if vi.name in produced)
         inferred = _infer(skeleton, self.symbolic)
-        after = [vi.SerializeToString() for vi in [*inferred.graph.value_info, *inferred.graph.output]]
+        after = [vi.SerializeToString() for vi in [*inferred.graph.value_info, *model.graph.output]]
         model.graph.ClearField("value_info")
         model.graph.value_info.extend(inferred.graph.value_info)
-        model.graph.ClearField("output")
-        model.graph.output.extend(inferred.graph.output)
+        # graph outputs keep their declared types (their dims, symbols included, are the model's
+        # interface); only an output declared without a shape, or with fewer static dims than
+        # inference now finds, takes the inferred type
+        found = {vi.name: vi for vi in inferred.graph.output}
+        for out in model.graph.output:
+            new = found.get(out.name)
+            if new is not None and _has_shape(new) and _static_dims(new) > _static_dims(out):
+                out.CopyFrom(new)
         return PassResult(self.name, before != after, {"value_info": len(model.graph.value_info)})
 
 
@@ -207,6 +213,13 @@ def _has_open_dims(model: onnx.ModelProto) -> bool:
             ):
                 return True
     return False
+
+
+def _static_dims(vi: onnx.ValueInfoProto) -> int:
+    """Number of static dims of a declared type (-1 when it has no shape at all)."""
+    if not _has_shape(vi):
+        return -1
+    return sum(d.HasField("dim_value") for d in vi.type.tensor_type.shape.dim)
 
 
 def _has_shape(vi: onnx.ValueInfoProto) -> bool:

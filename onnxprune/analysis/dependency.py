@@ -117,6 +117,7 @@ class _Collected:
     roles: dict[Dim, str] = field(default_factory=dict)
     virtual: dict[str, int] = field(default_factory=dict)
     choices: list[tuple[str, str, tuple[tuple[Link, ...], ...]]] = field(default_factory=list)
+    divisors: set[str] = field(default_factory=set)
 
 
 def analyze_model(model: onnx.ModelProto, *, exclude: str | None = None) -> DependencyAnalysis:
@@ -191,9 +192,17 @@ def _collect(model: onnx.ModelProto, ctx: RuleContext, excluded: re.Pattern | No
                     pin((tensor, axis), Barrier(name, node.op_type, tensor, axis, why))
         out.links.extend(flow.links)  # an excluded node's weights join (pinned) groups with the reason
         out.choices.extend((name, node.op_type, alts) for alts in flow.choices)
-        out.roles.update(dict(flow.roles))
+        for dim, role in flow.roles:  # a weight axis any reader contracts is an "in" axis
+            if role == "in" or dim not in out.roles:
+                out.roles[dim] = role
+        if node.op_type == "Div" and len(node.input) > 1 and ctx.is_weight(node.input[1]):
+            out.divisors.add(node.input[1])
         out.virtual.update(dict(flow.virtual_sizes))
 
+    for dim, role in out.roles.items():  # masking zeroes "in" entries: never those of a divisor
+        if role == "in" and dim[0] in out.divisors:
+            why = f"weight '{dim[0]}' is also a divisor: zeroing removed channels would divide by zero"
+            pin(dim, Barrier("<analysis>", "Div", dim[0], dim[1], why))
     for vi in model.graph.input:
         for axis in range(len(ctx.shape(vi.name) or ())):
             pin((vi.name, axis), Barrier("<graph>", "input", vi.name, axis, f"graph input '{vi.name}'"))
