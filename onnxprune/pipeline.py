@@ -210,12 +210,13 @@ def prune(
         )
     else:
         decisions = decisions_from_plan(analysis, plan)
-    new_plan = build_plan(analysis, decisions, weight_names)
+    keeps = dim_keeps(analysis, decisions)
+    new_plan = build_plan(analysis, decisions, weight_names, keeps)
     if plan is not None:
         _check_replay(plan, new_plan)
-    keeps = dim_keeps(analysis, decisions)
-    prunable_fraction = prunable_macs_fraction(work, analysis)
-    macs_before = _safe_macs(work)
+    per_node = _safe_macs_by_node(work)
+    prunable_fraction = prunable_macs_fraction(work, analysis, per_node)
+    macs_before = sum(per_node.values()) if per_node is not None else None
     results = list(norm_results)
     if keeps:
         ctx = RuleContext(work)
@@ -277,11 +278,13 @@ class _Weights(Mapping[str, np.ndarray]):
         return len(self._tensors)
 
 
-def prunable_macs_fraction(model: onnx.ModelProto, analysis: DependencyAnalysis) -> float | None:
-    """Share of the model's MACs in nodes whose weights belong to a prunable group (None if unknown)."""
-    try:
-        per_node = macs_by_node(model)
-    except (ValueError, KeyError, IndexError):
+def prunable_macs_fraction(
+    model: onnx.ModelProto, analysis: DependencyAnalysis, per_node: dict[str, int] | None = None
+) -> float | None:
+    """Share of the model's MACs in nodes whose weights belong to a prunable group (None if unknown).
+    `per_node` is `metrics.macs_by_node(model)` when the caller has it already."""
+    per_node = _safe_macs_by_node(model) if per_node is None else per_node
+    if per_node is None:
         return None
     total = sum(per_node.values())
     if not total:
@@ -353,6 +356,13 @@ def _report(
         barriers=[str(b) for b in analysis.barriers],
         passes=[{"name": r.name, "modified": r.modified, **r.stats} for r in results],
     )
+
+
+def _safe_macs_by_node(model: onnx.ModelProto) -> dict[str, int] | None:
+    try:
+        return macs_by_node(model)
+    except (ValueError, KeyError, IndexError):
+        return None
 
 
 def _safe_macs(model: onnx.ModelProto) -> int | None:

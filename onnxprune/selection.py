@@ -117,9 +117,15 @@ def dim_keeps(analysis: DependencyAnalysis, decisions: Decisions) -> dict[Dim, n
     return keeps
 
 
-def build_plan(analysis: DependencyAnalysis, decisions: Decisions, weight_names: set[str]) -> Plan:
-    """The plan for `decisions`: one slice per weight axis that loses positions, and the groups."""
-    keeps = dim_keeps(analysis, decisions)
+def build_plan(
+    analysis: DependencyAnalysis,
+    decisions: Decisions,
+    weight_names: set[str],
+    keeps: dict[Dim, np.ndarray] | None = None,
+) -> Plan:
+    """The plan for `decisions`: one slice per weight axis that loses positions, and the groups.
+    `keeps` is `dim_keeps(analysis, decisions)` when the caller has it already."""
+    keeps = dim_keeps(analysis, decisions) if keeps is None else keeps
     roles = {(m.tensor, m.axis): m.role for g in analysis.groups for m in g.members}
     slices = tuple(
         TensorSlice(

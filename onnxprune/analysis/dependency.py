@@ -139,7 +139,7 @@ def analyze_model(model: onnx.ModelProto, *, exclude: str | None = None) -> Depe
     }
     state = [0] * len(collected.choices)
     cache: dict = {}
-    best = _resolve(collected, state, ctx, weights, cache)[3]
+    best = _resolve(collected, state, ctx, weights, cache)[3] if collected.choices else 0
     for i, (_, _, alternatives) in enumerate(collected.choices):
         for alt in range(1, len(alternatives)):
             trial = [*state[:i], alt, *state[i + 1 :]]
@@ -365,19 +365,29 @@ def _groups_of(dims, sizes, labels, offsets, weights, roles, pins, barriers, fir
             if d[0] in weights
         )
         return [Group(first_id, 0, members, False, tuple(barriers))]
-    signatures: dict[int, list[tuple[int, int]]] = defaultdict(list)
-    segments = []
+    segments, unit_ids, dim_ids_all, counts_all = [], [], [], []
     for k, d in enumerate(dims):
         seg = labels[offsets[d] : offsets[d] + sizes[d]]
         segments.append(seg)
         units, counts = np.unique(seg, return_counts=True)
-        for unit, count in zip(units.tolist(), counts.tolist(), strict=True):
-            signatures[unit].append((k, count))
-    by_signature: dict[tuple, list[int]] = defaultdict(list)
-    for unit, sig in signatures.items():
-        by_signature[tuple(sig)].append(unit)
+        unit_ids.append(units)
+        dim_ids_all.append(np.full(len(units), k))
+        counts_all.append(counts)
+    # a unit's signature: the (axis, positions in it) pairs it occupies, in axis order
+    u, kk, cc = np.concatenate(unit_ids), np.concatenate(dim_ids_all), np.concatenate(counts_all)
+    order = np.lexsort((kk, u))
+    u, pairs = u[order], np.stack([kk[order], cc[order]], axis=1)
+    cuts = np.flatnonzero(np.diff(u)) + 1
+    by_signature: dict[bytes, list[int]] = defaultdict(list)
+    signature_of: dict[bytes, list[tuple[int, int]]] = {}
+    for start, end in zip(np.r_[0, cuts].tolist(), np.r_[cuts, len(u)].tolist(), strict=True):
+        key = pairs[start:end].tobytes()
+        by_signature[key].append(int(u[start]))
+        if key not in signature_of:
+            signature_of[key] = [(int(k), int(c)) for k, c in pairs[start:end]]
     groups = []
-    for sig, units in by_signature.items():
+    for key, units in by_signature.items():
+        sig = signature_of[key]
         dim_ids = [k for k, _ in sig]
         if not any(dims[k][0] in weights for k in dim_ids):
             continue
