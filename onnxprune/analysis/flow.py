@@ -153,8 +153,8 @@ class RuleContext:
         node = self.producer(tensor)
         if node is None or node.domain not in ("", "ai.onnx"):
             return None
-        if node.op_type == "Reshape" and self.rank(tensor) == 1:  # a flattened shape vector
-            return self.shape_entries(node.input[0])
+        if node.op_type in ("Cast", "Identity") or (node.op_type == "Reshape" and self.rank(tensor) == 1):
+            return self.shape_entries(node.input[0])  # a cast or flattened shape vector (tf2onnx, torch)
         if node.op_type == "Where":  # torch's expand: Where(Equal(s, -1), 1, s) keeps s when no entry is -1
             cond = self.producer(node.input[0])
             kept = self.shape_entries(node.input[2])
@@ -189,8 +189,8 @@ class RuleContext:
         """The Concat whose pieces `shape_entries(tensor)` reads (through a flattening Reshape or
         torch's Where(Equal(s, -1), 1, s)), or None when the entries are one constant."""
         node = self.producer(tensor)
-        while node is not None and node.op_type in ("Reshape", "Where"):
-            node = self.producer(node.input[0] if node.op_type == "Reshape" else node.input[2])
+        while node is not None and node.op_type in ("Reshape", "Where", "Cast", "Identity"):
+            node = self.producer(node.input[2] if node.op_type == "Where" else node.input[0])
         return node if node is not None and node.op_type == "Concat" else None
 
     def _dims_read(self, tensor: str) -> list[Dim] | None:

@@ -143,7 +143,8 @@ def shape_query(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
         end = ctx.attr(node, "end")
         end = rank if end is None else min(norm_axis(int(end), rank), rank)
         read = _axes_read(node.output[0], ctx, list(range(start, end)))
-        read -= _copied_into_targets(node, ctx, x)
+        if _copied_into_targets(node, ctx, x) is not None:
+            read = set()  # every size read is sliced away or copied into a target that links it
     for axis in range(rank):
         if axis in read:
             flow.pin((x, axis), f"{node.op_type} reads the size of axis {axis} at run time")
@@ -191,9 +192,10 @@ def _picked_entries(node: onnx.NodeProto, ctx: RuleContext, length: int) -> list
 _PASS = ("Gather", "Slice", "Unsqueeze", "Squeeze", "Cast", "Identity", "Concat")
 
 
-def _copied_into_targets(shape_node: onnx.NodeProto, ctx: RuleContext, x: str) -> set[int]:
-    """Axes of `x` this Shape reads only to copy them, unchanged, into the targets of Reshape or
-    Expand nodes that name them as (x, axis) entries; empty when any other use exists."""
+def _copied_into_targets(shape_node: onnx.NodeProto, ctx: RuleContext, x: str) -> set[int] | None:
+    """Axes of `x` this Shape's values reach, unchanged, in the targets of Reshape or Expand nodes
+    (which link their output axes to them); None when the values have any other use or a target
+    entry cannot be traced."""
     targets: list[onnx.NodeProto] = []
     frontier, seen = [shape_node.output[0]], set()
     while frontier:
@@ -202,17 +204,18 @@ def _copied_into_targets(shape_node: onnx.NodeProto, ctx: RuleContext, x: str) -
             continue
         seen.add(tensor)
         if ctx.is_graph_output(tensor):
-            return set()
+            return None
         for consumer in ctx.consumers(tensor):
             if consumer.op_type in ("Reshape", "Expand") and consumer.input[1] == tensor:
                 targets.append(consumer)
             elif (consumer.op_type in _PASS and consumer.input[0] == tensor) or consumer.op_type == "Concat":
                 frontier.extend(consumer.output)
             else:
-                return set()
-    copied: set[int] | None = None
+                return None
+    copied: set[int] = set()
     for target in targets:
-        entries = ctx.shape_entries(target.input[1]) or []
-        axes = {e[1] for e in entries if isinstance(e, tuple) and e[0] == x}
-        copied = axes if copied is None else copied & axes
-    return copied or set()
+        entries = ctx.shape_entries(target.input[1])
+        if entries is None or None in entries:
+            return None
+        copied |= {e[1] for e in entries if isinstance(e, tuple) and e[0] == x}
+    return copied if targets else None
