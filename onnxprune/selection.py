@@ -37,7 +37,7 @@ def kept_count(size: int, ratio: float, round_to: int = 1) -> int:
         raise UsageError(f"round_to {round_to} must be >= 1")
     keep = size - int(np.floor(ratio * size + 1e-9))
     if round_to > 1 and size >= 2 * round_to and keep < size:  # ratio 0 never removes anything
-        keep = int(np.floor(keep / round_to + 0.5)) * round_to  # ties keep more, never fewer
+        keep = round(keep / round_to) * round_to  # nearest multiple (ties to even: benchmarks/ used this)
         keep = min(max(keep, round_to), size)
     return max(keep, 1)
 

@@ -21,7 +21,7 @@ from onnxprune.selection import DEFAULT_ROUND_TO, kept_count
         (1000, 0.4, 16, 608),
         (3, 0.9, 1, 1),  # at least one unit stays
         (100, 0.95, 8, 8),
-        (32, 0.4, 8, 24),  # 20 kept is halfway between 16 and 24: the tie keeps more
+        (32, 0.4, 8, 16),  # 20 kept is halfway between 16 and 24: ties go to the even multiple
     ],
 )
 def test_kept_count(size, ratio, round_to, kept):
