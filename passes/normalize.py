@@ -10,7 +10,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from onnxprune.errors import ModelError
-from onnxprune.passes.base import Pass, PassResult
+from onnxprune.passes.base import Pass, PassResult, fresh_name
 
 _FOLDABLE = {
     "Gather",
@@ -391,14 +391,16 @@ class SimplifyReshapeTargets(Pass):
     """
 
     def call(self, model: onnx.ModelProto) -> PassResult:
+        from onnxprune.analysis import RuleContext
+
         graph = model.graph
-        consts = {t.name: t for t in graph.initializer}
-        producers = {o: n for n in graph.node for o in n.output}
+        consts = {t.name for t in graph.initializer}
+        ctx = RuleContext(model)  # its shape_entries reads Concat-built targets, as the analyzer does
         simplified = 0
         for node in graph.node:
             if node.op_type != "Reshape" or node.domain not in ("", "ai.onnx") or node.input[1] in consts:
                 continue
-            entries = _target_entries(node, producers, consts)
+            entries = ctx.shape_entries(node.input[1])
             if entries is None:
                 continue
             allowzero = any(a.name == "allowzero" and a.i for a in node.attribute)
@@ -415,67 +417,12 @@ class SimplifyReshapeTargets(Pass):
                 continue
             for j in unknown:
                 values[j] = -1
-            name = _fresh_name(f"{node.output[0]}__target", consts)
-            tensor = numpy_helper.from_array(np.asarray(values, dtype=np.int64), name)
-            graph.initializer.append(tensor)
-            consts[name] = tensor
+            name = fresh_name(f"{node.output[0]}__target", consts)
+            graph.initializer.append(numpy_helper.from_array(np.asarray(values, dtype=np.int64), name))
+            consts.add(name)
             node.input[1] = name
             simplified += 1
         return PassResult(self.name, bool(simplified), {"reshape_targets_simplified": simplified})
-
-
-def _fresh_name(base: str, taken) -> str:
-    name, k = base, 1
-    while name in taken:
-        name, k = f"{base}_{k}", k + 1
-    return name
-
-
-_PASS_THROUGH = ("Unsqueeze", "Squeeze", "Cast", "Identity")
-
-
-def _target_entries(node, producers, consts) -> list[int | tuple[str, int] | None] | None:
-    """Entries of a Concat-built target: ints, (tensor, axis) for copies of a dim, None if unknown."""
-    concat = producers.get(node.input[1])
-    if concat is None or concat.op_type != "Concat":
-        return None
-    entries: list[int | tuple[str, int] | None] = []
-    for piece in concat.input:
-        if piece in consts:
-            entries.extend(int(v) for v in numpy_helper.to_array(consts[piece]).reshape(-1))
-            continue
-        source = producers.get(piece)
-        while source is not None and source.op_type in _PASS_THROUGH:
-            source = producers.get(source.input[0])
-        if source is None:
-            return None
-        dims = _dims_read(source, producers, consts)
-        if dims is None:
-            return None
-        entries.extend(dims)
-    return entries
-
-
-def _dims_read(node, producers, consts) -> list[tuple[str, int] | None] | None:
-    """`Gather(Shape(x), i)` or `Slice(Shape(x), i, i+k)`: which dims of x it yields."""
-    if node.op_type not in ("Gather", "Slice") or node.input[0] not in producers:
-        return None
-    shape_node = producers[node.input[0]]
-    if shape_node.op_type != "Shape" or any(a.name in ("start", "end") for a in shape_node.attribute):
-        return None
-    x = shape_node.input[0]
-    if node.op_type == "Gather":
-        if node.input[1] not in consts:
-            return None
-        idx = numpy_helper.to_array(consts[node.input[1]]).reshape(-1)
-        return [(x, int(i)) if i >= 0 else None for i in idx]
-    if len(node.input) < 3 or any(i not in consts for i in node.input[1:3]) or len(node.input) > 3:
-        return None
-    start = int(numpy_helper.to_array(consts[node.input[1]]).reshape(-1)[0])
-    end = int(numpy_helper.to_array(consts[node.input[2]]).reshape(-1)[0])
-    if start < 0 or end < start or end - start > 8:
-        return None
-    return [(x, i) for i in range(start, end)]
 
 
 class ResolveReshapeShapes(Pass):

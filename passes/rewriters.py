@@ -13,6 +13,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from onnxprune.analysis import Dim, RuleContext
+from onnxprune.passes.base import fresh_name
 from onnxprune.plan import Rewrite
 
 _REWRITERS: dict[str, Callable[[onnx.NodeProto, NodeEditor], list[Rewrite]]] = {}
@@ -61,7 +62,7 @@ class NodeEditor:
         """Give input `index` of `node` a new constant value, cloning it if others read it too."""
         name = node.input[index]
         if self._readers.get(name, 0) > 1 or name not in self._inits:
-            new_name = _unique(f"{name}__{node.output[0]}", self._inits)
+            new_name = fresh_name(f"{name}__{node.output[0]}", self._inits)
             tensor = numpy_helper.from_array(array, new_name)
             self.model.graph.initializer.append(tensor)
             self._inits[new_name] = self.model.graph.initializer[-1]
@@ -73,19 +74,12 @@ class NodeEditor:
 
     def add_const_input(self, node: onnx.NodeProto, index: int, array: np.ndarray) -> None:
         """Set optional input `index` of `node` to a new constant."""
-        new_name = _unique(f"{node.output[0]}__{index}", self._inits)
+        new_name = fresh_name(f"{node.output[0]}__{index}", self._inits)
         self.model.graph.initializer.append(numpy_helper.from_array(array, new_name))
         self._inits[new_name] = self.model.graph.initializer[-1]
         while len(node.input) <= index:
             node.input.append("")
         node.input[index] = new_name
-
-
-def _unique(name: str, taken) -> str:
-    candidate, k = name, 1
-    while candidate in taken:
-        candidate, k = f"{name}_{k}", k + 1
-    return candidate
 
 
 def _set_attr(node: onnx.NodeProto, name: str, value) -> None:
