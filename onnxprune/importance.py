@@ -20,16 +20,29 @@ Criterion = Literal["l1", "l2"]
 CRITERIA = ("l1", "l2")
 
 
-def unit_scores(group: Group, weights: Mapping[str, np.ndarray], criterion: Criterion = "l1") -> np.ndarray:
-    """One score per unit of `group` (higher is more important)."""
+def unit_scores(
+    group: Group,
+    weights: Mapping[str, np.ndarray],
+    criterion: Criterion = "l1",
+    norms: dict[tuple[str, int, str], np.ndarray] | None = None,
+) -> np.ndarray:
+    """One score per unit of `group` (higher is more important).
+
+    `norms` caches the per-position norms of (tensor, axis, criterion) across calls: a tensor
+    shared by many groups (a DenseNet feature map's BatchNorm) is read and reduced once.
+    """
     if criterion not in CRITERIA:
         raise ValueError(f"unknown criterion {criterion!r}; expected one of {', '.join(CRITERIA)}")
+    norms = {} if norms is None else norms
     total = np.zeros(group.size, dtype=np.float64)
     for member in group.weight_members:
-        array = weights[member.tensor]
-        if array.dtype.kind != "f":
-            continue
-        per_position = _axis_norms(array, member.axis, criterion)
+        key = (member.tensor, member.axis, criterion)
+        per_position = norms.get(key)
+        if per_position is None:
+            array = weights[member.tensor]
+            if array.dtype.kind != "f":
+                continue
+            per_position = norms[key] = _axis_norms(array, member.axis, criterion)
         rows = per_position[member.positions]
         score = rows.sum(axis=1) if criterion == "l1" else np.sqrt(rows.sum(axis=1))
         mean = score.mean()

@@ -321,28 +321,84 @@ def macs_by_node(
     *,
     batch: int = 1,
     dynamic_default: int = 1,
+    shapes_inferred: bool = False,
 ) -> dict[str, int]:
     """MACs of every Conv, ConvTranspose, Gemm and MatMul node, keyed by its first output name.
 
-    Same conventions and errors as `count_macs`, which is the sum of these values.
+    Same conventions and errors as `count_macs`, which is the sum of these values. With
+    `shapes_inferred`, the caller vouches that the model's value_info comes from shape inference
+    on its current graph (as after ``InferShapes``): the counts then come from those shapes, with
+    symbolic dims of the graph inputs made concrete, and inference runs only if one is missing.
     """
     from onnxprune.passes import FoldShapes, InferShapes, PassManager
 
     check_input_names(model, input_shapes)
+    if shapes_inferred and not model.functions:
+        shapes = _declared_shapes(model, input_shapes, batch, dynamic_default)
+        if shapes is not None:
+            try:
+                return _macs_of_nodes(model, shapes)
+            except ShapeUnknownError:
+                pass  # a shape inference left symbolic or open: infer at concrete input sizes
     inferred = _inference_copy(model, input_shapes, batch, dynamic_default)
     try:
         # with concrete input sizes every shape computation folds to constants (legacy exports)
         PassManager([InferShapes(), FoldShapes(), InferShapes(), FoldShapes(), InferShapes()]).run(inferred)
     except ModelError as exc:
         raise ShapeUnknownError(f"shape inference failed, cannot count MACs: {exc}") from exc
-    shapes = _known_shapes(inferred)
+    return _macs_of_nodes(inferred, _known_shapes(inferred))
+
+
+def _macs_of_nodes(model: onnx.ModelProto, shapes: Mapping[str, list[int] | None]) -> dict[str, int]:
     found: dict[str, int] = {}
-    for position, node in enumerate(inferred.graph.node):
-        if node.domain in _DEFAULT_DOMAINS and node.output:
+    for position, node in enumerate(model.graph.node):
+        if node.op_type in _MAC_OPS and node.domain in _DEFAULT_DOMAINS and node.output:
             macs = _node_macs(node, position, shapes)
             if macs:
                 found[node.output[0]] = found.get(node.output[0], 0) + macs
     return found
+
+
+_MAC_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
+
+
+def _declared_shapes(
+    model: onnx.ModelProto,
+    input_shapes: Mapping[str, Sequence[int]] | None,
+    batch: int,
+    dynamic_default: int,
+) -> dict[str, list[int] | None] | None:
+    """Shapes from the model's own value_info, each symbolic dim replaced by the concrete size its
+    graph input takes (see `concrete_shape`); None if a graph input has an unnamed dynamic dim or
+    one symbol would take two sizes. Shapes with other symbols or open dims are None."""
+    symbols: dict[str, int] = {}
+    given = input_shapes or {}
+    for info in graph_inputs(model):
+        dims = tensor_dims(info)
+        if dims is None:
+            return None
+        concrete = concrete_shape(
+            info.name, dims, given.get(info.name), batch=batch, dynamic_default=dynamic_default
+        )
+        for dim, size in zip(info.type.tensor_type.shape.dim, concrete, strict=True):
+            if dim.HasField("dim_value"):
+                continue
+            if not dim.dim_param or symbols.setdefault(dim.dim_param, size) != size:
+                return None
+    shapes: dict[str, list[int] | None] = {}
+    graph = model.graph
+    for info in (*graph.input, *graph.value_info, *graph.output):
+        if not info.type.HasField("tensor_type") or not info.type.tensor_type.HasField("shape"):
+            shapes[info.name] = None
+            continue
+        dims = [
+            d.dim_value if d.HasField("dim_value") else symbols.get(d.dim_param)
+            for d in info.type.tensor_type.shape.dim
+        ]
+        shapes[info.name] = None if None in dims else dims
+    for tensor in graph.initializer:
+        shapes[tensor.name] = list(tensor.dims)
+    return shapes
 
 
 def model_stats(

@@ -20,11 +20,12 @@ from onnxprune.analysis import DependencyAnalysis, RuleContext, analyze_model
 from onnxprune.errors import ModelError, UsageError
 from onnxprune.importance import CRITERIA, Criterion
 from onnxprune.io import ModelLike, has_external_data, materialize, read_model, save_model
-from onnxprune.metrics import count_macs, count_params, macs_by_node
+from onnxprune.metrics import count_params, macs_by_node
 from onnxprune.passes import (
     InferShapes,
     PassManager,
     RemoveDeadNodes,
+    ResolveReshapeShapes,
     RewriteNodes,
     SliceWeights,
     normalization_passes,
@@ -225,7 +226,14 @@ def prune(
         # which copies every initializer, and before slicing the large ones are still external
         # references (a few bytes each) when the model was read lazily.
         results += PassManager(
-            [rewrite, RemoveDeadNodes(), SliceWeights(keeps, base_dir), InferShapes()]
+            [
+                rewrite,
+                RemoveDeadNodes(),
+                SliceWeights(keeps, base_dir),
+                InferShapes(),
+                ResolveReshapeShapes(),  # e.g. the batch dim of a flatten, as normalization did
+                InferShapes(keep_resolved=True),
+            ]
         ).run(work)
         new_plan = Plan(slices=new_plan.slices, rewrites=tuple(rewrite.rewrites), groups=new_plan.groups)
         out_model, macs_after = work, _safe_macs(work)
@@ -360,14 +368,14 @@ def _report(
 
 def _safe_macs_by_node(model: onnx.ModelProto) -> dict[str, int] | None:
     try:
-        return macs_by_node(model)
+        return macs_by_node(model, shapes_inferred=True)  # our models: shapes inferred by the passes
     except (ValueError, KeyError, IndexError):
         return None
 
 
 def _safe_macs(model: onnx.ModelProto) -> int | None:
     try:
-        return count_macs(model)
+        return sum(macs_by_node(model, shapes_inferred=True).values())
     except (ValueError, KeyError, IndexError):
         return None
 

@@ -57,6 +57,7 @@ def select_units(
     (see `Group.kind`) lose `head_ratio` (default `ratio`) of their heads, without rounding.
     """
     decisions: Decisions = {}
+    norms: dict = {}  # per-position norms of each weight axis, shared by the groups that read it
     for group in analysis.prunable_groups:
         if group.kind == "heads":
             keep = kept_count(group.size, ratio if head_ratio is None else head_ratio)
@@ -64,7 +65,7 @@ def select_units(
             keep = kept_count(group.size, ratio, round_to)
         if keep >= group.size:
             continue
-        scores = unit_scores(group, weights, criterion)
+        scores = unit_scores(group, weights, criterion, norms)
         order = np.argsort(-scores, kind="stable")
         decisions[group.id] = np.sort(order[:keep])
     return decisions
@@ -102,19 +103,20 @@ def decisions_from_plan(analysis: DependencyAnalysis, plan: Plan) -> Decisions:
 
 def dim_keeps(analysis: DependencyAnalysis, decisions: Decisions) -> dict[Dim, np.ndarray]:
     """Kept positions of every axis (weights, activations, virtual) that loses positions."""
-    removed: dict[Dim, list[np.ndarray]] = {}
+    kept_mask: dict[Dim, np.ndarray] = {}
     for group in analysis.groups:
         kept = decisions.get(group.id)
         if kept is None:
             continue
-        drop = np.setdiff1d(np.arange(group.size), kept)
+        drop = np.ones(group.size, dtype=bool)
+        drop[kept] = False
         for member in group.members:
-            removed.setdefault((member.tensor, member.axis), []).append(member.positions[drop].reshape(-1))
-    keeps = {}
-    for dim, parts in removed.items():
-        size = analysis.dim_sizes[dim]
-        keeps[dim] = np.setdiff1d(np.arange(size), np.concatenate(parts))
-    return keeps
+            dim = (member.tensor, member.axis)
+            mask = kept_mask.get(dim)
+            if mask is None:
+                mask = kept_mask[dim] = np.ones(analysis.dim_sizes[dim], dtype=bool)
+            mask[member.positions[drop].reshape(-1)] = False
+    return {dim: np.flatnonzero(mask) for dim, mask in kept_mask.items()}
 
 
 def build_plan(
@@ -132,7 +134,7 @@ def build_plan(
             tensor=t,
             axis=a,
             size=analysis.dim_sizes[(t, a)],
-            keep=tuple(int(i) for i in keep),
+            keep=tuple(keep.tolist()),
             role=roles.get((t, a), "out"),
         )
         for (t, a), keep in sorted(keeps.items())
@@ -142,7 +144,7 @@ def build_plan(
         GroupDecision(
             id=g.id,
             size=g.size,
-            keep=tuple(int(i) for i in decisions.get(g.id, np.arange(g.size))),
+            keep=tuple(np.asarray(decisions.get(g.id, np.arange(g.size))).tolist()),
             members=tuple(m.key for m in g.weight_members),
         )
         for g in analysis.groups

@@ -16,6 +16,7 @@ inside subgraphs (If/Loop bodies) and local functions are not weights of the mod
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
@@ -197,7 +198,7 @@ def external_ref(tensor: onnx.TensorProto, base_dir: str | os.PathLike) -> Exter
         )
     dtype = _RAW_DTYPES.get(tensor.data_type)
     if dtype is not None:
-        expected = int(np.prod(tensor.dims, dtype=np.int64)) * np.dtype(dtype).itemsize
+        expected = math.prod(tensor.dims) * np.dtype(dtype).itemsize
         if expected != length:
             raise ModelError(
                 f"tensor '{name}': external data holds {length} bytes, its shape "

@@ -8,12 +8,12 @@ from onnxprune.passes.normalize import (
     DropInitializerInputs,
     FoldReshapeRoundTrips,
     FoldShapes,
-    InferShapes,
     InlineFunctions,
     ResolveReshapeShapes,
     SimplifyReshapeTargets,
     UniqueNodeNames,
 )
+from onnxprune.passes.shapes import InferShapes
 
 __all__ = [
     "ConstantsToInitializers",

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
+import math
 
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from onnxprune.errors import ModelError
 from onnxprune.passes.base import Pass, PassResult, fresh_name
 
 _FOLDABLE = {
@@ -130,146 +128,6 @@ class DropInitializerInputs(Pass):
         return PassResult(self.name, bool(dropped), {"inputs_dropped": dropped})
 
 
-class InferShapes(Pass):
-    """Re-run ONNX shape inference (with data propagation) from scratch.
-
-    Inference runs on a skeleton of the model whose large weights are declared as typed
-    inputs instead of carrying their data, so it costs the same for a 500 MB model as for
-    a 5 MB one.
-    """
-
-    def __init__(self, keep_resolved: bool = False, symbolic: bool = False) -> None:
-        self.keep_resolved = keep_resolved
-        self.symbolic = symbolic
-
-    def call(self, model: onnx.ModelProto) -> PassResult:
-        before = [vi.SerializeToString() for vi in [*model.graph.value_info, *model.graph.output]]
-        skeleton = _skeleton(model)
-        if self.keep_resolved:  # shapes ResolveReshapeShapes worked out guide inference downstream
-            produced = {o for n in model.graph.node if n.op_type in _RESOLVED_OPS for o in n.output}
-            skeleton.graph.value_info.extend(vi for vi in model.graph.value_info if vi.name in produced)
-        inferred = _infer(skeleton, self.symbolic)
-        after = [vi.SerializeToString() for vi in [*inferred.graph.value_info, *model.graph.output]]
-        model.graph.ClearField("value_info")
-        model.graph.value_info.extend(inferred.graph.value_info)
-        # graph outputs keep their declared types (their dims, symbols included, are the model's
-        # interface); only an output declared without a shape, or with fewer static dims than
-        # inference now finds, takes the inferred type
-        found = {vi.name: vi for vi in inferred.graph.output}
-        for out in model.graph.output:
-            new = found.get(out.name)
-            if new is not None and _has_shape(new) and _static_dims(new) > _static_dims(out):
-                out.CopyFrom(new)
-        return PassResult(self.name, before != after, {"value_info": len(model.graph.value_info)})
-
-
-_RESOLVED_OPS = ("Reshape", "Expand")
-
-
-def _infer(model: onnx.ModelProto, symbolic: bool) -> onnx.ModelProto:
-    """ONNX shape inference, with the dims it leaves open filled from ONNX Runtime's symbolic
-    shape inference, which knows that `Reshape(q, [Shape(x)[0], Shape(x)[1], -1, 64])` keeps x's
-    batch and sequence. Static sizes always come from ONNX's inference where it has them (it
-    follows the spec; the symbolic one is a helper that is sometimes wrong, e.g. Split-18)."""
-    try:
-        inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
-    except Exception as exc:
-        raise ModelError(f"shape inference failed: {exc}") from exc
-    symbolic = _symbolic(model) if symbolic and _has_open_dims(inferred) else None
-    if symbolic is None:
-        return inferred
-    found = {vi.name: vi for vi in [*symbolic.graph.value_info, *symbolic.graph.output]}
-    known = set()
-    for vi in [*inferred.graph.value_info, *inferred.graph.output]:
-        known.add(vi.name)
-        other = found.get(vi.name)
-        if other is None or not _has_shape(vi) or not _has_shape(other):
-            continue
-        dims, extra = vi.type.tensor_type.shape.dim, other.type.tensor_type.shape.dim
-        if len(dims) != len(extra):
-            continue
-        for dim, hint in zip(dims, extra, strict=True):
-            if not dim.HasField("dim_value") and (hint.HasField("dim_value") or hint.dim_param):
-                dim.CopyFrom(hint)
-    graph_names = {vi.name for vi in inferred.graph.input} | {t.name for t in inferred.graph.initializer}
-    inferred.graph.value_info.extend(
-        vi for vi in symbolic.graph.value_info if vi.name not in known and vi.name not in graph_names
-    )
-    return inferred
-
-
-def _has_open_dims(model: onnx.ModelProto) -> bool:
-    """Whether ONNX's inference left a node output without a shape or with an unnamed or
-    generated (`unk__N`) dim: only then is the (slower to load) symbolic inference worth running."""
-    infos = {vi.name: vi for vi in [*model.graph.value_info, *model.graph.output]}
-    for node in model.graph.node:
-        for out in node.output:
-            vi = infos.get(out)
-            if out and (vi is None or not _has_shape(vi)):
-                return True
-            if out and any(
-                not d.HasField("dim_value") and (not d.dim_param or d.dim_param.startswith("unk__"))
-                for d in vi.type.tensor_type.shape.dim
-            ):
-                return True
-    return False
-
-
-def _static_dims(vi: onnx.ValueInfoProto) -> int:
-    """Number of static dims of a declared type (-1 when it has no shape at all)."""
-    if not _has_shape(vi):
-        return -1
-    return sum(d.HasField("dim_value") for d in vi.type.tensor_type.shape.dim)
-
-
-def _has_shape(vi: onnx.ValueInfoProto) -> bool:
-    return vi.type.HasField("tensor_type") and vi.type.tensor_type.HasField("shape")
-
-
-def _symbolic(model: onnx.ModelProto) -> onnx.ModelProto | None:
-    # SymbolicShapeInference.infer_shapes() writes a file into the working directory when some
-    # shape stays open; drive its steps directly instead and keep the partial result
-    try:
-        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
-
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            engine = SymbolicShapeInference(2**31 - 1, True, False, 0)
-            engine._preprocess(model)
-            while engine.run_:
-                engine._infer_impl()
-            engine._update_output_from_vi()
-            return engine.out_mp_
-    except Exception:  # any failure (or another onnxruntime version): ONNX's inference alone
-        return None
-
-
-_SKELETON_KEEP = 4096  # elements: initializers this small keep their data (shape constants, axes)
-
-
-def _skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy of `model` without value_info whose large initializers are typed graph inputs."""
-    src = model.graph
-    out = onnx.ModelProto()
-    out.ir_version = model.ir_version
-    out.opset_import.extend(model.opset_import)
-    out.functions.extend(model.functions)
-    graph = out.graph
-    graph.name = src.name
-    graph.node.extend(src.node)
-    graph.input.extend(src.input)
-    graph.output.extend(src.output)
-    declared = {vi.name for vi in src.input}
-    for tensor in src.initializer:
-        if int(np.prod(tensor.dims, dtype=np.int64)) <= _SKELETON_KEEP:
-            graph.initializer.append(tensor)
-        elif tensor.name not in declared:
-            graph.input.append(
-                helper.make_tensor_value_info(tensor.name, tensor.data_type, list(tensor.dims))
-            )
-    graph.sparse_initializer.extend(src.sparse_initializer)
-    return out
-
-
 class FoldShapes(Pass):
     """Fold shape arithmetic on static dimensions into constants.
 
@@ -361,7 +219,7 @@ def _evaluate(evaluator_cls, node, consts, model) -> np.ndarray | None:
     for name in node.input:
         if name:
             t = consts[name]
-            if int(np.prod(t.dims, dtype=np.int64)) > _MAX_FOLDED:
+            if math.prod(t.dims) > _MAX_FOLDED:
                 return None
             feeds[name] = numpy_helper.to_array(t)
     try:
@@ -451,17 +309,32 @@ class ResolveReshapeShapes(Pass):
                 continue
             allowzero = bool(ctx.attr(node, "allowzero", 0))
             shape = reshape_output(x_shape, target, allowzero, ctx, current)
-            if shape is None or sum(isinstance(d, int) for d in shape) <= sum(
-                isinstance(d, int) for d in current
-            ):
+            if shape is None or len(shape) != len(current):
+                continue
+            # better: a size where inference has a symbol or nothing, or an input's symbol (the
+            # batch a flatten keeps) where it has nothing or a symbol of its own (unk__N)
+            better = [
+                (axis, value)
+                for axis, (value, now) in enumerate(zip(shape, current, strict=True))
+                if (isinstance(value, int) and not isinstance(now, int))
+                or (isinstance(value, str) and _open_dim(now) and not _open_dim(value))
+            ]
+            if not better:
                 continue
             dims = infos[y].type.tensor_type.shape.dim
-            for dim, value in zip(dims, shape, strict=True):
+            for axis, value in better:
+                dims[axis].Clear()
                 if isinstance(value, int):
-                    dim.Clear()
-                    dim.dim_value = value
+                    dims[axis].dim_value = value
+                else:
+                    dims[axis].dim_param = value
             resolved += 1
         return PassResult(self.name, bool(resolved), {"reshape_shapes_resolved": resolved})
+
+
+def _open_dim(dim: int | str | None) -> bool:
+    """A dim inference left unnamed, or named with a placeholder of its own (`unk__3`)."""
+    return dim is None or (isinstance(dim, str) and dim.startswith("unk__"))
 
 
 class FoldReshapeRoundTrips(Pass):

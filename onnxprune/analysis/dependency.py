@@ -14,6 +14,7 @@ the ratio applies per group. A unit touching a pinned axis cannot be removed.
 
 from __future__ import annotations
 
+import math
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -276,7 +277,7 @@ def _resolve(
         if g.prunable:
             for m in g.weight_members:
                 shape = weights[m.tensor]
-                score += m.positions.size * int(np.prod(shape, dtype=np.int64)) // max(1, shape[m.axis])
+                score += m.positions.size * math.prod(shape) // max(1, shape[m.axis])
     return groups, dim_sizes, graph, score
 
 
@@ -365,55 +366,66 @@ def _groups_of(dims, sizes, labels, offsets, weights, roles, pins, barriers, fir
             if d[0] in weights
         )
         return [Group(first_id, 0, members, False, tuple(barriers))]
-    segments, unit_ids, dim_ids_all, counts_all = [], [], [], []
-    for k, d in enumerate(dims):
-        seg = labels[offsets[d] : offsets[d] + sizes[d]]
-        segments.append(seg)
-        units, counts = np.unique(seg, return_counts=True)
-        unit_ids.append(units)
-        dim_ids_all.append(np.full(len(units), k))
-        counts_all.append(counts)
-    # a unit's signature: the (axis, positions in it) pairs it occupies, in axis order
-    u, kk, cc = np.concatenate(unit_ids), np.concatenate(dim_ids_all), np.concatenate(counts_all)
-    order = np.lexsort((kk, u))
-    u, pairs = u[order], np.stack([kk[order], cc[order]], axis=1)
-    cuts = np.flatnonzero(np.diff(u)) + 1
-    by_signature: dict[bytes, list[int]] = defaultdict(list)
-    signature_of: dict[bytes, list[tuple[int, int]]] = {}
-    for start, end in zip(np.r_[0, cuts].tolist(), np.r_[cuts, len(u)].tolist(), strict=True):
+    # A unit's label is the smallest position index it occupies (see _merge_elements), so labels
+    # order units by where they first appear. Its signature is the (axis, positions in it) pairs it
+    # occupies, in axis order; units of one signature form a group.
+    ndims = len(dims)
+    dim_of = np.repeat(np.arange(ndims), [sizes[d] for d in dims])
+    pair_key, counts = np.unique(labels * ndims + dim_of, return_counts=True)
+    unit_of_pair, dim_of_pair = np.divmod(pair_key, ndims)
+    cuts = np.flatnonzero(np.diff(unit_of_pair)) + 1
+    starts, ends = np.r_[0, cuts].tolist(), np.r_[cuts, len(pair_key)].tolist()
+    pairs = np.stack([dim_of_pair, counts], axis=1)
+    units_of: dict[bytes, list[int]] = {}  # signature -> labels of its units, in label order
+    signature_of: dict[bytes, np.ndarray] = {}
+    for start, end in zip(starts, ends, strict=True):
         key = pairs[start:end].tobytes()
-        by_signature[key].append(int(u[start]))
-        if key not in signature_of:
-            signature_of[key] = [(int(k), int(c)) for k, c in pairs[start:end]]
-    groups = []
-    for key, units in by_signature.items():
-        sig = signature_of[key]
-        dim_ids = [k for k, _ in sig]
-        if not any(dims[k][0] in weights for k in dim_ids):
+        found = units_of.get(key)
+        if found is None:
+            units_of[key] = found = []
+            signature_of[key] = pairs[start:end]
+        found.append(int(unit_of_pair[start]))
+    weight_dims = np.array([d[0] in weights for d in dims])
+    kept = [key for key in units_of if weight_dims[signature_of[key][:, 0]].any()]
+    if not kept:
+        return []
+    # every position's (group, rank of its unit in the group); positions of other units get -1
+    group_of_unit = np.full(len(labels), -1)
+    rank_of_unit = np.zeros(len(labels), dtype=np.int64)
+    for g, key in enumerate(kept):
+        units = units_of[key]
+        group_of_unit[units] = g
+        rank_of_unit[units] = np.arange(len(units))
+    group_at, rank_at = group_of_unit[labels], rank_of_unit[labels]
+    members: list[list[Member]] = [[] for _ in kept]
+    group_barriers: list[list[Barrier]] = [[] for _ in kept]
+    counts_of = [dict(signature_of[key].tolist()) for key in kept]
+    for k, d in enumerate(dims):
+        lo = offsets[d]
+        g_here, r_here = group_at[lo : lo + sizes[d]], rank_at[lo : lo + sizes[d]]
+        present = np.unique(g_here)
+        present = present[present >= 0]
+        if not len(present):
             continue
-        seen, where = np.unique(segments[dim_ids[0]], return_index=True)  # first position of each unit
-        first_pos = dict(zip(seen.tolist(), where.tolist(), strict=True))
-        units = sorted(units, key=first_pos.__getitem__)
-        unit_index = np.full(int(labels.max()) + 1, -1)
-        unit_index[units] = np.arange(len(units))
-        members = []
-        group_barriers: list[Barrier] = []
-        for k, count in sig:
-            d = dims[k]
-            seg = segments[k]
-            idx = unit_index[seg]
-            pos = np.flatnonzero(idx >= 0)
-            order = np.argsort(idx[pos], kind="stable")
-            positions = pos[order].reshape(len(units), count)
-            members.append(Member(d[0], d[1], sizes[d], positions, d[0] in weights, roles.get(d, "out")))
-            group_barriers.extend(_is_pinned(d, pins))
+        order = np.lexsort((r_here, g_here))  # by group, then unit; positions ascending within a unit
+        sorted_groups = g_here[order]
+        lows = np.searchsorted(sorted_groups, present).tolist()
+        highs = np.searchsorted(sorted_groups, present, side="right").tolist()
+        pinned = _is_pinned(d, pins)
+        for g, low, high in zip(present.tolist(), lows, highs, strict=True):
+            count = counts_of[g][k]
+            positions = order[low:high].reshape(-1, count)
+            members[g].append(Member(d[0], d[1], sizes[d], positions, d[0] in weights, roles.get(d, "out")))
+            group_barriers[g].extend(pinned)
+    groups = []
+    for g, key in enumerate(kept):
         groups.append(
             Group(
                 first_id + len(groups),
-                len(units),
-                tuple(members),
-                not group_barriers,
-                tuple(_dedupe(group_barriers)),
+                len(units_of[key]),
+                tuple(members[g]),
+                not group_barriers[g],
+                tuple(_dedupe(group_barriers[g])),
             )
         )
     return groups

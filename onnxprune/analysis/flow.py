@@ -12,6 +12,7 @@ conservative about every axis it does not explicitly understand.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -272,7 +273,7 @@ class RuleContext:
     def small_const(self, tensor: str, limit: int = 4096) -> np.ndarray | None:
         """Like const() but only for small tensors (shape constants, axes), without copying big weights."""
         proto = self._consts.get(tensor)
-        if proto is None or int(np.prod(proto.dims, dtype=np.int64)) > limit:
+        if proto is None or math.prod(proto.dims) > limit:
             return None
         return self.const(tensor)
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import numpy as np
+import math
+
 import onnx
 
 from onnxprune.analysis.flow import ChannelFlow, FlowBuilder, Link, RuleContext, Shape
@@ -134,8 +135,8 @@ def reshape_output(x_shape: Shape, target: list, allowzero: bool, ctx: RuleConte
     if out.count(-1) > 1 or any(d is None for d in out):
         return None
     if -1 in out:
-        in_static = int(np.prod([d for d in x_shape if isinstance(d, int)], dtype=object))
-        out_static = int(np.prod([d for d in out if isinstance(d, int) and d != -1], dtype=object))
+        in_static = math.prod(d for d in x_shape if isinstance(d, int))
+        out_static = math.prod(d for d in out if isinstance(d, int) and d != -1)
         leftover = list(d for d in x_shape if isinstance(d, str))
         for d in out:
             if isinstance(d, str):
@@ -177,7 +178,7 @@ def align_reshape(x_shape: Shape, y_shape: Shape) -> list[tuple[list[int], list[
         x_shape = tuple("<unnamed>" if d is None else d for d in x_shape)
         y_shape = tuple("<unnamed>" if d is None else d for d in y_shape)
     xs, ys = [value(d) for d in x_shape], [value(d) for d in y_shape]
-    if None not in xs and None not in ys and int(np.prod(xs, dtype=object)) == int(np.prod(ys, dtype=object)):
+    if None not in xs and None not in ys and math.prod(xs) == math.prod(ys):
         chunks = _chunks(
             xs, ys, [i for i, d in enumerate(xs) if d != 1], [j for j, d in enumerate(ys) if d != 1]
         )
@@ -230,7 +231,7 @@ def _merge(flow: FlowBuilder, src: str, shape: Shape, axes: list[int], merged: t
     for k, size in enumerate(sizes):
         if size == 1:
             continue
-        inner = int(np.prod(sizes[k + 1 :], dtype=np.int64))
+        inner = math.prod(sizes[k + 1 :])
         alternatives.append([Link((src, axes[k]), merged, IndexMap.digit(inner))])
     flow.choose(alternatives)
 

@@ -1,0 +1,269 @@
+"""Shape inference as a pass: ONNX's inference on a weightless skeleton of the model, with the
+dims it leaves open filled from ONNX Runtime's symbolic inference.
+
+Normalization, rewriting and MAC counting ask for inference many times, mostly on a graph that
+has not changed since the last time; results are memoized by a digest of everything inference
+reads (nodes, inputs, outputs, initializer types and small initializer values, the Reshape
+shapes kept as hints), so an unchanged graph is inferred once.
+
+>>> PassManager([InferShapes()]).run(model)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import math
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import onnx
+from onnx import helper
+
+from onnxprune.errors import ModelError
+from onnxprune.passes.base import Pass, PassResult
+
+
+class InferShapes(Pass):
+    """Re-run ONNX shape inference (with data propagation) from scratch.
+
+    Inference runs on a skeleton of the model whose large weights are declared as typed
+    inputs instead of carrying their data, so it costs the same for a 500 MB model as for
+    a 5 MB one. With `keep_resolved`, the output shapes of Reshape and Expand nodes already in
+    value_info (see ResolveReshapeShapes) guide inference downstream; with `symbolic`, dims
+    ONNX's inference leaves open are filled from ONNX Runtime's symbolic inference.
+    """
+
+    def __init__(self, keep_resolved: bool = False, symbolic: bool = False) -> None:
+        self.keep_resolved = keep_resolved
+        self.symbolic = symbolic
+
+    def call(self, model: onnx.ModelProto) -> PassResult:
+        hints = _resolved_hints(model) if self.keep_resolved else []
+        inferred = _MEMO.inferred(model, hints, self.symbolic)
+        graph = model.graph
+        modified = not _same_protos(graph.value_info, inferred.graph.value_info)
+        if modified:
+            graph.ClearField("value_info")
+            graph.value_info.extend(inferred.graph.value_info)
+        # graph outputs keep their declared types (their dims, symbols included, are the model's
+        # interface); only an output declared without a shape, or with fewer static dims than
+        # inference now finds, takes the inferred type
+        found = {vi.name: vi for vi in inferred.graph.output}
+        for out in graph.output:
+            new = found.get(out.name)
+            if new is not None and _has_shape(new) and _static_dims(new) > _static_dims(out):
+                out.CopyFrom(new)
+                modified = True
+        return PassResult(self.name, modified, {"value_info": len(graph.value_info)})
+
+
+_RESOLVED_OPS = ("Reshape", "Expand")
+
+
+def _resolved_hints(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
+    """value_info entries of Reshape/Expand outputs: shapes ResolveReshapeShapes worked out."""
+    produced = {o for n in model.graph.node if n.op_type in _RESOLVED_OPS for o in n.output}
+    return [vi for vi in model.graph.value_info if vi.name in produced]
+
+
+def _same_protos(a, b) -> bool:
+    if len(a) != len(b):
+        return False
+    return all(x.SerializeToString() == y.SerializeToString() for x, y in zip(a, b, strict=True))
+
+
+@dataclass
+class _Inferred:
+    onnx_only: onnx.ModelProto  # ONNX's inference
+    open_dims: bool  # whether it left dims open (only then does the symbolic pass add anything)
+    symbolic: onnx.ModelProto | None = None  # ONNX's inference completed by the symbolic one
+
+
+class _InferenceMemo:
+    """The last few inference results, keyed by a digest of the skeleton they were run on."""
+
+    def __init__(self, capacity: int = 4) -> None:
+        self._entries: OrderedDict[bytes, _Inferred] = OrderedDict()
+        self._capacity = capacity
+        self._lock = threading.Lock()
+
+    def inferred(
+        self, model: onnx.ModelProto, hints: list[onnx.ValueInfoProto], symbolic: bool
+    ) -> onnx.ModelProto:
+        key = _digest(model, hints)
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None:
+                self._entries.move_to_end(key)
+        if entry is None:
+            skeleton = _skeleton(model)
+            skeleton.graph.value_info.extend(hints)
+            inferred = _infer_onnx(skeleton)
+            entry = _Inferred(inferred, _has_open_dims(inferred))
+            with self._lock:
+                self._entries[key] = entry
+                while len(self._entries) > self._capacity:
+                    self._entries.popitem(last=False)
+        if not symbolic or not entry.open_dims:
+            return entry.onnx_only
+        if entry.symbolic is None:
+            skeleton = _skeleton(model)
+            skeleton.graph.value_info.extend(hints)
+            entry.symbolic = _complete(entry.onnx_only, _symbolic(skeleton))
+        return entry.symbolic
+
+
+_MEMO = _InferenceMemo()
+
+
+def _digest(model: onnx.ModelProto, hints: list[onnx.ValueInfoProto]) -> bytes:
+    """A digest of what inference reads: the skeleton `_skeleton` would build, and the hints."""
+    h = hashlib.blake2b(digest_size=20)
+    graph = model.graph
+    h.update(f"{model.ir_version}|{graph.name}".encode())
+    for part in (model.opset_import, model.functions, graph.input, graph.output, graph.node, hints):
+        h.update(b"|%d|" % len(part))
+        for item in part:
+            h.update(item.SerializeToString())
+    for tensor in graph.initializer:
+        if _keeps_data(tensor):
+            h.update(tensor.SerializeToString())
+        else:
+            h.update(f"|{tensor.name}|{tensor.data_type}|{list(tensor.dims)}".encode())
+    for sparse in graph.sparse_initializer:
+        h.update(sparse.SerializeToString())
+    return h.digest()
+
+
+def _infer_onnx(model: onnx.ModelProto) -> onnx.ModelProto:
+    try:
+        return onnx.shape_inference.infer_shapes(model, data_prop=True)
+    except Exception as exc:
+        raise ModelError(f"shape inference failed: {exc}") from exc
+
+
+def _complete(inferred: onnx.ModelProto, symbolic: onnx.ModelProto | None) -> onnx.ModelProto:
+    """ONNX's inference with the dims it leaves open filled from ONNX Runtime's symbolic shape
+    inference, which knows that `Reshape(q, [Shape(x)[0], Shape(x)[1], -1, 64])` keeps x's
+    batch and sequence. Static sizes always come from ONNX's inference where it has them (it
+    follows the spec; the symbolic one is a helper that is sometimes wrong, e.g. Split-18)."""
+    if symbolic is None:
+        return inferred
+    completed = onnx.ModelProto()
+    completed.CopyFrom(inferred)
+    found = {vi.name: vi for vi in [*symbolic.graph.value_info, *symbolic.graph.output]}
+    known = set()
+    for vi in [*completed.graph.value_info, *completed.graph.output]:
+        known.add(vi.name)
+        other = found.get(vi.name)
+        if other is None or not _has_shape(vi) or not _has_shape(other):
+            continue
+        dims, extra = vi.type.tensor_type.shape.dim, other.type.tensor_type.shape.dim
+        if len(dims) != len(extra):
+            continue
+        for dim, hint in zip(dims, extra, strict=True):
+            if not dim.HasField("dim_value") and (hint.HasField("dim_value") or hint.dim_param):
+                dim.CopyFrom(hint)
+    graph_names = {vi.name for vi in completed.graph.input} | {t.name for t in completed.graph.initializer}
+    completed.graph.value_info.extend(
+        vi for vi in symbolic.graph.value_info if vi.name not in known and vi.name not in graph_names
+    )
+    return completed
+
+
+def _has_open_dims(model: onnx.ModelProto) -> bool:
+    """Whether ONNX's inference left a node output without a shape or with an unnamed or
+    generated (`unk__N`) dim: only then is the (slower to load) symbolic inference worth running."""
+    infos = {vi.name: vi for vi in [*model.graph.value_info, *model.graph.output]}
+    for node in model.graph.node:
+        for out in node.output:
+            vi = infos.get(out)
+            if out and (vi is None or not _has_shape(vi)):
+                return True
+            if out and any(
+                not d.HasField("dim_value") and (not d.dim_param or d.dim_param.startswith("unk__"))
+                for d in vi.type.tensor_type.shape.dim
+            ):
+                return True
+    return False
+
+
+def _static_dims(vi: onnx.ValueInfoProto) -> int:
+    """Number of static dims of a declared type (-1 when it has no shape at all)."""
+    if not _has_shape(vi):
+        return -1
+    return sum(d.HasField("dim_value") for d in vi.type.tensor_type.shape.dim)
+
+
+def _has_shape(vi: onnx.ValueInfoProto) -> bool:
+    return vi.type.HasField("tensor_type") and vi.type.tensor_type.HasField("shape")
+
+
+def _symbolic(model: onnx.ModelProto) -> onnx.ModelProto | None:
+    # SymbolicShapeInference.infer_shapes() writes a file into the working directory when some
+    # shape stays open; drive its steps directly instead and keep the partial result
+    try:
+        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            engine = SymbolicShapeInference(2**31 - 1, True, False, 0)
+            engine._preprocess(model)
+            while engine.run_:
+                engine._infer_impl()
+            engine._update_output_from_vi()
+            return engine.out_mp_
+    except Exception:  # any failure (or another onnxruntime version): ONNX's inference alone
+        return None
+
+
+# Initializers that keep their data in the skeleton: integer ones up to this many elements (shape
+# constants, axes, indices), and any up to _SKELETON_KEEP_ANY (Resize scales, Range bounds); other
+# weights never decide a shape, so only their type and dims are kept.
+_SKELETON_KEEP_INT = 4096
+_SKELETON_KEEP_ANY = 64
+_INT_TYPES = frozenset(
+    {
+        onnx.TensorProto.INT64,
+        onnx.TensorProto.INT32,
+        onnx.TensorProto.INT16,
+        onnx.TensorProto.INT8,
+        onnx.TensorProto.UINT64,
+        onnx.TensorProto.UINT32,
+        onnx.TensorProto.UINT16,
+        onnx.TensorProto.UINT8,
+        onnx.TensorProto.BOOL,
+    }
+)
+
+
+def _skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of `model` without value_info whose large initializers are typed graph inputs."""
+    src = model.graph
+    out = onnx.ModelProto()
+    out.ir_version = model.ir_version
+    out.opset_import.extend(model.opset_import)
+    out.functions.extend(model.functions)
+    graph = out.graph
+    graph.name = src.name
+    graph.node.extend(src.node)
+    graph.input.extend(src.input)
+    graph.output.extend(src.output)
+    declared = {vi.name for vi in src.input}
+    for tensor in src.initializer:
+        if _keeps_data(tensor):
+            graph.initializer.append(tensor)
+        elif tensor.name not in declared:
+            graph.input.append(
+                helper.make_tensor_value_info(tensor.name, tensor.data_type, list(tensor.dims))
+            )
+    graph.sparse_initializer.extend(src.sparse_initializer)
+    return out
+
+
+def _keeps_data(tensor: onnx.TensorProto) -> bool:
+    size = math.prod(tensor.dims)
+    limit = _SKELETON_KEEP_INT if tensor.data_type in _INT_TYPES else _SKELETON_KEEP_ANY
+    return size <= limit
