@@ -330,7 +330,7 @@ def macs_by_node(
     on its current graph (as after ``InferShapes``): the counts then come from those shapes, with
     symbolic dims of the graph inputs made concrete, and inference runs only if one is missing.
     """
-    from onnxprune.passes import FoldShapes, InferShapes, PassManager
+    from onnxprune.passes import FoldShapes, InferShapes, PassManager, ShapeMemo
 
     check_input_names(model, input_shapes)
     if shapes_inferred and not model.functions:
@@ -343,7 +343,15 @@ def macs_by_node(
     inferred = _inference_copy(model, input_shapes, batch, dynamic_default)
     try:
         # with concrete input sizes every shape computation folds to constants (legacy exports)
-        PassManager([InferShapes(), FoldShapes(), InferShapes(), FoldShapes(), InferShapes()]).run(inferred)
+        memo = ShapeMemo()
+        passes = [
+            InferShapes(memo=memo),
+            FoldShapes(),
+            InferShapes(memo=memo),
+            FoldShapes(),
+            InferShapes(memo=memo),
+        ]
+        PassManager(passes).run(inferred)
     except ModelError as exc:
         raise ShapeUnknownError(f"shape inference failed, cannot count MACs: {exc}") from exc
     return _macs_of_nodes(inferred, _known_shapes(inferred))

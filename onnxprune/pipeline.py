@@ -25,8 +25,9 @@ from onnxprune.passes import (
     InferShapes,
     PassManager,
     RemoveDeadNodes,
-    ResolveReshapeShapes,
     RewriteNodes,
+    ShapeMemo,
+    ShrinkValueInfo,
     SliceWeights,
     normalization_passes,
 )
@@ -195,7 +196,8 @@ def prune(
     base_dir = loaded.base_dir
     work = loaded.model
     params_before = count_params(work)
-    norm_results = PassManager(normalization_passes()).run(work)
+    memo = ShapeMemo()  # shape inference results of this run, shared by its passes
+    norm_results = PassManager(normalization_passes(memo)).run(work)
     analysis = analyze_model(work, exclude=exclude)
     weight_names = {t.name for t in work.graph.initializer}
     if plan is None:
@@ -230,9 +232,8 @@ def prune(
                 rewrite,
                 RemoveDeadNodes(),
                 SliceWeights(keeps, base_dir),
-                InferShapes(),
-                ResolveReshapeShapes(),  # e.g. the batch dim of a flatten, as normalization did
-                InferShapes(keep_resolved=True),
+                ShrinkValueInfo(keeps),  # shapes normalization resolved carry over, checked
+                InferShapes(keep_resolved=True, memo=memo),
             ]
         ).run(work)
         new_plan = Plan(slices=new_plan.slices, rewrites=tuple(rewrite.rewrites), groups=new_plan.groups)

@@ -1,6 +1,6 @@
 """Graph-rewriting passes, installed as `onnxprune.passes`."""
 
-from onnxprune.passes.apply import RewriteNodes, SliceWeights
+from onnxprune.passes.apply import RewriteNodes, ShrinkValueInfo, SliceWeights
 from onnxprune.passes.base import Pass, PassManager, PassResult, Repeat
 from onnxprune.passes.cleanup import RemoveDeadNodes
 from onnxprune.passes.normalize import (
@@ -13,7 +13,7 @@ from onnxprune.passes.normalize import (
     SimplifyReshapeTargets,
     UniqueNodeNames,
 )
-from onnxprune.passes.shapes import InferShapes
+from onnxprune.passes.shapes import InferShapes, ShapeMemo
 
 __all__ = [
     "ConstantsToInitializers",
@@ -29,14 +29,18 @@ __all__ = [
     "Repeat",
     "ResolveReshapeShapes",
     "RewriteNodes",
+    "ShapeMemo",
+    "ShrinkValueInfo",
     "SimplifyReshapeTargets",
     "SliceWeights",
     "UniqueNodeNames",
 ]
 
 
-def normalization_passes() -> list[Pass]:
-    """The passes that make a model analyzable without changing what it computes."""
+def normalization_passes(memo: ShapeMemo | None = None) -> list[Pass]:
+    """The passes that make a model analyzable without changing what it computes. Their shape
+    inferences share `memo` (a fresh one if not given)."""
+    memo = memo if memo is not None else ShapeMemo()
     return [
         InlineFunctions(),
         UniqueNodeNames(),
@@ -44,16 +48,16 @@ def normalization_passes() -> list[Pass]:
         DropInitializerInputs(),
         Repeat(
             [
-                InferShapes(keep_resolved=True),
+                InferShapes(keep_resolved=True, memo=memo),
                 FoldShapes(),
                 SimplifyReshapeTargets(),
                 ResolveReshapeShapes(),
                 RemoveDeadNodes(),
             ]
         ),
-        InferShapes(keep_resolved=True, symbolic=True),
+        InferShapes(keep_resolved=True, symbolic=True, memo=memo),
         FoldReshapeRoundTrips(),
         RemoveDeadNodes(),
         ResolveReshapeShapes(),
-        InferShapes(keep_resolved=True, symbolic=True),
+        InferShapes(keep_resolved=True, symbolic=True, memo=memo),
     ]

@@ -62,6 +62,33 @@ def _replace_values(tensor: onnx.TensorProto, array: np.ndarray) -> None:
     tensor.CopyFrom(numpy_helper.from_array(array, tensor.name))
 
 
+class ShrinkValueInfo(Pass):
+    """Give every value_info dim that loses positions its kept size.
+
+    After slicing, the shapes recorded for the old graph are stale exactly at the axes in
+    `keeps` (every axis, activations included, that loses positions). With them updated, the
+    shapes normalization resolved (a flatten's batch, a head count) carry over to inference on
+    the pruned graph (``InferShapes(keep_resolved=True)``), which checks them against its own.
+    """
+
+    def __init__(self, keeps: dict[Dim, np.ndarray]) -> None:
+        self.keeps = keeps
+
+    def call(self, model: onnx.ModelProto) -> PassResult:
+        sizes: dict[str, list[tuple[int, int]]] = {}
+        for (tensor, axis), keep in self.keeps.items():
+            sizes.setdefault(tensor, []).append((axis, len(keep)))
+        updated = 0
+        for info in model.graph.value_info:
+            for axis, size in sizes.get(info.name, ()):
+                dims = info.type.tensor_type.shape.dim
+                if axis < len(dims) and dims[axis].dim_value != size:
+                    dims[axis].Clear()
+                    dims[axis].dim_value = size
+                    updated += 1
+        return PassResult(self.name, bool(updated), {"dims_updated": updated})
+
+
 class RewriteNodes(Pass):
     """Fix attributes and shape constants (Conv group, Split, Slice, Reshape, Resize)."""
 

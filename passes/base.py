@@ -37,7 +37,12 @@ class Pass:
 
 
 class Repeat(Pass):
-    """Run `passes` in turn until a round changes nothing (at most `max_rounds` rounds)."""
+    """Run `passes` in turn, cycling, until every one of them has run once more without changing
+    the model (a fixed point of all of them), or `max_rounds` cycles have run.
+
+    A pass that runs on a model no other pass has changed since its own last run is not run
+    again: the last passes of a cycle that changed nothing need no second cycle after them.
+    """
 
     def __init__(self, passes: list[Pass], max_rounds: int = 64) -> None:
         self.passes = list(passes)
@@ -46,17 +51,16 @@ class Repeat(Pass):
     def call(self, model: onnx.ModelProto) -> PassResult:
         stats: dict[str, int] = {}
         modified = False
-        for round_ in range(self.max_rounds):
-            changed = False
-            for p in self.passes:
-                result = p(model)
-                for key, value in result.stats.items():
-                    stats[key] = stats.get(key, 0) + value
-                changed |= result.modified
-            stats["rounds"] = round_ + 1
-            modified |= changed
-            if not changed:
-                break
+        unchanged_run = 0  # passes run in a row, up to now, that changed nothing
+        steps = 0
+        while unchanged_run < len(self.passes) and steps < self.max_rounds * len(self.passes):
+            result = self.passes[steps % len(self.passes)](model)
+            steps += 1
+            for key, value in result.stats.items():
+                stats[key] = stats.get(key, 0) + value
+            unchanged_run = 0 if result.modified else unchanged_run + 1
+            modified |= result.modified
+        stats["rounds"] = -(-steps // len(self.passes)) if self.passes else 0
         return PassResult(self.name, modified, stats)
 
 

@@ -1,12 +1,13 @@
 """Shape inference as a pass: ONNX's inference on a weightless skeleton of the model, with the
 dims it leaves open filled from ONNX Runtime's symbolic inference.
 
-Normalization, rewriting and MAC counting ask for inference many times, mostly on a graph that
-has not changed since the last time; results are memoized by a digest of everything inference
-reads (nodes, inputs, outputs, initializer types and small initializer values, the Reshape
-shapes kept as hints), so an unchanged graph is inferred once.
+Normalization asks for inference many times, mostly on a graph that has not changed since the
+last time. InferShapes passes that share a `ShapeMemo` (one per pruning run) remember results by
+a digest of everything inference reads (nodes, inputs, outputs, initializer types and small
+initializer values, the Reshape shapes kept as hints), so an unchanged graph is inferred once.
 
->>> PassManager([InferShapes()]).run(model)  # doctest: +SKIP
+>>> memo = ShapeMemo()  # doctest: +SKIP
+>>> PassManager([InferShapes(memo=memo), FoldShapes(), InferShapes(memo=memo)]).run(model)  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -36,13 +37,16 @@ class InferShapes(Pass):
     ONNX's inference leaves open are filled from ONNX Runtime's symbolic inference.
     """
 
-    def __init__(self, keep_resolved: bool = False, symbolic: bool = False) -> None:
+    def __init__(
+        self, keep_resolved: bool = False, symbolic: bool = False, memo: ShapeMemo | None = None
+    ) -> None:
         self.keep_resolved = keep_resolved
         self.symbolic = symbolic
+        self.memo = memo if memo is not None else ShapeMemo(capacity=1)
 
     def call(self, model: onnx.ModelProto) -> PassResult:
         hints = _resolved_hints(model) if self.keep_resolved else []
-        inferred = _MEMO.inferred(model, hints, self.symbolic)
+        inferred = self.memo.inferred(model, hints, self.symbolic)
         graph = model.graph
         modified = not _same_protos(graph.value_info, inferred.graph.value_info)
         if modified:
@@ -82,8 +86,10 @@ class _Inferred:
     symbolic: onnx.ModelProto | None = None  # ONNX's inference completed by the symbolic one
 
 
-class _InferenceMemo:
-    """The last few inference results, keyed by a digest of the skeleton they were run on."""
+class ShapeMemo:
+    """The last few inference results, keyed by a digest of the skeleton they were run on.
+    Share one between the InferShapes passes of one run; it holds skeletons (graphs without
+    their large weights), at most `capacity` of them."""
 
     def __init__(self, capacity: int = 4) -> None:
         self._entries: OrderedDict[bytes, _Inferred] = OrderedDict()
@@ -114,9 +120,6 @@ class _InferenceMemo:
             skeleton.graph.value_info.extend(hints)
             entry.symbolic = _complete(entry.onnx_only, _symbolic(skeleton))
         return entry.symbolic
-
-
-_MEMO = _InferenceMemo()
 
 
 def _digest(model: onnx.ModelProto, hints: list[onnx.ValueInfoProto]) -> bytes:

@@ -373,62 +373,80 @@ def _groups_of(dims, sizes, labels, offsets, weights, roles, pins, barriers, fir
     dim_of = np.repeat(np.arange(ndims), [sizes[d] for d in dims])
     pair_key, counts = np.unique(labels * ndims + dim_of, return_counts=True)
     unit_of_pair, dim_of_pair = np.divmod(pair_key, ndims)
-    cuts = np.flatnonzero(np.diff(unit_of_pair)) + 1
-    starts, ends = np.r_[0, cuts].tolist(), np.r_[cuts, len(pair_key)].tolist()
+    starts = np.flatnonzero(np.r_[True, np.diff(unit_of_pair) != 0])  # each unit's first pair
+    widths = np.diff(np.r_[starts, len(pair_key)])
     pairs = np.stack([dim_of_pair, counts], axis=1)
-    units_of: dict[bytes, list[int]] = {}  # signature -> labels of its units, in label order
-    signature_of: dict[bytes, np.ndarray] = {}
-    for start, end in zip(starts, ends, strict=True):
-        key = pairs[start:end].tobytes()
-        found = units_of.get(key)
-        if found is None:
-            units_of[key] = found = []
-            signature_of[key] = pairs[start:end]
-        found.append(int(unit_of_pair[start]))
+    signatures: list[tuple[int, np.ndarray, np.ndarray]] = []  # (first unit, its units, its pairs)
+    for width in np.unique(widths).tolist():  # units with as many pairs: compare rows at once
+        units = np.flatnonzero(widths == width)
+        rows = pairs[starts[units][:, None] + np.arange(width)].reshape(len(units), -1)
+        first, inverse = _same_rows(rows)
+        order = np.argsort(inverse, kind="stable")
+        bounds = np.r_[0, np.cumsum(np.bincount(inverse, minlength=len(first)))]
+        for j in range(len(first)):
+            same = units[order[bounds[j] : bounds[j + 1]]]
+            signatures.append((int(same[0]), unit_of_pair[starts[same]], rows[first[j]].reshape(-1, 2)))
+    signatures.sort(key=lambda item: item[0])  # groups in the order their first unit appears
     weight_dims = np.array([d[0] in weights for d in dims])
-    kept = [key for key in units_of if weight_dims[signature_of[key][:, 0]].any()]
+    kept = [(units, sig) for _, units, sig in signatures if weight_dims[sig[:, 0]].any()]
     if not kept:
         return []
     # every position's (group, rank of its unit in the group); positions of other units get -1
     group_of_unit = np.full(len(labels), -1)
     rank_of_unit = np.zeros(len(labels), dtype=np.int64)
-    for g, key in enumerate(kept):
-        units = units_of[key]
+    for g, (units, _) in enumerate(kept):
         group_of_unit[units] = g
         rank_of_unit[units] = np.arange(len(units))
-    group_at, rank_at = group_of_unit[labels], rank_of_unit[labels]
+    group_at = group_of_unit[labels]
+    # one sort of every grouped position by (axis, group, unit); each run of one (axis, group) is
+    # a member, its positions ascending within each unit
+    where = np.flatnonzero(group_at >= 0)
+    k_at, g_at = dim_of[where], group_at[where]
+    order = np.lexsort((rank_of_unit[labels[where]], g_at, k_at))
+    where, k_at, g_at = where[order], k_at[order], g_at[order]
+    local = where - np.asarray([offsets[d] for d in dims])[k_at]
+    run_key = k_at * len(kept) + g_at
+    run_starts = np.flatnonzero(np.r_[True, run_key[1:] != run_key[:-1]])
+    run_ends = np.r_[run_starts[1:], len(where)]
     members: list[list[Member]] = [[] for _ in kept]
     group_barriers: list[list[Barrier]] = [[] for _ in kept]
-    counts_of = [dict(signature_of[key].tolist()) for key in kept]
-    for k, d in enumerate(dims):
-        lo = offsets[d]
-        g_here, r_here = group_at[lo : lo + sizes[d]], rank_at[lo : lo + sizes[d]]
-        present = np.unique(g_here)
-        present = present[present >= 0]
-        if not len(present):
-            continue
-        order = np.lexsort((r_here, g_here))  # by group, then unit; positions ascending within a unit
-        sorted_groups = g_here[order]
-        lows = np.searchsorted(sorted_groups, present).tolist()
-        highs = np.searchsorted(sorted_groups, present, side="right").tolist()
-        pinned = _is_pinned(d, pins)
-        for g, low, high in zip(present.tolist(), lows, highs, strict=True):
-            count = counts_of[g][k]
-            positions = order[low:high].reshape(-1, count)
-            members[g].append(Member(d[0], d[1], sizes[d], positions, d[0] in weights, roles.get(d, "out")))
-            group_barriers[g].extend(pinned)
+    n_units = [len(units) for units, _ in kept]
+    runs = (run_starts.tolist(), run_ends.tolist(), k_at[run_starts].tolist(), g_at[run_starts].tolist())
+    for low, high, k, g in zip(*runs, strict=True):
+        d = dims[k]
+        positions = local[low:high].reshape(n_units[g], -1)
+        members[g].append(Member(d[0], d[1], sizes[d], positions, d[0] in weights, roles.get(d, "out")))
+        group_barriers[g].extend(_is_pinned(d, pins))
     groups = []
-    for g, key in enumerate(kept):
+    for g, (units, _) in enumerate(kept):
         groups.append(
             Group(
                 first_id + len(groups),
-                len(units_of[key]),
+                len(units),
                 tuple(members[g]),
                 not group_barriers[g],
                 tuple(_dedupe(group_barriers[g])),
             )
         )
     return groups
+
+
+_ROW_HASH = np.random.default_rng(0).integers(1, 2**62, size=4096, dtype=np.int64) | 1
+
+
+def _same_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Classes of equal rows: the first row of each class and every row's class (np.unique's
+    `return_index` and `return_inverse` over rows, through a 64-bit hash of each row that is
+    checked afterwards, so a collision costs time, never correctness)."""
+    width = rows.shape[1]
+    if width <= len(_ROW_HASH):
+        with np.errstate(over="ignore"):
+            hashed = rows @ _ROW_HASH[:width]
+        _, first, inverse = np.unique(hashed, return_index=True, return_inverse=True)
+        if np.array_equal(rows, rows[first[inverse]]):
+            return first, inverse
+    _, first, inverse = np.unique(rows, axis=0, return_index=True, return_inverse=True)
+    return first, inverse.reshape(-1)
 
 
 def _dedupe(barriers) -> list[Barrier]:
