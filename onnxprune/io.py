@@ -260,19 +260,54 @@ def save_model(
         raise ModelError(
             "the model refers to external data, and no directory to read it from was given", path=str(target)
         )
-    split = external or refers or not _fits(model, max_inline_bytes)
-    if split:
+    inline = None if external or refers else _serialize_within(model, max_inline_bytes)
+    if inline is None:
         _write_split(model, target, parent, base_dir, protected)
     else:
-        _write_inline(model, target, parent)
+        _write_inline(inline, target, parent)
     return target
 
 
-def _write_inline(model: onnx.ModelProto, target: Path, parent: Path) -> None:
+def _serialize_within(model: onnx.ModelProto, limit: int) -> bytes | None:
+    """`model` serialized, if that takes at most `limit` bytes; else None. A model whose weights
+    alone come near the limit is measured first (ByteSize), never serialized whole for nothing."""
+    if _initializer_bytes(model) > limit // 2 and not _fits(model, limit):
+        return None
+    try:
+        data = model.SerializeToString()
+    except (ValueError, RuntimeError, OverflowError):
+        return None
+    return data if len(data) <= limit else None
+
+
+def _initializer_bytes(model: onnx.ModelProto) -> int:
+    """About the bytes the initializers take serialized (dims x element size; string tensors
+    measured), without serializing them."""
+    total = 0
+    for tensor in model.graph.initializer:
+        itemsize = _ITEMSIZE.get(tensor.data_type)
+        total += tensor.ByteSize() if itemsize is None else math.prod(tensor.dims) * itemsize
+    return total
+
+
+def _itemsizes() -> dict[int, int]:
+    sizes = {}
+    for code in onnx.TensorProto.DataType.values():
+        if code in (onnx.TensorProto.UNDEFINED, onnx.TensorProto.STRING):
+            continue
+        with contextlib.suppress(KeyError, TypeError, ValueError):  # types numpy cannot hold
+            sizes[code] = onnx.helper.tensor_dtype_to_np_dtype(code).itemsize
+    return sizes
+
+
+_ITEMSIZE = _itemsizes()
+
+
+def _write_inline(data: bytes, target: Path, parent: Path) -> None:
     tmp, fh = _create_temp(parent, target.name)
     try:
         with fh:
-            fh.write(model.SerializeToString())
+            fh.write(data)
             _sync(fh)
         os.replace(tmp, target)
     except BaseException as exc:

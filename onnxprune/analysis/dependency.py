@@ -371,7 +371,7 @@ def _groups_of(dims, sizes, labels, offsets, weights, roles, pins, barriers, fir
     # occupies, in axis order; units of one signature form a group.
     ndims = len(dims)
     dim_of = np.repeat(np.arange(ndims), [sizes[d] for d in dims])
-    pair_key, counts = np.unique(labels * ndims + dim_of, return_counts=True)
+    pair_key, counts = _runs(np.sort(labels * ndims + dim_of, kind="stable"))  # long sorted runs: fast
     unit_of_pair, dim_of_pair = np.divmod(pair_key, ndims)
     starts = np.flatnonzero(np.r_[True, np.diff(unit_of_pair) != 0])  # each unit's first pair
     widths = np.diff(np.r_[starts, len(pair_key)])
@@ -402,7 +402,8 @@ def _groups_of(dims, sizes, labels, offsets, weights, roles, pins, barriers, fir
     # a member, its positions ascending within each unit
     where = np.flatnonzero(group_at >= 0)
     k_at, g_at = dim_of[where], group_at[where]
-    order = np.lexsort((rank_of_unit[labels[where]], g_at, k_at))
+    ranks = rank_of_unit[labels[where]]
+    order = np.argsort((k_at * len(kept) + g_at) * (int(ranks.max()) + 1) + ranks, kind="stable")
     where, k_at, g_at = where[order], k_at[order], g_at[order]
     local = where - np.asarray([offsets[d] for d in dims])[k_at]
     run_key = k_at * len(kept) + g_at
@@ -429,6 +430,12 @@ def _groups_of(dims, sizes, labels, offsets, weights, roles, pins, barriers, fir
             )
         )
     return groups
+
+
+def _runs(ordered: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct values of a sorted array and how often each occurs."""
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    return ordered[starts], np.diff(np.r_[starts, len(ordered)])
 
 
 _ROW_HASH = np.random.default_rng(0).integers(1, 2**62, size=4096, dtype=np.int64) | 1

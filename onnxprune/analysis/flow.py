@@ -122,11 +122,12 @@ class RuleContext:
         self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
         self._consts: dict[str, onnx.TensorProto] = {t.name: t for t in graph.initializer}
         self._const_cache: dict[str, np.ndarray] = {}
+        # shapes are read from the protos when first asked for (most tensors never are)
+        self._infos: dict[str, onnx.ValueInfoProto | onnx.TensorProto] = {
+            vi.name: vi for vi in [*graph.input, *graph.value_info, *graph.output]
+        }
+        self._infos.update(self._consts)
         self._shapes: dict[str, Shape | None] = {}
-        for vi in [*graph.input, *graph.value_info, *graph.output]:
-            self._shapes[vi.name] = _shape_of(vi)
-        for t in graph.initializer:
-            self._shapes[t.name] = tuple(int(d) for d in t.dims)
         self._graph_outputs = {vi.name for vi in graph.output}
         self._consumers: dict[str, list[onnx.NodeProto]] = {}
         self._producers: dict[str, onnx.NodeProto] = {}
@@ -244,7 +245,18 @@ class RuleContext:
 
     def shape(self, tensor: str) -> Shape | None:
         """Static shape of `tensor` (None entries for dynamic dims), or None if the rank is unknown."""
-        return self._shapes.get(tensor)
+        try:
+            return self._shapes[tensor]
+        except KeyError:
+            info = self._infos.get(tensor)
+            if info is None:
+                shape = None
+            elif isinstance(info, onnx.TensorProto):
+                shape = tuple(int(d) for d in info.dims)
+            else:
+                shape = _shape_of(info)
+            self._shapes[tensor] = shape
+            return shape
 
     def size(self, dim: Dim) -> int | None:
         """Static size of one axis, or None when it is dynamic or unknown."""
