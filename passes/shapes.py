@@ -123,21 +123,21 @@ class ShapeMemo:
 
 
 def _digest(model: onnx.ModelProto, hints: list[onnx.ValueInfoProto]) -> bytes:
-    """A digest of what inference reads: the skeleton `_skeleton` would build, and the hints."""
-    h = hashlib.blake2b(digest_size=20)
+    """A digest of what inference reads: the skeleton `_skeleton` would build, and the hints.
+    Every piece is length-prefixed, so different graphs never hash the same bytes."""
     graph = model.graph
-    h.update(f"{model.ir_version}|{graph.name}".encode())
+    pieces = [str((model.ir_version, graph.name)).encode()]
     for part in (model.opset_import, model.functions, graph.input, graph.output, graph.node, hints):
-        h.update(b"|%d|" % len(part))
-        for item in part:
-            h.update(item.SerializeToString())
-    for tensor in graph.initializer:
-        if _keeps_data(tensor):
-            h.update(tensor.SerializeToString())
-        else:
-            h.update(f"|{tensor.name}|{tensor.data_type}|{list(tensor.dims)}".encode())
-    for sparse in graph.sparse_initializer:
-        h.update(sparse.SerializeToString())
+        pieces.append(b"#%d" % len(part))
+        pieces.extend(item.SerializeToString() for item in part)
+    kept = [t for t in graph.initializer if _keeps_data(t)]
+    pieces.append(b"#%d" % len(kept))
+    pieces.extend(t.SerializeToString() for t in kept)
+    pieces.append(repr([(t.name, t.data_type, tuple(t.dims)) for t in graph.initializer]).encode())
+    pieces.append(b"#%d" % len(graph.sparse_initializer))
+    pieces.extend(t.SerializeToString() for t in graph.sparse_initializer)
+    h = hashlib.blake2b(repr([len(p) for p in pieces]).encode(), digest_size=20)
+    h.update(b"".join(pieces))
     return h.digest()
 
 

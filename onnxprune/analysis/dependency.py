@@ -18,6 +18,7 @@ import math
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import networkx as nx
 import numpy as np
@@ -69,7 +70,7 @@ class Group:
     prunable: bool
     barriers: tuple[Barrier, ...] = ()
 
-    @property
+    @cached_property
     def weight_members(self) -> tuple[Member, ...]:
         return tuple(m for m in self.members if m.is_weight)
 
@@ -282,14 +283,48 @@ def _resolve(
 
 
 def _component_groups(dims, sizes, links, weights, roles, pins, first_id) -> list[Group]:
+    # Axes joined by identity maps (an activation, the BatchNorm parameters and the conv weight
+    # axis that all see the same channels) hold the same units at the same positions: elements
+    # are merged over one axis per such class, and every axis of the class shares its members.
+    aliases = _identity_classes(dims, sizes, links)
+    reps = list(aliases)
+    rep_of = {d: rep for rep, same in aliases.items() for d in same}
+    rep_links = [
+        Link(rep_of[lk.a], rep_of[lk.b], lk.index_map)
+        for lk in links
+        if not (lk.index_map.kind == "identity" and rep_of[lk.a] == rep_of[lk.b])
+    ]
     try:
-        labels, offsets = _merge_elements(dims, sizes, links)
+        labels, offsets = _merge_elements(reps, sizes, rep_links)
     except ValueError as exc:
         bad = Barrier("<analysis>", "index map", dims[0][0], dims[0][1], f"inconsistent sizes: {exc}")
         return _groups_of(dims, sizes, None, None, weights, roles, pins, [bad], first_id)
     return _groups_of(
-        dims, sizes, labels, offsets, weights, roles, pins, _component_pins(dims, pins), first_id
+        aliases, sizes, labels, offsets, weights, roles, pins, _component_pins(dims, pins), first_id
     )
+
+
+def _identity_classes(dims: list[Dim], sizes: dict[Dim, int], links: list[Link]) -> dict[Dim, list[Dim]]:
+    """Classes of axes joined by identity maps between equal sizes, as {first axis: its axes},
+    both in `dims` order (an identity map between unequal sizes is left to fail in the merge)."""
+    index = {d: i for i, d in enumerate(dims)}
+    parent = list(range(len(dims)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for lk in links:
+        if lk.index_map.kind == "identity" and sizes[lk.a] == sizes[lk.b]:
+            ra, rb = root(index[lk.a]), root(index[lk.b])
+            if ra != rb:
+                parent[max(ra, rb)] = min(ra, rb)
+    classes: dict[Dim, list[Dim]] = {}
+    for i, d in enumerate(dims):
+        classes.setdefault(dims[root(i)], []).append(d)
+    return classes
 
 
 def _outer_scope_reads(node: onnx.NodeProto) -> set[str]:
@@ -356,7 +391,8 @@ def _merge_elements(dims: list[Dim], sizes: dict[Dim, int], links: list[Link]):
 
 
 def _groups_of(dims, sizes, labels, offsets, weights, roles, pins, barriers, first_id) -> list[Group]:
-    """Split a component's units into groups of equal structure."""
+    """Split a component's units into groups of equal structure. With `labels`, `dims` maps
+    each axis that carries the labelled positions to the axes that share them (itself first)."""
     if labels is None:
         members = tuple(
             Member(
@@ -369,6 +405,8 @@ def _groups_of(dims, sizes, labels, offsets, weights, roles, pins, barriers, fir
     # A unit's label is the smallest position index it occupies (see _merge_elements), so labels
     # order units by where they first appear. Its signature is the (axis, positions in it) pairs it
     # occupies, in axis order; units of one signature form a group.
+    aliases = dims
+    dims = list(aliases)
     ndims = len(dims)
     dim_of = np.repeat(np.arange(ndims), [sizes[d] for d in dims])
     pair_key, counts = _runs(np.sort(labels * ndims + dim_of, kind="stable"))  # long sorted runs: fast
@@ -387,7 +425,7 @@ def _groups_of(dims, sizes, labels, offsets, weights, roles, pins, barriers, fir
             same = units[order[bounds[j] : bounds[j + 1]]]
             signatures.append((int(same[0]), unit_of_pair[starts[same]], rows[first[j]].reshape(-1, 2)))
     signatures.sort(key=lambda item: item[0])  # groups in the order their first unit appears
-    weight_dims = np.array([d[0] in weights for d in dims])
+    weight_dims = np.array([any(a[0] in weights for a in aliases[d]) for d in dims])
     kept = [(units, sig) for _, units, sig in signatures if weight_dims[sig[:, 0]].any()]
     if not kept:
         return []
@@ -409,15 +447,21 @@ def _groups_of(dims, sizes, labels, offsets, weights, roles, pins, barriers, fir
     run_key = k_at * len(kept) + g_at
     run_starts = np.flatnonzero(np.r_[True, run_key[1:] != run_key[:-1]])
     run_ends = np.r_[run_starts[1:], len(where)]
-    members: list[list[Member]] = [[] for _ in kept]
-    group_barriers: list[list[Barrier]] = [[] for _ in kept]
+    found: list[list[tuple[Dim, Member]]] = [[] for _ in kept]
     n_units = [len(units) for units, _ in kept]
     runs = (run_starts.tolist(), run_ends.tolist(), k_at[run_starts].tolist(), g_at[run_starts].tolist())
     for low, high, k, g in zip(*runs, strict=True):
-        d = dims[k]
         positions = local[low:high].reshape(n_units[g], -1)
-        members[g].append(Member(d[0], d[1], sizes[d], positions, d[0] in weights, roles.get(d, "out")))
-        group_barriers[g].extend(_is_pinned(d, pins))
+        positions.flags.writeable = False  # shared by the axes of one identity class
+        for d in aliases[dims[k]]:
+            member = Member(d[0], d[1], sizes[d], positions, d[0] in weights, roles.get(d, "out"))
+            found[g].append((d, member))
+    members: list[list[Member]] = []
+    group_barriers: list[list[Barrier]] = []
+    for entries in found:
+        entries.sort(key=lambda entry: entry[0])  # members in axis order
+        members.append([member for _, member in entries])
+        group_barriers.append([b for d, _ in entries for b in _is_pinned(d, pins)])
     groups = []
     for g, (units, _) in enumerate(kept):
         groups.append(
