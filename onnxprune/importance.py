@@ -43,7 +43,12 @@ def unit_scores(
             array = weights[member.tensor]
             if array.dtype.kind != "f":
                 continue
-            per_position = norms[key] = _axis_norms(array, member.axis, criterion)
+            if member.axis < 2:  # filters and input channels: both from one pass over the tensor
+                for axis, values in enumerate(_leading_axes_norms(array, criterion)):
+                    norms[(member.tensor, axis, criterion)] = values
+                per_position = norms[key]
+            else:
+                per_position = norms[key] = _axis_norms(array, member.axis, criterion)
         if member.positions.shape[1] == 1:  # gathered together below: one numpy call, not many
             single.append((len(scores), per_position, member.positions[:, 0]))
             scores.append(None)
@@ -72,3 +77,13 @@ def _axis_norms(array: np.ndarray, axis: int, criterion: Criterion) -> np.ndarra
     others = tuple(a for a in range(array.ndim) if a != axis)
     values = np.abs(array) if criterion == "l1" else np.square(array)
     return values.sum(axis=others, dtype=np.float64) if others else values.astype(np.float64)
+
+
+def _leading_axes_norms(array: np.ndarray, criterion: Criterion) -> list[np.ndarray]:
+    """`_axis_norms` of axis 0, and of axis 1 when there is one, from one pass over the values:
+    the trailing axes (a kernel) are summed first, then each of the two leading ones."""
+    if array.ndim < 2 or array.size == 0:
+        return [_axis_norms(array, axis, criterion) for axis in range(min(array.ndim, 2))]
+    values = np.abs(array) if criterion == "l1" else np.square(array)
+    plane = values.reshape(array.shape[0], array.shape[1], -1).sum(axis=2, dtype=np.float64)
+    return [plane.sum(axis=1), plane.sum(axis=0)]

@@ -176,8 +176,24 @@ def _graph_tensors(graph: onnx.GraphProto, *, initializers: bool = True) -> Iter
         yield from _node_tensors(node)
 
 
+_PLAIN_ATTRIBUTES = frozenset(
+    {
+        onnx.AttributeProto.FLOAT,
+        onnx.AttributeProto.INT,
+        onnx.AttributeProto.STRING,
+        onnx.AttributeProto.FLOATS,
+        onnx.AttributeProto.INTS,
+        onnx.AttributeProto.STRINGS,
+        onnx.AttributeProto.TYPE_PROTO,
+        onnx.AttributeProto.TYPE_PROTOS,
+    }
+)
+
+
 def _node_tensors(node: onnx.NodeProto) -> Iterator[onnx.TensorProto]:
     for attr in node.attribute:
+        if attr.type in _PLAIN_ATTRIBUTES:  # typed as holding no tensor or graph (UNDEFINED: look)
+            continue
         if attr.HasField("t"):
             yield attr.t
         yield from attr.tensors

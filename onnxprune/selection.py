@@ -110,12 +110,16 @@ def dim_keeps(analysis: DependencyAnalysis, decisions: Decisions) -> dict[Dim, n
             continue
         drop = np.ones(group.size, dtype=bool)
         drop[kept] = False
+        dropped: dict[int, np.ndarray] = {}  # members of identity-joined axes share positions
         for member in group.members:
             dim = (member.tensor, member.axis)
             mask = kept_mask.get(dim)
             if mask is None:
                 mask = kept_mask[dim] = np.ones(analysis.dim_sizes[dim], dtype=bool)
-            mask[member.positions[drop].reshape(-1)] = False
+            where = dropped.get(id(member.positions))
+            if where is None:
+                where = dropped[id(member.positions)] = member.positions[drop].reshape(-1)
+            mask[where] = False
     return {dim: np.flatnonzero(mask) for dim, mask in kept_mask.items()}
 
 

@@ -241,8 +241,8 @@ def _resolve(
                 pins[d].append(Barrier(node, op_type, d[0], d[1], why))
     graph = nx.Graph()
     by_dim: dict[Dim, list[Link]] = defaultdict(list)
+    graph.add_edges_from((link.a, link.b) for link in links)
     for link in links:
-        graph.add_edge(link.a, link.b)
         by_dim[link.a].append(link)
     graph.graph["links"] = links
 

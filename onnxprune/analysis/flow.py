@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 import onnx
@@ -27,10 +27,12 @@ Dim = tuple[str, int]
 
 Role = Literal["in", "out"]
 
+_IDENTITY = IndexMap.identity()
 
-@dataclass(frozen=True)
-class Link:
-    """Positions of `a` and `b` joined by `index_map` are removed together."""
+
+class Link(NamedTuple):
+    """Positions of `a` and `b` joined by `index_map` are removed together (a named tuple: rules
+    make thousands of them)."""
 
     a: Dim
     b: Dim
@@ -69,7 +71,7 @@ class FlowBuilder:
     choice_sets: list[tuple[tuple[Link, ...], ...]] = field(default_factory=list)
 
     def link(self, a: Dim, b: Dim, index_map: IndexMap | None = None) -> None:
-        self.links.append(Link(a, b, index_map or IndexMap.identity()))
+        self.links.append(Link(a, b, index_map or _IDENTITY))
 
     def pin(self, dim: Dim, reason: str) -> None:
         self.pins.append(Pin(dim, reason))
