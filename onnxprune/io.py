@@ -190,6 +190,13 @@ _PLAIN_ATTRIBUTES = frozenset(
 )
 
 
+def attribute_graphs(attr: onnx.AttributeProto) -> list[onnx.GraphProto]:
+    """The subgraphs an attribute holds (an If branch, a Loop body); none for plain values."""
+    if attr.type in _PLAIN_ATTRIBUTES:
+        return []
+    return ([attr.g] if attr.HasField("g") else []) + list(attr.graphs)
+
+
 def _node_tensors(node: onnx.NodeProto) -> Iterator[onnx.TensorProto]:
     for attr in node.attribute:
         if attr.type in _PLAIN_ATTRIBUTES:  # typed as holding no tensor or graph (UNDEFINED: look)

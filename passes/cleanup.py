@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import onnx
 
+from onnxprune.io import attribute_graphs
 from onnxprune.passes.base import Pass, PassResult
 
 
@@ -29,8 +30,9 @@ class RemoveDeadNodes(Pass):
         for i in reversed(dead):  # in place: rebuilding the list would copy every kept weight
             del graph.initializer[i]
         vi = [v for v in graph.value_info if v.name in live]
-        del graph.value_info[:]
-        graph.value_info.extend(vi)
+        if len(vi) < len(graph.value_info):
+            del graph.value_info[:]
+            graph.value_info.extend(vi)
         return PassResult(
             self.name,
             bool(removed_nodes or removed_inits),
@@ -42,8 +44,7 @@ def _subgraph_inputs(node: onnx.NodeProto) -> set[str]:
     """Names read from the outer scope by If/Loop/Scan bodies."""
     names: set[str] = set()
     for attr in node.attribute:
-        graphs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
-        for g in graphs:
+        for g in attribute_graphs(attr):
             for n in g.node:
                 names.update(i for i in n.input if i)
                 names.update(_subgraph_inputs(n))

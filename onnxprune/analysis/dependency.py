@@ -27,6 +27,7 @@ import onnx
 from onnxprune.analysis import rules  # noqa: F401  (registers every op rule)
 from onnxprune.analysis.flow import ChannelFlow, Dim, Link, RuleContext
 from onnxprune.analysis.registry import lookup
+from onnxprune.io import attribute_graphs
 
 
 @dataclass(frozen=True)
@@ -331,8 +332,7 @@ def _outer_scope_reads(node: onnx.NodeProto) -> set[str]:
     """Tensors an If/Loop/Scan body reads from the enclosing graph without listing them as inputs."""
     names: set[str] = set()
     for attr in node.attribute:
-        graphs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
-        for g in graphs:
+        for g in attribute_graphs(attr):
             local = {vi.name for vi in g.input} | {t.name for t in g.initializer}
             local |= {o for n in g.node for o in n.output}
             for inner in g.node:
