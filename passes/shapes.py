@@ -99,14 +99,13 @@ class ShapeMemo:
     def inferred(
         self, model: onnx.ModelProto, hints: list[onnx.ValueInfoProto], symbolic: bool
     ) -> onnx.ModelProto:
-        key = _digest(model, hints)
+        skeleton = _skeleton_bytes(model, hints)
+        key = hashlib.blake2b(skeleton, digest_size=20).digest()
         with self._lock:
             entry = self._entries.get(key)
             if entry is not None:
                 self._entries.move_to_end(key)
         if entry is None:
-            skeleton = _skeleton(model)
-            skeleton.graph.value_info.extend(hints)
             inferred = _infer_onnx(skeleton)
             entry = _Inferred(inferred, _has_open_dims(inferred))
             with self._lock:
@@ -116,32 +115,11 @@ class ShapeMemo:
         if not symbolic or not entry.open_dims:
             return entry.onnx_only
         if entry.symbolic is None:
-            skeleton = _skeleton(model)
-            skeleton.graph.value_info.extend(hints)
-            entry.symbolic = _complete(entry.onnx_only, _symbolic(skeleton))
+            entry.symbolic = _complete(entry.onnx_only, _symbolic(onnx.ModelProto.FromString(skeleton)))
         return entry.symbolic
 
 
-def _digest(model: onnx.ModelProto, hints: list[onnx.ValueInfoProto]) -> bytes:
-    """A digest of what inference reads: the skeleton `_skeleton` would build, and the hints.
-    Every piece is length-prefixed, so different graphs never hash the same bytes."""
-    graph = model.graph
-    pieces = [str((model.ir_version, graph.name)).encode()]
-    for part in (model.opset_import, model.functions, graph.input, graph.output, graph.node, hints):
-        pieces.append(b"#%d" % len(part))
-        pieces.extend(item.SerializeToString() for item in part)
-    kept = [t for t in graph.initializer if _keeps_data(t)]
-    pieces.append(b"#%d" % len(kept))
-    pieces.extend(t.SerializeToString() for t in kept)
-    pieces.append(repr([(t.name, t.data_type, tuple(t.dims)) for t in graph.initializer]).encode())
-    pieces.append(b"#%d" % len(graph.sparse_initializer))
-    pieces.extend(t.SerializeToString() for t in graph.sparse_initializer)
-    h = hashlib.blake2b(repr([len(p) for p in pieces]).encode(), digest_size=20)
-    h.update(b"".join(pieces))
-    return h.digest()
-
-
-def _infer_onnx(model: onnx.ModelProto) -> onnx.ModelProto:
+def _infer_onnx(model: onnx.ModelProto | bytes) -> onnx.ModelProto:
     try:
         return onnx.shape_inference.infer_shapes(model, data_prop=True)
     except Exception as exc:
@@ -242,28 +220,55 @@ _INT_TYPES = frozenset(
 )
 
 
-def _skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy of `model` without value_info whose large initializers are typed graph inputs."""
+def _skeleton(model: onnx.ModelProto, hints: list[onnx.ValueInfoProto] = ()) -> onnx.ModelProto:
+    """A copy of `model` without value_info (but `hints`) whose large initializers are typed
+    graph inputs: what inference runs on."""
+    return onnx.ModelProto.FromString(_skeleton_bytes(model, list(hints)))
+
+
+def _skeleton_bytes(model: onnx.ModelProto, hints: list[onnx.ValueInfoProto]) -> bytes:
+    """The serialized skeleton (see `_skeleton`), written from the serialized pieces of `model`
+    rather than from a copy of it: its bytes are also the memo's key, so an unchanged graph costs
+    one serialization of its nodes, never a copy."""
     src = model.graph
-    out = onnx.ModelProto()
-    out.ir_version = model.ir_version
-    out.opset_import.extend(model.opset_import)
-    out.functions.extend(model.functions)
-    graph = out.graph
-    graph.name = src.name
-    graph.node.extend(src.node)
-    graph.input.extend(src.input)
-    graph.output.extend(src.output)
     declared = {vi.name for vi in src.input}
+    graph = [_field(_GRAPH["name"], src.name.encode())]
+    graph += [_field(_GRAPH["node"], node.SerializeToString()) for node in src.node]
+    graph += [_field(_GRAPH["input"], vi.SerializeToString()) for vi in src.input]
     for tensor in src.initializer:
         if _keeps_data(tensor):
-            graph.initializer.append(tensor)
+            graph.append(_field(_GRAPH["initializer"], tensor.SerializeToString()))
         elif tensor.name not in declared:
-            graph.input.append(
-                helper.make_tensor_value_info(tensor.name, tensor.data_type, list(tensor.dims))
-            )
-    graph.sparse_initializer.extend(src.sparse_initializer)
-    return out
+            typed = helper.make_tensor_value_info(tensor.name, tensor.data_type, list(tensor.dims))
+            graph.append(_field(_GRAPH["input"], typed.SerializeToString()))
+    graph += [_field(_GRAPH["output"], vi.SerializeToString()) for vi in src.output]
+    graph += [_field(_GRAPH["sparse_initializer"], t.SerializeToString()) for t in src.sparse_initializer]
+    graph += [_field(_GRAPH["value_info"], vi.SerializeToString()) for vi in hints]
+    out = [_varint(_MODEL["ir_version"] << 3) + _varint(model.ir_version)]
+    out += [_field(_MODEL["opset_import"], op.SerializeToString()) for op in model.opset_import]
+    out += [_field(_MODEL["functions"], fn.SerializeToString()) for fn in model.functions]
+    out.append(_field(_MODEL["graph"], b"".join(graph)))
+    return b"".join(out)
+
+
+_MODEL = {f.name: f.number for f in onnx.ModelProto.DESCRIPTOR.fields}
+_GRAPH = {f.name: f.number for f in onnx.GraphProto.DESCRIPTOR.fields}
+
+
+def _varint(value: int) -> bytes:
+    """Protobuf base-128 varint of a non-negative int."""
+    out = bytearray()
+    while True:
+        low, value = value & 0x7F, value >> 7
+        if not value:
+            out.append(low)
+            return bytes(out)
+        out.append(low | 0x80)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    """One length-delimited protobuf field (wire type 2): tag, length, bytes."""
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
 
 
 def _keeps_data(tensor: onnx.TensorProto) -> bool:

@@ -99,8 +99,17 @@ class DependencyAnalysis:
 
     groups: tuple[Group, ...]
     barriers: tuple[Barrier, ...]
-    graph: nx.Graph = field(repr=False)
+    links: tuple[Link, ...] = field(repr=False)
     dim_sizes: dict[Dim, int] = field(repr=False)
+
+    @cached_property
+    def graph(self) -> nx.Graph:
+        """The networkx graph of channel axes: one edge per link (built when first asked for);
+        its connected components are the components the groups were split from."""
+        graph = nx.Graph()
+        graph.add_edges_from((link.a, link.b) for link in self.links)
+        graph.graph["links"] = list(self.links)
+        return graph
 
     @property
     def prunable_groups(self) -> tuple[Group, ...]:
@@ -149,10 +158,10 @@ def analyze_model(model: onnx.ModelProto, *, exclude: str | None = None) -> Depe
             score = _resolve(collected, trial, ctx, weights, cache)[3]
             if score > best:
                 state, best = trial, score
-    groups, dim_sizes, graph, _ = _resolve(collected, state, ctx, weights)
+    groups, dim_sizes, links, _ = _resolve(collected, state, ctx, weights)
     barriers = _dedupe(b for g in groups if not g.prunable for b in g.barriers)
     return DependencyAnalysis(
-        groups=tuple(groups), barriers=tuple(barriers), graph=graph, dim_sizes=dim_sizes
+        groups=tuple(groups), barriers=tuple(barriers), links=tuple(links), dim_sizes=dim_sizes
     )
 
 
@@ -240,12 +249,9 @@ def _resolve(
             for d in {d for link in alt for d in (link.a, link.b)} - used:
                 why = f"{op_type} keeps axis {d[1]} of '{d[0]}' whole (another factor carries channels)"
                 pins[d].append(Barrier(node, op_type, d[0], d[1], why))
-    graph = nx.Graph()
     by_dim: dict[Dim, list[Link]] = defaultdict(list)
-    graph.add_edges_from((link.a, link.b) for link in links)
     for link in links:
         by_dim[link.a].append(link)
-    graph.graph["links"] = links
 
     def size_of(dim: Dim) -> int | None:
         if dim[0] in collected.virtual:
@@ -254,7 +260,7 @@ def _resolve(
 
     groups: list[Group] = []
     dim_sizes: dict[Dim, int] = {}
-    for component in nx.connected_components(graph):
+    for component in _connected_components(links):
         dims = sorted(component)
         if not any(d[0] in weights for d in dims):
             continue
@@ -280,7 +286,23 @@ def _resolve(
             for m in g.weight_members:
                 shape = weights[m.tensor]
                 score += m.positions.size * math.prod(shape) // max(1, shape[m.axis])
-    return groups, dim_sizes, graph, score
+    return groups, dim_sizes, links, score
+
+
+def _connected_components(links: list[Link]) -> list[list[Dim]]:
+    """The connected components of the graph `DependencyAnalysis.graph` builds from `links`, in
+    the order networkx lists them (by the first axis each one has in link order)."""
+    index: dict[Dim, int] = {}
+    ends = np.array(
+        [(index.setdefault(lk.a, len(index)), index.setdefault(lk.b, len(index))) for lk in links]
+    )
+    if not len(ends):
+        return []
+    labels = _min_labels(len(index), ends[:, 0], ends[:, 1])
+    order = np.argsort(labels, kind="stable")
+    cuts = np.flatnonzero(np.diff(labels[order])) + 1
+    dims = list(index)
+    return [[dims[i] for i in part] for part in np.split(order, cuts)]
 
 
 def _component_groups(dims, sizes, links, weights, roles, pins, first_id) -> list[Group]:
@@ -372,14 +394,19 @@ def _merge_elements(dims: list[Dim], sizes: dict[Dim, int], links: list[Link]):
         ia, ib = link.index_map.pairs(sizes[link.a], sizes[link.b])
         ia_all.append(ia + offsets[link.a])
         ib_all.append(ib + offsets[link.b])
-    labels = np.arange(total)
     if not ia_all:
-        return labels, offsets
-    u, v = np.concatenate(ia_all), np.concatenate(ib_all)
+        return np.arange(total), offsets
+    return _min_labels(total, np.concatenate(ia_all), np.concatenate(ib_all)), offsets
+
+
+def _min_labels(n: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Union-find over elements 0..n-1 joined by the pairs (u[i], v[i]): each element's label is
+    the smallest element of its class (vectorized: propagate minima, then jump pointers)."""
+    labels = np.arange(n)
     while True:
         lu, lv = labels[u], labels[v]
         if np.array_equal(lu, lv):
-            return labels, offsets
+            return labels
         low = np.minimum(lu, lv)
         np.minimum.at(labels, lu, low)
         np.minimum.at(labels, lv, low)
