@@ -20,12 +20,14 @@ import errno
 import math
 import os
 import secrets
+import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
 import onnx
+import onnx.numpy_helper
 from google.protobuf.message import DecodeError
 
 from onnxprune.errors import ModelError, UsageError
@@ -438,11 +440,16 @@ class _DataWriter:
             start = self._align(len(data))
             self._write(data)
             del data
+        elif initializer and _typed_size(tensor) >= EXTERNAL_MIN_BYTES:  # float_data, int64_data, ...
+            data = _little_endian(onnx.numpy_helper.to_array(tensor)).tobytes()
+            start = self._align(len(data))
+            self._write(data)
+            del data
         else:
             return None
         stub = onnx.TensorProto()
         for fd, value in tensor.ListFields():
-            if fd.name not in ("raw_data", "external_data", "data_location"):
+            if fd.name not in ("raw_data", "external_data", "data_location", *_TYPED_DATA_FIELDS):
                 _copy_field(stub, fd, value)
         stub.data_location = onnx.TensorProto.EXTERNAL
         for key, value in (("location", self.name), ("offset", start), ("length", self.offset - start)):
@@ -540,6 +547,45 @@ def _copy_stripped(src, dst, writer: _DataWriter, *, in_graph: bool) -> None:
                 out.CopyFrom(item)
             else:
                 _copy_stripped(item, out, writer, in_graph=kind == onnx.GraphProto.DESCRIPTOR.full_name)
+
+
+_TYPED_DATA_FIELDS = ("float_data", "int32_data", "int64_data", "double_data", "uint64_data")
+# element types whose external bytes are exactly their numpy values' bytes (no packing, no strings)
+_PLAIN_ELEMENT_TYPES = frozenset(
+    {
+        onnx.TensorProto.FLOAT,
+        onnx.TensorProto.DOUBLE,
+        onnx.TensorProto.FLOAT16,
+        onnx.TensorProto.BFLOAT16,
+        onnx.TensorProto.INT8,
+        onnx.TensorProto.UINT8,
+        onnx.TensorProto.INT16,
+        onnx.TensorProto.UINT16,
+        onnx.TensorProto.INT32,
+        onnx.TensorProto.UINT32,
+        onnx.TensorProto.INT64,
+        onnx.TensorProto.UINT64,
+        onnx.TensorProto.BOOL,
+    }
+)
+
+
+def _typed_size(tensor: onnx.TensorProto) -> int:
+    """Bytes a tensor held in its typed fields (float_data, ...) takes raw; 0 if it has none or
+    its element type is packed or a string."""
+    if tensor.data_type not in _PLAIN_ELEMENT_TYPES or not any(
+        len(getattr(tensor, name)) for name in _TYPED_DATA_FIELDS
+    ):
+        return 0
+    return math.prod(tensor.dims) * _ITEMSIZE[tensor.data_type]
+
+
+def _little_endian(array):
+    return (
+        array
+        if array.dtype.byteorder in "<|=" and sys.byteorder == "little"
+        else array.astype(array.dtype.newbyteorder("<"))
+    )
 
 
 def _raw_size(tensor: onnx.TensorProto) -> int:

@@ -20,6 +20,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import onnx
 import onnx.inliner
 import onnx.shape_inference
@@ -276,17 +277,33 @@ def _node_macs(node: onnx.NodeProto, position: int, shapes: Mapping[str, list[in
     if op == "ConvTranspose":
         weight = _shape(shapes, node, position, 1)
         return math.prod(_shape(shapes, node, position, 0)) * math.prod(weight[1:])
-    if op == "Gemm":
-        a = _shape(shapes, node, position, 0)
-        trans_a = any(attr.name == "transA" and attr.i for attr in node.attribute)
-        if len(a) != 2:
+    if op == "Gemm":  # M x N x K from A and B alone
+        a, b = _shape(shapes, node, position, 0), _shape(shapes, node, position, 1)
+        if len(a) != 2 or len(b) != 2:
             raise ShapeUnknownError(
-                f"Gemm input A has shape {a}, expected rank 2", node=_label(node, position), op_type=op
+                f"Gemm inputs have shapes {a} and {b}, expected rank 2",
+                node=_label(node, position),
+                op_type=op,
             )
-        return math.prod(_shape(shapes, node, position, 0, output=True)) * (a[0] if trans_a else a[1])
-    if op == "MatMul":
-        a = _shape(shapes, node, position, 0)
-        return math.prod(_shape(shapes, node, position, 0, output=True)) * (a[-1] if a else 1)
+        trans_a = any(attr.name == "transA" and attr.i for attr in node.attribute)
+        trans_b = any(attr.name == "transB" and attr.i for attr in node.attribute)
+        (m, k), n = (a[::-1] if trans_a else a), (b[0] if trans_b else b[1])
+        return m * n * k
+    if op == "MatMul":  # numpy matmul: broadcast batch x M x N x K; a 1-D operand has no M (N)
+        a, b = _shape(shapes, node, position, 0), _shape(shapes, node, position, 1)
+        if not a or not b:
+            raise ShapeUnknownError(
+                f"MatMul inputs have shapes {a} and {b}", node=_label(node, position), op_type=op
+            )
+        try:
+            batch = math.prod(np.broadcast_shapes(tuple(a[:-2]), tuple(b[:-2])))
+        except ValueError as exc:
+            raise ShapeUnknownError(
+                f"MatMul inputs {a} and {b} do not broadcast", node=_label(node, position), op_type=op
+            ) from exc
+        m = a[-2] if len(a) > 1 else 1
+        n = b[-1] if len(b) > 1 else 1
+        return batch * m * n * a[-1]
     return 0
 
 
@@ -395,7 +412,9 @@ def _declared_shapes(
                 return None
     shapes: dict[str, list[int] | None] = {}
     graph = model.graph
-    for info in (*graph.input, *graph.value_info, *graph.output):
+    # not graph.output: declared output types are the model's interface and may be stale
+    # annotations (a static batch of 1); a Conv whose output is one makes the caller infer
+    for info in (*graph.input, *graph.value_info):
         if not info.type.HasField("tensor_type") or not info.type.tensor_type.HasField("shape"):
             shapes[info.name] = None
             continue

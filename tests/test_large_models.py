@@ -279,3 +279,67 @@ def test_saving_a_model_with_unresolved_external_data_needs_its_directory(tmp_pa
         numpy_helper.to_array(onnx.load(tmp_path / "out.onnx").graph.initializer[0]),
         numpy_helper.to_array(onnx.load(DEFAULT).graph.initializer[0]),
     )
+
+
+def _matmul_model(storage: str) -> onnx.ModelProto:
+    """x @ w + b, then a Reshape by an int64 constant: w [64, 64] float32 (16 KiB, over onnx's
+    1 KiB external threshold), b and the shape small; `storage` says how w holds its values
+    (raw_data, as exporters and numpy_helper write it, or the typed float_data field)."""
+    w = np.arange(64 * 64, dtype=np.float32).reshape(64, 64) / 7
+    if storage == "raw":
+        weight = numpy_helper.from_array(w, "w")
+    else:
+        weight = onnx.helper.make_tensor("w", onnx.TensorProto.FLOAT, [64, 64], w.ravel().tolist())
+        assert not weight.HasField("raw_data")
+    graph = onnx.helper.make_graph(
+        [
+            onnx.helper.make_node("MatMul", ["x", "w"], ["h"]),
+            onnx.helper.make_node("Add", ["h", "b"], ["a"]),
+            onnx.helper.make_node("Reshape", ["a", "s"], ["y"]),
+        ],
+        "g",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 64])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [8, 8])],
+        initializer=[
+            weight,
+            numpy_helper.from_array(np.linspace(-1, 1, 64, dtype=np.float32), "b"),
+            numpy_helper.from_array(np.array([8, 8], dtype=np.int64), "s"),
+        ],
+    )
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)], ir_version=8)
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def _weights(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    return {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+
+
+@pytest.mark.parametrize("storage", ["raw", "float_data"])
+@pytest.mark.parametrize("margin", [-1, -8000])
+def test_max_inline_bytes_below_the_model_size_writes_external_data(tmp_path, storage, margin):
+    model = _matmul_model(storage)
+    before = model.SerializeToString()
+    limit = model.ByteSize() + margin
+    out = save_model(model, tmp_path / "m.onnx", max_inline_bytes=limit)
+    assert model.SerializeToString() == before
+    assert _files(tmp_path) == {"m.onnx", "m.onnx.data"}
+    assert out.stat().st_size <= limit
+    assert set(_external_locations(out).values()) == {"m.onnx.data"}
+    assert set(_external_locations(out)) == {"w"}  # b and s are under 1 KiB: inline
+    reloaded = onnx.load(out)
+    expected, got = _weights(model), _weights(reloaded)
+    assert list(got) == list(expected)
+    for name, array in expected.items():
+        assert got[name].dtype == array.dtype and np.array_equal(got[name], array), name
+    onnx.checker.check_model(str(out), full_check=True)
+
+
+@pytest.mark.parametrize("storage", ["raw", "float_data"])
+@pytest.mark.parametrize("margin", [0, 1, 10**6])
+def test_max_inline_bytes_at_or_above_the_model_size_writes_one_file(tmp_path, storage, margin):
+    model = _matmul_model(storage)
+    out = save_model(model, tmp_path / "m.onnx", max_inline_bytes=model.ByteSize() + margin)
+    assert _files(tmp_path) == {"m.onnx"}
+    assert out.read_bytes() == model.SerializeToString()
+    assert not _external_locations(out)

@@ -7,8 +7,20 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
+import onnxprune.passes.shapes as shapes_mod
 from onnxprune.errors import UsageError
-from onnxprune.metrics import ModelStats, ShapeUnknownError, count_macs, count_params, model_stats
+from onnxprune.io import read_model
+from onnxprune.metrics import (
+    ModelStats,
+    ShapeUnknownError,
+    count_macs,
+    count_params,
+    macs_by_node,
+    model_stats,
+)
+from onnxprune.passes import InferShapes, PassManager, normalization_passes
+
+from .conftest import MODELS
 
 HEADER = '<ir_version: 8, opset_import: ["" : 17]>\n'
 
@@ -220,3 +232,146 @@ def test_model_stats() -> None:
     stats = model_stats(model)
     assert stats == ModelStats(params=16 * 8 + 16, macs=256, size_bytes=model.ByteSize())
     assert stats.size_bytes > (16 * 8 + 16) * 4
+
+
+# -- macs_by_node(shapes_inferred=True): counts from the model's own inferred value_info --------
+
+# x [N, 3, 8, 8] -> Conv (8 filters, 3x3, pads 1): N*8*8*8 outputs x 3*3*3 = 13824 N
+# -> ConvTranspose (stride 2, W [8, 4, 2, 2]): N*8*8*8 inputs x 4*2*2 = 8192 N
+# -> GlobalAveragePool -> Flatten [N, 4] -> Gemm (W [10, 4] transposed): N*10 x 4 = 40 N
+# t [N, S, 16] -> MatMul (W [16, 16]): N*S*16 x 16 = 256 N S; q @ qᵀ: N*S*S x 16 = 16 N S²
+SYMBOLIC_TEXT = """g (float[N, 3, 8, 8] x, float[N, S, 16] t) => (float[N, 10] y, float[N, S, S] z) {
+    h = Conv <pads = [1, 1, 1, 1]> (x, w)
+    u = ConvTranspose <strides = [2, 2]> (h, wt)
+    p = GlobalAveragePool (u)
+    f = Flatten (p)
+    y = Gemm <transB = 1> (f, wg, bg)
+    q = MatMul (t, wq)
+    qt = Transpose <perm = [0, 2, 1]> (q)
+    z = MatMul (q, qt) }"""
+SYMBOLIC_WEIGHTS = {
+    "w": zeros(8, 3, 3, 3),
+    "wt": zeros(8, 4, 2, 2),
+    "wg": zeros(10, 4),
+    "bg": zeros(10),
+    "wq": zeros(16, 16),
+}
+
+
+def symbolic_macs(n: int, s: int) -> int:
+    return (13824 + 8192 + 40) * n + 256 * n * s + 16 * n * s * s
+
+
+@pytest.fixture
+def inferences(monkeypatch) -> list[int]:
+    """Counts the ONNX shape inferences run (through the InferShapes passes)."""
+    calls: list[int] = []
+    real = shapes_mod._infer_onnx
+
+    def counting(model: onnx.ModelProto) -> onnx.ModelProto:
+        calls.append(1)
+        return real(model)
+
+    monkeypatch.setattr(shapes_mod, "_infer_onnx", counting)
+    return calls
+
+
+def inferred_symbolic_model() -> onnx.ModelProto:
+    model = parse(SYMBOLIC_TEXT, SYMBOLIC_WEIGHTS)
+    InferShapes()(model)
+    return model
+
+
+def test_inferred_value_info_has_the_batch_symbol() -> None:
+    shapes = {vi.name: vi for vi in inferred_symbolic_model().graph.value_info}
+    assert shapes["h"].type.tensor_type.shape.dim[0].dim_param == "N"
+    assert shapes["q"].type.tensor_type.shape.dim[1].dim_param == "S"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "n", "s"),
+    [
+        ({"batch": 1}, 1, 1),
+        ({"batch": 3}, 3, 1),
+        ({"batch": 3, "dynamic_default": 5}, 3, 5),
+        ({"batch": 2, "input_shapes": {"t": [0, 7, 16]}}, 2, 7),
+    ],
+    ids=["batch1", "batch3", "batch3-default5", "batch2-given7"],
+)
+def test_macs_from_inferred_shapes_equal_the_inference_path(inferences, kwargs, n, s) -> None:
+    model = inferred_symbolic_model()
+    before = model.SerializeToString()
+    inferences.clear()
+    fast = macs_by_node(model, shapes_inferred=True, **kwargs)
+    assert not inferences  # every needed shape was in the model already: no inference ran
+    assert fast == macs_by_node(model, **kwargs)
+    assert sum(fast.values()) == symbolic_macs(n, s)
+    assert set(fast) == {"h", "u", "y", "q", "z"}
+    assert model.SerializeToString() == before
+
+
+def test_macs_from_inferred_shapes_fall_back_on_an_unknown_symbol(inferences) -> None:
+    model = inferred_symbolic_model()
+    (conv_out,) = [vi for vi in model.graph.value_info if vi.name == "h"]
+    conv_out.type.tensor_type.shape.dim[0].dim_param = "unk__7"  # no graph input defines it
+    inferences.clear()
+    for batch in (1, 3):
+        fast = macs_by_node(model, batch=batch, shapes_inferred=True)
+        assert fast == macs_by_node(model, batch=batch)
+        assert sum(fast.values()) == symbolic_macs(batch, 1)
+    assert inferences  # the fallback inferred at concrete sizes
+
+
+def test_macs_from_inferred_shapes_fall_back_on_missing_value_info(inferences) -> None:
+    model = inferred_symbolic_model()
+    del model.graph.value_info[:]
+    inferences.clear()
+    assert macs_by_node(model, batch=3, shapes_inferred=True) == macs_by_node(model, batch=3)
+    assert inferences
+
+
+def test_macs_from_inferred_shapes_fall_back_on_an_unnamed_input_dim(inferences) -> None:
+    model = inferred_symbolic_model()
+    model.graph.input[1].type.tensor_type.shape.dim[1].ClearField("dim_param")  # S becomes '?'
+    inferences.clear()
+    fast = macs_by_node(model, batch=2, dynamic_default=4, shapes_inferred=True)
+    assert fast == macs_by_node(model, batch=2, dynamic_default=4)
+    assert sum(fast.values()) == symbolic_macs(2, 4)
+    assert inferences
+
+
+def test_macs_from_inferred_shapes_keep_the_inference_path_errors() -> None:
+    model = inferred_symbolic_model()
+    with pytest.raises(UsageError, match="'nope'"):
+        macs_by_node(model, {"nope": [1]}, shapes_inferred=True)
+
+
+def test_declared_static_output_batch_does_not_decide_the_count() -> None:
+    # valid ONNX (full_check accepts a declared static 1 where inference has N), and normalization
+    # keeps declared output types: the output's declared shape is an annotation, not an inferred
+    # shape, and (as in test_stale_annotations_do_not_decide_the_count) must not decide the count
+    model = parse("""g (float[N, 8] x) => (float[1, 16] y) { y = MatMul(x, w) }""", {"w": zeros(8, 16)})
+    onnx.checker.check_model(model, full_check=True)
+    PassManager(normalization_passes()).run(model)
+    assert macs_by_node(model, batch=3) == {"y": 3 * 16 * 8}
+    assert macs_by_node(model, batch=3, shapes_inferred=True) == {"y": 3 * 16 * 8}
+
+
+REFERENCE_MODELS = sorted(MODELS.glob("*.onnx")) + sorted((MODELS / "torchvision").glob("*.onnx"))
+
+
+@pytest.mark.parametrize("path", REFERENCE_MODELS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_macs_from_inferred_shapes_on_reference_models(path, inferences) -> None:
+    model = read_model(path, lazy=True).model
+    PassManager(normalization_passes()).run(model)
+    outputs = {o.name for o in model.graph.output}
+    # a Conv writing a graph output needs that output's shape, which the fast path does not take
+    # from the declared interface: there (only there) it infers
+    conv_output = any(n.op_type == "Conv" and n.output[0] in outputs for n in model.graph.node)
+    for batch in (1, 3):
+        inferences.clear()
+        fast = macs_by_node(model, batch=batch, shapes_inferred=True)
+        assert bool(inferences) == conv_output, "normalization left a needed shape open"
+        slow = macs_by_node(model, batch=batch)
+        assert fast == slow
+        assert fast and all(v > 0 for v in fast.values())

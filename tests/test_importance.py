@@ -1,0 +1,155 @@
+"""Unit scores of coupling groups against a straightforward reference implementation, on the
+groups the analyzer finds in reference models (plain channels, DenseNet feature maps shared by
+many groups, ShuffleNet's channel shuffle, attention heads of several columns each)."""
+
+from __future__ import annotations
+
+from functools import cache
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from onnxprune.analysis import Group
+from onnxprune.analysis.dependency import Member
+from onnxprune.importance import CRITERIA, unit_scores
+from onnxprune.pipeline import analyze
+
+from .conftest import MODELS
+
+PATHS = [
+    MODELS / "default.onnx",
+    MODELS / "densenet_dynamo.onnx",
+    MODELS / "torchvision" / "shufflenet_v2_x1_0_dynamo.onnx",
+    MODELS / "transformers" / "bert_dynamo.onnx",  # heads of 16 columns
+    MODELS / "transformers" / "vit_torchscript.onnx",  # heads, and members on axis 2
+]
+
+
+def reference_scores(group: Group, weights: dict[str, np.ndarray], criterion: str) -> np.ndarray:
+    """Per member: each position's sum of |w| (l1) or w**2 (l2) over the other axes; a unit's
+    score there is the sum over its positions (its square root for l2), divided by the member's
+    mean score when that is positive; the unit's score is the sum over members."""
+    total = np.zeros(group.size, dtype=np.float64)
+    for member in group.weight_members:
+        w = weights[member.tensor]
+        others = tuple(a for a in range(w.ndim) if a != member.axis)
+        values = np.abs(w) if criterion == "l1" else w**2
+        per_position = values.astype(np.float64).sum(axis=others)
+        scores = np.array([per_position[list(unit)].sum() for unit in member.positions])
+        if criterion == "l2":
+            scores = np.sqrt(scores)
+        mean = scores.mean()
+        if mean > 0:
+            total += scores / mean
+    return total
+
+
+@cache
+def loaded(path) -> tuple[tuple[Group, ...], dict[str, np.ndarray]]:
+    """The groups of a reference model and its weights by name (the analyzer's names are the
+    input model's)."""
+    groups = analyze(path).groups
+    model = onnx.load(path)
+    weights = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    return groups, weights
+
+
+@pytest.mark.parametrize("criterion", CRITERIA)
+@pytest.mark.parametrize("path", PATHS, ids=lambda p: p.name)
+def test_unit_scores_match_the_reference(path, criterion):
+    groups, weights = loaded(path)
+    assert any(g.weight_members for g in groups)
+    for group in groups:
+        got = unit_scores(group, weights, criterion)
+        assert got.shape == (group.size,)
+        assert got.dtype == np.float64
+        np.testing.assert_allclose(
+            got, reference_scores(group, weights, criterion), rtol=1e-9, err_msg=group.describe()
+        )
+
+
+def test_reference_models_cover_multi_column_units_and_higher_axes():
+    # the cases the vectorized paths treat apart: units of several positions, and axes past 1
+    members = [m for path in PATHS for g in loaded(path)[0] for m in g.weight_members]
+    assert max(m.positions.shape[1] for m in members) > 1
+    assert max(m.axis for m in members) >= 2
+    # and tensors read by several groups (a DenseNet feature map's BatchNorm): what `norms` shares
+    densenet, _ = loaded(MODELS / "densenet_dynamo.onnx")
+    groups_of: dict[str, int] = {}
+    for group in densenet:
+        for tensor in {m.tensor for m in group.weight_members}:
+            groups_of[tensor] = groups_of.get(tensor, 0) + 1
+    assert max(groups_of.values()) >= 3
+
+
+@pytest.mark.parametrize("criterion", CRITERIA)
+@pytest.mark.parametrize("path", PATHS, ids=lambda p: p.name)
+def test_shared_norms_give_the_same_scores(path, criterion):
+    groups, weights = loaded(path)
+    shared: dict = {}
+    for group in groups:
+        with_shared = unit_scores(group, weights, criterion, shared)
+        np.testing.assert_array_equal(with_shared, unit_scores(group, weights, criterion, {}))
+        np.testing.assert_array_equal(with_shared, unit_scores(group, weights, criterion))
+    used = {(m.tensor, m.axis, criterion) for g in groups for m in g.weight_members}
+    assert used <= set(shared)
+    # a second pass over the filled cache reads it and gives the same again
+    for group in groups:
+        np.testing.assert_array_equal(
+            unit_scores(group, weights, criterion, shared), unit_scores(group, weights, criterion)
+        )
+
+
+def test_shared_norms_across_criteria_do_not_mix():
+    groups, weights = loaded(MODELS / "default.onnx")
+    shared: dict = {}
+    for group in groups:
+        l1 = unit_scores(group, weights, "l1", shared)
+        l2 = unit_scores(group, weights, "l2", shared)
+        np.testing.assert_array_equal(l2, unit_scores(group, weights, "l2"))
+        np.testing.assert_array_equal(l1, unit_scores(group, weights, "l1"))
+
+
+def member(tensor: str, axis: int, positions: list[list[int]], size: int) -> Member:
+    return Member(tensor, axis, size, np.asarray(positions, dtype=np.int64), True, "out")
+
+
+def test_hand_built_group_with_blocks_a_high_axis_and_an_all_zero_member():
+    rng = np.random.default_rng(0)
+    weights = {
+        "w": rng.standard_normal((3, 4, 6)).astype(np.float32),  # units are column pairs of axis 2
+        "b": rng.standard_normal(6).astype(np.float32),
+        "z": np.zeros((6, 2), np.float32),  # all zero: adds nothing
+    }
+    group = Group(
+        0,
+        3,
+        (
+            member("w", 2, [[0, 1], [2, 3], [4, 5]], 6),
+            member("b", 0, [[5, 0], [1, 4], [2, 3]], 6),
+            member("z", 0, [[0, 1], [2, 3], [4, 5]], 6),
+        ),
+        True,
+    )
+    for criterion in CRITERIA:
+        got = unit_scores(group, weights, criterion)
+        np.testing.assert_allclose(got, reference_scores(group, weights, criterion), rtol=1e-9)
+    # by hand, l1: each member's unit scores over their mean, summed
+    w1 = np.abs(weights["w"]).astype(np.float64).sum(axis=(0, 1))
+    b1 = np.abs(weights["b"]).astype(np.float64)
+    ws, bs = w1.reshape(3, 2).sum(axis=1), b1[[[5, 0], [1, 4], [2, 3]]].sum(axis=1)
+    np.testing.assert_allclose(unit_scores(group, weights, "l1"), ws / ws.mean() + bs / bs.mean(), rtol=1e-9)
+
+
+def test_a_group_without_float_weights_scores_zero():
+    weights = {"idx": np.arange(4, dtype=np.int64)}
+    group = Group(0, 4, (member("idx", 0, [[0], [1], [2], [3]], 4),), True)
+    np.testing.assert_array_equal(unit_scores(group, weights, "l1"), np.zeros(4))
+
+
+def test_unknown_criterion_is_refused():
+    group = Group(0, 1, (), True)
+    with pytest.raises(ValueError, match="l3"):
+        unit_scores(group, {}, "l3")
