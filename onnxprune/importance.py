@@ -85,5 +85,9 @@ def _leading_axes_norms(array: np.ndarray, criterion: Criterion) -> list[np.ndar
     if array.ndim < 2 or array.size == 0:
         return [_axis_norms(array, axis, criterion) for axis in range(min(array.ndim, 2))]
     values = np.abs(array) if criterion == "l1" else np.square(array)
-    plane = values.reshape(array.shape[0], array.shape[1], -1).sum(axis=2, dtype=np.float64)
+    values = values.reshape(array.shape[0], array.shape[1], -1)
+    if values.shape[2] == 1:  # 1x1 kernels and matrices: nothing to sum first
+        plane = values[:, :, 0].astype(np.float64)
+    else:
+        plane = values.sum(axis=2, dtype=np.float64)
     return [plane.sum(axis=1), plane.sum(axis=0)]

@@ -99,13 +99,14 @@ class ShapeMemo:
     def inferred(
         self, model: onnx.ModelProto, hints: list[onnx.ValueInfoProto], symbolic: bool
     ) -> onnx.ModelProto:
-        skeleton = _skeleton_bytes(model, hints)
-        key = hashlib.blake2b(skeleton, digest_size=20).digest()
+        pieces = _Pieces.of(model, hints)
+        key = pieces.digest()
         with self._lock:
             entry = self._entries.get(key)
             if entry is not None:
                 self._entries.move_to_end(key)
         if entry is None:
+            skeleton = pieces.serialized()
             inferred = _infer_onnx(skeleton)
             entry = _Inferred(inferred, _has_open_dims(inferred))
             with self._lock:
@@ -115,7 +116,8 @@ class ShapeMemo:
         if not symbolic or not entry.open_dims:
             return entry.onnx_only
         if entry.symbolic is None:
-            entry.symbolic = _complete(entry.onnx_only, _symbolic(onnx.ModelProto.FromString(skeleton)))
+            skeleton = onnx.ModelProto.FromString(pieces.serialized())
+            entry.symbolic = _complete(entry.onnx_only, _symbolic(skeleton))
         return entry.symbolic
 
 
@@ -223,32 +225,54 @@ _INT_TYPES = frozenset(
 def _skeleton(model: onnx.ModelProto, hints: list[onnx.ValueInfoProto] = ()) -> onnx.ModelProto:
     """A copy of `model` without value_info (but `hints`) whose large initializers are typed
     graph inputs: what inference runs on."""
-    return onnx.ModelProto.FromString(_skeleton_bytes(model, list(hints)))
+    return onnx.ModelProto.FromString(_Pieces.of(model, list(hints)).serialized())
 
 
-def _skeleton_bytes(model: onnx.ModelProto, hints: list[onnx.ValueInfoProto]) -> bytes:
-    """The serialized skeleton (see `_skeleton`), written from the serialized pieces of `model`
-    rather than from a copy of it: its bytes are also the memo's key, so an unchanged graph costs
-    one serialization of its nodes, never a copy."""
-    src = model.graph
-    declared = {vi.name for vi in src.input}
-    graph = [_field(_GRAPH["name"], src.name.encode())]
-    graph += [_field(_GRAPH["node"], node.SerializeToString()) for node in src.node]
-    graph += [_field(_GRAPH["input"], vi.SerializeToString()) for vi in src.input]
-    for tensor in src.initializer:
-        if _keeps_data(tensor):
-            graph.append(_field(_GRAPH["initializer"], tensor.SerializeToString()))
-        elif tensor.name not in declared:
-            typed = helper.make_tensor_value_info(tensor.name, tensor.data_type, list(tensor.dims))
+@dataclass
+class _Pieces:
+    """What inference reads of a model, serialized piece by piece: enough to tell two graphs
+    apart (`digest`) and to write the skeleton (`serialized`) without copying the model."""
+
+    head: bytes  # ir_version, opset imports and functions, field-encoded
+    parts: list[tuple[int, bytes]]  # (GraphProto field, serialized message), in skeleton order
+    typed: list[tuple[str, int, tuple[int, ...]]]  # large initializers: name, type, dims
+    name: str
+
+    @classmethod
+    def of(cls, model: onnx.ModelProto, hints: list[onnx.ValueInfoProto]) -> _Pieces:
+        src = model.graph
+        head = [_varint(_MODEL["ir_version"] << 3) + _varint(model.ir_version)]
+        head += [_field(_MODEL["opset_import"], op.SerializeToString()) for op in model.opset_import]
+        head += [_field(_MODEL["functions"], fn.SerializeToString()) for fn in model.functions]
+        declared = {vi.name for vi in src.input}
+        parts = [(_GRAPH["node"], node.SerializeToString()) for node in src.node]
+        parts += [(_GRAPH["input"], vi.SerializeToString()) for vi in src.input]
+        typed = []
+        for tensor in src.initializer:
+            if _keeps_data(tensor):
+                parts.append((_GRAPH["initializer"], tensor.SerializeToString()))
+            elif tensor.name not in declared:
+                typed.append((tensor.name, tensor.data_type, tuple(tensor.dims)))
+        parts += [(_GRAPH["output"], vi.SerializeToString()) for vi in src.output]
+        parts += [(_GRAPH["sparse_initializer"], t.SerializeToString()) for t in src.sparse_initializer]
+        parts += [(_GRAPH["value_info"], vi.SerializeToString()) for vi in hints]
+        return cls(b"".join(head), parts, typed, src.name)
+
+    def digest(self) -> bytes:
+        """Equal for equal skeletons; every piece is length-prefixed, so no two differ in it."""
+        h = hashlib.blake2b(repr((self.name, [(f, len(b)) for f, b in self.parts], self.typed)).encode())
+        h.update(self.head)
+        h.update(b"".join(payload for _, payload in self.parts))
+        return h.digest()
+
+    def serialized(self) -> bytes:
+        """The skeleton ModelProto, serialized (large initializers declared as typed inputs)."""
+        graph = [_field(_GRAPH["name"], self.name.encode())]
+        graph += [_field(number, payload) for number, payload in self.parts]
+        for name, data_type, dims in self.typed:
+            typed = helper.make_tensor_value_info(name, data_type, list(dims))
             graph.append(_field(_GRAPH["input"], typed.SerializeToString()))
-    graph += [_field(_GRAPH["output"], vi.SerializeToString()) for vi in src.output]
-    graph += [_field(_GRAPH["sparse_initializer"], t.SerializeToString()) for t in src.sparse_initializer]
-    graph += [_field(_GRAPH["value_info"], vi.SerializeToString()) for vi in hints]
-    out = [_varint(_MODEL["ir_version"] << 3) + _varint(model.ir_version)]
-    out += [_field(_MODEL["opset_import"], op.SerializeToString()) for op in model.opset_import]
-    out += [_field(_MODEL["functions"], fn.SerializeToString()) for fn in model.functions]
-    out.append(_field(_MODEL["graph"], b"".join(graph)))
-    return b"".join(out)
+        return self.head + _field(_MODEL["graph"], b"".join(graph))
 
 
 _MODEL = {f.name: f.number for f in onnx.ModelProto.DESCRIPTOR.fields}
