@@ -34,8 +34,7 @@ def unit_scores(
     if criterion not in CRITERIA:
         raise ValueError(f"unknown criterion {criterion!r}; expected one of {', '.join(CRITERIA)}")
     norms = {} if norms is None else norms
-    scores: list[np.ndarray | None] = []  # per weight member, in order: each unit's score there
-    single: list[tuple[int, np.ndarray, np.ndarray]] = []  # members where a unit is one position
+    scores: list[np.ndarray] = []  # per weight member, in order: each unit's sum of norms there
     for member in group.weight_members:
         key = (member.tensor, member.axis, criterion)
         per_position = norms.get(key)
@@ -49,24 +48,14 @@ def unit_scores(
                 per_position = norms[key]
             else:
                 per_position = norms[key] = _axis_norms(array, member.axis, criterion)
-        if member.positions.shape[1] == 1:  # gathered together below: one numpy call, not many
-            single.append((len(scores), per_position, member.positions[:, 0]))
-            scores.append(None)
-            continue
-        rows = per_position[member.positions].sum(axis=1)
-        scores.append(rows if criterion == "l1" else np.sqrt(rows))
-    if single:
-        flat = np.concatenate([values for _, values, _ in single])
-        starts = np.cumsum([0] + [len(values) for _, values, _ in single[:-1]])
-        index = np.stack([at + start for (_, _, at), start in zip(single, starts, strict=True)])
-        gathered = flat[index]
-        if criterion == "l2":
-            gathered = np.sqrt(gathered)
-        for (slot, _, _), row in zip(single, gathered, strict=True):
-            scores[slot] = row
+        if member.positions.shape[1] == 1:  # a unit is one position: no sum over a block
+            rows = per_position[member.positions[:, 0]]
+        else:
+            rows = per_position[member.positions].sum(axis=1)
+        scores.append(rows)
     if not scores:
         return np.zeros(group.size, dtype=np.float64)
-    table = np.vstack(scores)
+    table = np.vstack(scores) if criterion == "l1" else np.sqrt(np.vstack(scores))
     means = table.mean(axis=1)
     # each member weighs alike: its scores divided by their mean (members all zero add nothing)
     return (table[means > 0] / means[means > 0, None]).sum(axis=0)
