@@ -48,16 +48,12 @@ def normalization_passes(memo: ShapeMemo | None = None) -> list[Pass]:
         DropInitializerInputs(),
         Repeat(
             [
-                InferShapes(keep_resolved=True, memo=memo),
+                InferShapes(keep_resolved=True, symbolic=True, memo=memo),
                 FoldShapes(),
                 SimplifyReshapeTargets(),
                 ResolveReshapeShapes(),
+                FoldReshapeRoundTrips(),
                 RemoveDeadNodes(),
             ]
         ),
-        InferShapes(keep_resolved=True, symbolic=True, memo=memo),
-        FoldReshapeRoundTrips(),
-        RemoveDeadNodes(),
-        ResolveReshapeShapes(),
-        InferShapes(keep_resolved=True, symbolic=True, memo=memo),
     ]

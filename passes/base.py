@@ -23,7 +23,13 @@ class PassResult:
 
 
 class Pass:
-    """A graph pass: subclasses implement `call(model) -> PassResult` and mutate in place."""
+    """A graph pass: subclasses implement `call(model) -> PassResult` and mutate in place.
+
+    `idempotent` passes (running one twice in a row changes nothing the second time) are not
+    run again by `Repeat` on a model no pass has changed since their own last run.
+    """
+
+    idempotent = False
 
     @property
     def name(self) -> str:
@@ -51,11 +57,15 @@ class Repeat(Pass):
     def call(self, model: onnx.ModelProto) -> PassResult:
         stats: dict[str, int] = {}
         modified = False
-        unchanged_run = 0  # passes run in a row, up to now, that changed nothing
+        unchanged_run = 0  # passes run (or skipped) in a row, up to now, that changed nothing
         steps = 0
         while unchanged_run < len(self.passes) and steps < self.max_rounds * len(self.passes):
-            result = self.passes[steps % len(self.passes)](model)
+            p = self.passes[steps % len(self.passes)]
             steps += 1
+            if p.idempotent and steps > len(self.passes) and unchanged_run >= len(self.passes) - 1:
+                unchanged_run += 1  # the model is as this pass itself left it
+                continue
+            result = p(model)
             for key, value in result.stats.items():
                 stats[key] = stats.get(key, 0) + value
             unchanged_run = 0 if result.modified else unchanged_run + 1

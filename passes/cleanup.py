@@ -29,7 +29,8 @@ class RemoveDeadNodes(Pass):
             graph.node.extend(kept)
         for i in reversed(dead):  # in place: rebuilding the list would copy every kept weight
             del graph.initializer[i]
-        vi = [v for v in graph.value_info if v.name in live]
+        produced = {o for node in kept for o in node.output}  # an unread output keeps its shape
+        vi = [v for v in graph.value_info if v.name in live or v.name in produced]
         if len(vi) < len(graph.value_info):
             del graph.value_info[:]
             graph.value_info.extend(vi)

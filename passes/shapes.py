@@ -37,6 +37,8 @@ class InferShapes(Pass):
     ONNX's inference leaves open are filled from ONNX Runtime's symbolic inference.
     """
 
+    idempotent = True
+
     def __init__(
         self, keep_resolved: bool = False, symbolic: bool = False, memo: ShapeMemo | None = None
     ) -> None:
