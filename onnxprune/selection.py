@@ -132,7 +132,7 @@ def build_plan(
     """The plan for `decisions`: one slice per weight axis that loses positions, and the groups.
     `keeps` is `dim_keeps(analysis, decisions)` when the caller has it already."""
     keeps = dim_keeps(analysis, decisions) if keeps is None else keeps
-    roles = {(m.tensor, m.axis): m.role for g in analysis.groups for m in g.members}
+    roles = {(m.tensor, m.axis): m.role for g in analysis.groups for m in g.weight_members}
     slices = tuple(
         TensorSlice(
             tensor=t,

@@ -84,7 +84,7 @@ def _same_protos(a, b) -> bool:
 @dataclass
 class _Inferred:
     onnx_only: onnx.ModelProto  # ONNX's inference
-    open_dims: bool  # whether it left dims open (only then does the symbolic pass add anything)
+    open_dims: bool | None = None  # whether it left dims open (only then is the symbolic one run)
     symbolic: onnx.ModelProto | None = None  # ONNX's inference completed by the symbolic one
 
 
@@ -110,11 +110,13 @@ class ShapeMemo:
         if entry is None:
             skeleton = pieces.serialized()
             inferred = _infer_onnx(skeleton)
-            entry = _Inferred(inferred, _has_open_dims(inferred))
+            entry = _Inferred(inferred)
             with self._lock:
                 self._entries[key] = entry
                 while len(self._entries) > self._capacity:
                     self._entries.popitem(last=False)
+        if symbolic and entry.open_dims is None:
+            entry.open_dims = _has_open_dims(entry.onnx_only)
         if not symbolic or not entry.open_dims:
             return entry.onnx_only
         if entry.symbolic is None:

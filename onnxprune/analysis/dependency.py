@@ -19,6 +19,7 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import NamedTuple
 
 import networkx as nx
 import numpy as np
@@ -45,9 +46,12 @@ class Barrier:
         return f"node '{self.node}' ({self.op_type}) pins {where}: {self.reason}"
 
 
-@dataclass(frozen=True, eq=False)
-class Member:
-    """Where a group's units sit in one axis: `positions[k]` are the indices of unit k."""
+class Member(NamedTuple):
+    """Where a group's units sit in one axis: `positions[k]` are the indices of unit k.
+
+    A named tuple (an analysis makes thousands) compared by identity, like the other results:
+    two members are equal only if they are the same object.
+    """
 
     tensor: str
     axis: int
@@ -55,6 +59,14 @@ class Member:
     positions: np.ndarray
     is_weight: bool
     role: str
+
+    def __eq__(self, other: object) -> bool:
+        return self is other
+
+    def __ne__(self, other: object) -> bool:
+        return self is not other
+
+    __hash__ = object.__hash__
 
     @property
     def key(self) -> str:
