@@ -21,7 +21,6 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 import onnx
-from onnx import helper
 
 from onnxprune.errors import ModelError
 from onnxprune.passes.base import Pass, PassResult
@@ -273,14 +272,22 @@ class _Pieces:
         """The skeleton ModelProto, serialized (large initializers declared as typed inputs)."""
         graph = [_field(_GRAPH["name"], self.name.encode())]
         graph += [_field(number, payload) for number, payload in self.parts]
-        for name, data_type, dims in self.typed:
-            typed = helper.make_tensor_value_info(name, data_type, list(dims))
-            graph.append(_field(_GRAPH["input"], typed.SerializeToString()))
+        graph += [_field(_GRAPH["input"], _typed_value_info(*typed)) for typed in self.typed]
         return self.head + _field(_MODEL["graph"], b"".join(graph))
 
 
 _MODEL = {f.name: f.number for f in onnx.ModelProto.DESCRIPTOR.fields}
 _GRAPH = {f.name: f.number for f in onnx.GraphProto.DESCRIPTOR.fields}
+
+
+def _typed_value_info(name: str, data_type: int, dims: tuple[int, ...]) -> bytes:
+    """A serialized ValueInfoProto for a tensor of `data_type` and static `dims`, as
+    ``helper.make_tensor_value_info(name, data_type, dims).SerializeToString()`` gives it (field
+    numbers: ValueInfoProto name 1, type 2; TypeProto tensor_type 1; Tensor elem_type 1, shape 2;
+    TensorShapeProto dim 1; Dimension dim_value 1)."""
+    shape = b"".join(_field(1, _varint(1 << 3) + _varint(d)) for d in dims)
+    tensor = _varint(1 << 3) + _varint(data_type) + _field(2, shape)
+    return _field(1, name.encode()) + _field(2, _field(1, tensor))
 
 
 def _varint(value: int) -> bytes:

@@ -499,3 +499,18 @@ def test_initializers_read_by_a_subgraph_stay():
     assert [n.op_type for n in model.graph.node] == ["If"]
     assert [t.name for t in model.graph.initializer] == ["b", "c"]
     assert result.stats == {"nodes_removed": 1, "initializers_removed": 1}
+
+
+@pytest.mark.parametrize(
+    ("name", "data_type", "dims"),
+    [
+        ("w", onnx.TensorProto.FLOAT, (64, 3, 7, 7)),
+        ("blocks.0.norm.weight", onnx.TensorProto.FLOAT16, (128,)),
+        ("scalar", onnx.TensorProto.INT64, ()),
+        ("wide", onnx.TensorProto.BFLOAT16, (300_000, 1)),
+    ],
+)
+def test_typed_value_info_bytes_match_onnx_helper(name: str, data_type: int, dims: tuple[int, ...]) -> None:
+    # the skeleton declares large weights as typed inputs written straight to protobuf bytes
+    expected = onnx.helper.make_tensor_value_info(name, data_type, list(dims)).SerializeToString()
+    assert shapes_mod._typed_value_info(name, data_type, dims) == expected
