@@ -31,9 +31,9 @@ from onnxprune.analysis.registry import lookup
 from onnxprune.io import attribute_graphs
 
 
-@dataclass(frozen=True)
-class Barrier:
-    """Why channels of `tensor` (axis `axis`, or every axis when -1) cannot be removed."""
+class Barrier(NamedTuple):
+    """Why channels of `tensor` (axis `axis`, or every axis when -1) cannot be removed (a named
+    tuple: the analysis records one for every axis no rule maps)."""
 
     node: str
     op_type: str
