@@ -75,8 +75,8 @@ def _leading_axes_norms(array: np.ndarray, criterion: Criterion) -> list[np.ndar
         return [_axis_norms(array, axis, criterion) for axis in range(min(array.ndim, 2))]
     values = np.abs(array) if criterion == "l1" else np.square(array)
     values = values.reshape(array.shape[0], array.shape[1], -1)
-    if values.shape[2] == 1:  # 1x1 kernels and matrices: nothing to sum first
-        plane = values[:, :, 0].astype(np.float64)
-    else:
-        plane = values.sum(axis=2, dtype=np.float64)
+    if values.shape[2] == 1:  # 1x1 kernels and matrices: sum in float64 without a float64 copy
+        plane = values[:, :, 0]
+        return [plane.sum(axis=1, dtype=np.float64), plane.sum(axis=0, dtype=np.float64)]
+    plane = values.sum(axis=2, dtype=np.float64)  # a ninth (3x3) of the values or less
     return [plane.sum(axis=1), plane.sum(axis=0)]
