@@ -292,13 +292,17 @@ def _typed_value_info(name: str, data_type: int, dims: tuple[int, ...]) -> bytes
 
 def _varint(value: int) -> bytes:
     """Protobuf base-128 varint of a non-negative int."""
+    if value < 0x80:
+        return _ONE_BYTE[value]
     out = bytearray()
-    while True:
-        low, value = value & 0x7F, value >> 7
-        if not value:
-            out.append(low)
-            return bytes(out)
-        out.append(low | 0x80)
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+_ONE_BYTE = [bytes((i,)) for i in range(0x80)]
 
 
 def _field(number: int, payload: bytes) -> bytes:

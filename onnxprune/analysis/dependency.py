@@ -450,8 +450,8 @@ def _groups_of(dims, sizes, labels, offsets, weights, roles, pins, barriers, fir
     dim_of = np.repeat(np.arange(ndims), [sizes[d] for d in dims])
     pair_key, counts = _runs(np.sort(labels * ndims + dim_of, kind="stable"))  # long sorted runs: fast
     unit_of_pair, dim_of_pair = np.divmod(pair_key, ndims)
-    starts = np.flatnonzero(np.r_[True, np.diff(unit_of_pair) != 0])  # each unit's first pair
-    widths = np.diff(np.r_[starts, len(pair_key)])
+    starts = _run_starts(unit_of_pair)  # each unit's first pair
+    widths = np.diff(np.append(starts, len(pair_key)))
     pairs = np.stack([dim_of_pair, counts], axis=1)
     signatures: list[tuple[int, np.ndarray, np.ndarray]] = []  # (first unit, its units, its pairs)
     for width in np.unique(widths).tolist():  # units with as many pairs: compare rows at once
@@ -459,7 +459,7 @@ def _groups_of(dims, sizes, labels, offsets, weights, roles, pins, barriers, fir
         rows = pairs[starts[units][:, None] + np.arange(width)].reshape(len(units), -1)
         first, inverse = _same_rows(rows)
         order = np.argsort(inverse, kind="stable")
-        bounds = np.r_[0, np.cumsum(np.bincount(inverse, minlength=len(first)))]
+        bounds = np.concatenate(([0], np.cumsum(np.bincount(inverse, minlength=len(first)))))
         for j in range(len(first)):
             same = units[order[bounds[j] : bounds[j + 1]]]
             signatures.append((int(same[0]), unit_of_pair[starts[same]], rows[first[j]].reshape(-1, 2)))
@@ -484,8 +484,8 @@ def _groups_of(dims, sizes, labels, offsets, weights, roles, pins, barriers, fir
     where, k_at, g_at = where[order], k_at[order], g_at[order]
     local = where - np.asarray([offsets[d] for d in dims])[k_at]
     run_key = k_at * len(kept) + g_at
-    run_starts = np.flatnonzero(np.r_[True, run_key[1:] != run_key[:-1]])
-    run_ends = np.r_[run_starts[1:], len(where)]
+    run_starts = _run_starts(run_key)
+    run_ends = np.append(run_starts[1:], len(where))
     found: list[list[tuple[Dim, Member]]] = [[] for _ in kept]
     n_units = [len(units) for units, _ in kept]
     runs = (run_starts.tolist(), run_ends.tolist(), k_at[run_starts].tolist(), g_at[run_starts].tolist())
@@ -517,8 +517,13 @@ def _groups_of(dims, sizes, labels, offsets, weights, roles, pins, barriers, fir
 
 def _runs(ordered: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Distinct values of a sorted array and how often each occurs."""
-    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
-    return ordered[starts], np.diff(np.r_[starts, len(ordered)])
+    starts = _run_starts(ordered)
+    return ordered[starts], np.diff(np.append(starts, len(ordered)))
+
+
+def _run_starts(values: np.ndarray) -> np.ndarray:
+    """Indices where a run of equal values begins (np.r_ would cost more than the work here)."""
+    return np.flatnonzero(np.concatenate(([len(values) > 0], values[1:] != values[:-1])))
 
 
 _ROW_HASH = np.random.default_rng(0).integers(1, 2**62, size=4096, dtype=np.int64) | 1
