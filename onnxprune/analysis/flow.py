@@ -131,20 +131,17 @@ class RuleContext:
         self._infos.update(self._consts)
         self._shapes: dict[str, Shape | None] = {}
         self._graph_outputs = {vi.name for vi in graph.output}
-        self._consumers: dict[str, list[onnx.NodeProto]] = {}
-        self._producers: dict[str, onnx.NodeProto] = {}
-        for node in graph.node:
-            for name in node.input:
-                if name:
-                    self._consumers.setdefault(name, []).append(node)
-            for name in node.output:
-                self._producers[name] = node
+        self._nodes = graph.node
+        self._consumers: dict[str, list[onnx.NodeProto]] | None = None  # built when first asked for
+        self._producers: dict[str, onnx.NodeProto] | None = None
 
     def is_graph_output(self, tensor: str) -> bool:
         return tensor in self._graph_outputs
 
     def producer(self, tensor: str) -> onnx.NodeProto | None:
         """The node that computes `tensor` (None for graph inputs and initializers)."""
+        if self._producers is None:
+            self._producers = {name: node for node in self._nodes for name in node.output}
         return self._producers.get(tensor)
 
     def shape_entries(self, tensor: str) -> list[int | Dim | None] | None:
@@ -243,6 +240,12 @@ class RuleContext:
 
     def consumers(self, tensor: str) -> list[onnx.NodeProto]:
         """Nodes that read `tensor` (empty for graph outputs nobody else reads)."""
+        if self._consumers is None:
+            self._consumers = {}
+            for node in self._nodes:
+                for name in node.input:
+                    if name:
+                        self._consumers.setdefault(name, []).append(node)
         return self._consumers.get(tensor, [])
 
     def shape(self, tensor: str) -> Shape | None:
