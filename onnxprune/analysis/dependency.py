@@ -497,10 +497,17 @@ def _groups_of(dims, sizes, labels, offsets, weights, roles, pins, barriers, fir
             found[g].append((d, member))
     members: list[list[Member]] = []
     group_barriers: list[list[Barrier]] = []
+    pinned: dict[Dim, list[Barrier]] = {}  # an axis sits in several groups: look it up once
     for entries in found:
         entries.sort(key=lambda entry: entry[0])  # members in axis order
         members.append([member for _, member in entries])
-        group_barriers.append([b for d, _ in entries for b in _is_pinned(d, pins)])
+        barriers_here = []
+        for d, _ in entries:
+            why = pinned.get(d)
+            if why is None:
+                why = pinned[d] = _is_pinned(d, pins)
+            barriers_here.extend(why)
+        group_barriers.append(barriers_here)
     groups = []
     for g, (units, _) in enumerate(kept):
         groups.append(
