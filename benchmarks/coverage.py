@@ -15,12 +15,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 from pathlib import Path
 
 import onnx
 import onnxruntime
+from machine import cpu_model
 
 import onnxprune
 from onnxprune.bench import benchmark
@@ -36,16 +36,6 @@ def _text_shapes(model: onnx.ModelProto, batch: int, seq: int) -> dict[str, list
         for vi in model.graph.input
         if len(vi.type.tensor_type.shape.dim) == 2 and not vi.type.tensor_type.shape.dim[1].dim_value
     }
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def measure(path: Path, ratio: float, runs: int) -> dict:
@@ -84,7 +74,7 @@ def table(rows: list[dict], ratio: float, runs: int) -> str:
         f"`onnxprune m.onnx out.onnx --ratio {ratio}` (default options: round-to 8) on every reference "
         "export; "
         f"parity is the worst relative error of pruned vs masked original; speedup from `onnxprune.bench` "
-        f"({runs} interleaved runs, batch 1, text models at sequence 32, 2 threads). Machine: {_cpu()}, "
+        f"({runs} interleaved runs, batch 1, text models at sequence 32, 2 threads). Machine: {cpu_model()}, "
         f"{os.cpu_count()} cores, onnxruntime {onnxruntime.__version__}, load average {load[0]:.1f}. "
         "These are reduced-width exports (models/*/README.md): small layers, so latency gains are far "
         "below the MACs ratio; benchmarks/README.md measures full-width models.",

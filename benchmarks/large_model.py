@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from machine import cpu_model, ram_gib
 from onnx import TensorProto, helper
 
 HERE = Path(__file__).resolve().parent
@@ -220,22 +221,9 @@ def check(src: Path, out: Path, width: int) -> dict:
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    ram = ""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal"):
-                ram = f"{int(line.split()[1]) / 2**20:.1f} GiB RAM"
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} logical CPUs, {ram}; Linux {platform.release()}"
+    ram = ram_gib()
+    ram_text = f"{ram:.1f} GiB RAM" if ram else ""
+    return f"{cpu_model()}, {os.cpu_count()} logical CPUs, {ram_text}; Linux {platform.release()}"
 
 
 def report(size: int, layers: int, width: int, ratio: float, runs: list[dict], checked: dict | None) -> str:

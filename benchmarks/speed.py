@@ -23,7 +23,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,6 +33,7 @@ from typing import Any
 
 import onnx
 import onnxruntime as ort
+from machine import cpu_flags, cpu_model, git_state, load_average
 
 import onnxprune
 from onnxprune.bench import benchmark
@@ -47,47 +47,19 @@ BATCHES = (1, 8)
 
 def machine() -> dict[str, Any]:
     """CPU model, cores, load and library versions, as recorded next to the results."""
-    cpu = "unknown"
-    flags: set[str] = set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name" and cpu == "unknown":
-                cpu = value.strip()
-            elif key.strip() == "flags" and not flags:
-                flags = set(value.split())
-    except OSError:
-        pass
+    flags = cpu_flags()
     simd = [f for f in ("avx512f", "avx512_vnni", "avx2", "fma", "avx") if f in flags]
     return {
-        "cpu": cpu,
+        "cpu": cpu_model(),
         "simd": simd[:2],
         "logical_cpus": os.cpu_count(),
-        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "load_average": load_average(),
         "python": platform.python_version(),
         "onnxruntime": ort.__version__,
         "onnx": onnx.__version__,
         "onnxprune": onnxprune.__version__,
         "onnxprune_git": git_state(),
     }
-
-
-def git_state() -> str:
-    """The repository's HEAD commit, with "+ local changes" when the work tree differs from it."""
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=HERE,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return f"{head} + local changes" if dirty else head
 
 
 def seconds(fn: Callable[[], Any]) -> tuple[float, Any]:
@@ -277,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(table([row], args.batches).splitlines()[-1], flush=True)
                     if "error" in row:
                         print(row["error"], file=sys.stderr, flush=True)
-    info["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+    info["load_average_end"] = load_average()
     info["wall_minutes"] = round((time.time() - started) / 60, 1)
     command = "python benchmarks/speed.py " + " ".join(argv if argv is not None else sys.argv[1:])
     text = table(rows, args.batches)

@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 import onnx
 import onnxruntime as ort
+from machine import cpu_model, load_average, ram_gib
 
 import onnxprune
 from onnxprune.bench import benchmark
@@ -90,30 +91,6 @@ print("RESULT " + json.dumps({"torch": torch.__version__, "checks": out}))
 # --------------------------------------------------------------------------------------------
 # Machine
 # --------------------------------------------------------------------------------------------
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def ram_gib() -> float | None:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                return int(line.split()[1]) / 2**20
-    except OSError:
-        pass
-    return None
-
-
-def loadavg() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
 
 
 def machine() -> dict[str, Any]:
@@ -284,7 +261,7 @@ def run_setting(
 
     entry["bench"] = []
     for batch, seq in BENCH_SHAPES:
-        before = loadavg()
+        before = load_average()
         bench = benchmark(
             str(model_path),
             str(out_path),
@@ -294,7 +271,7 @@ def run_setting(
             batch=batch,
             input_shapes={name: [batch, seq] for name in INPUTS},
         )
-        after = loadavg()
+        after = load_average()
         print(f"  load {before} -> {after}\n  " + str(bench).replace("\n", "\n  "), flush=True)
         entry["bench"].append(
             {
@@ -450,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
         "regenerate_command": "HF_HUB_OFFLINE=1 "
         + shlex.join(regenerate_command(args.model, args.torch_python)),
         "machine": machine(),
-        "load_start": loadavg(),
+        "load_start": load_average(),
         "runs": args.runs,
         "warmup": args.warmup,
         "threads": args.threads,
@@ -477,7 +454,7 @@ def main(argv: list[str] | None = None) -> int:
             print(tb, flush=True)
             data["settings"].append({"head_ratio": head_ratio, "ffn_ratio": ffn_ratio, "error": tb})
             data["failures"].append(tb)
-    data["load_end"] = loadavg()
+    data["load_end"] = load_average()
     text = markdown(data)
     args.out.write_text(text)
     print("\n" + text)
