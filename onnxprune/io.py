@@ -20,7 +20,6 @@ import errno
 import math
 import os
 import secrets
-import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -441,7 +440,8 @@ class _DataWriter:
             self._write(data)
             del data
         elif initializer and _typed_size(tensor) >= EXTERNAL_MIN_BYTES:  # float_data, int64_data, ...
-            data = _little_endian(onnx.numpy_helper.to_array(tensor)).tobytes()
+            array = onnx.numpy_helper.to_array(tensor)
+            data = array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()  # external: LE
             start = self._align(len(data))
             self._write(data)
             del data
@@ -578,14 +578,6 @@ def _typed_size(tensor: onnx.TensorProto) -> int:
     ):
         return 0
     return math.prod(tensor.dims) * _ITEMSIZE[tensor.data_type]
-
-
-def _little_endian(array):
-    return (
-        array
-        if array.dtype.byteorder in "<|=" and sys.byteorder == "little"
-        else array.astype(array.dtype.newbyteorder("<"))
-    )
 
 
 def _raw_size(tensor: onnx.TensorProto) -> int:

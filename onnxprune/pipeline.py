@@ -237,25 +237,32 @@ def prune(
             ]
         ).run(work)
         new_plan = Plan(slices=new_plan.slices, rewrites=tuple(rewrite.rewrites), groups=new_plan.groups)
-        out_model, macs_after = work, _safe_macs(work)
+        per_node_after = _safe_macs_by_node(work)
+        out_model = work
+        macs_after = sum(per_node_after.values()) if per_node_after is not None else None
     else:  # nothing to remove: the output is the input as it was, not its normalized form
         del work, norm_results
         out_model, macs_after = read_model(model, lazy=True).model, macs_before
-    report = _report(
-        params_before,
-        out_model,
-        source,
-        analysis,
-        new_plan,
-        ratio,
-        criterion,
-        round_to,
-        decisions,
-        results,
-        macs_before,
-        macs_after,
+    stats = {k: v for r in results for k, v in r.stats.items()}
+    report = PruneReport(
+        source=source,
+        ratio=ratio,
+        criterion=criterion,
+        round_to=round_to,
+        groups_found=len(analysis.groups),
+        groups_prunable=len(analysis.prunable_groups),
+        groups_pruned=len(decisions),
+        groups_pinned=len(analysis.pinned_groups),
+        params_before=params_before,
+        params_after=count_params(out_model),
+        macs_before=macs_before,
+        macs_after=macs_after,
+        tensors_sliced=stats.get("tensors_sliced", 0),
+        rewrites=len(new_plan.rewrites),
+        barriers=[str(b) for b in analysis.barriers],
+        passes=[{"name": r.name, "modified": r.modified, **r.stats} for r in results],
+        prunable_macs_fraction=prunable_fraction,
     )
-    report.prunable_macs_fraction = prunable_fraction
     return PruneResult(
         model=out_model,
         plan=new_plan,
@@ -332,51 +339,9 @@ def _check_replay(given: Plan, derived: Plan) -> None:
             )
 
 
-def _report(
-    params_before,
-    pruned,
-    source,
-    analysis,
-    plan,
-    ratio,
-    criterion,
-    round_to,
-    decisions,
-    results,
-    macs_before,
-    macs_after,
-):
-    stats = {k: v for r in results for k, v in r.stats.items()}
-    return PruneReport(
-        source=source,
-        ratio=ratio,
-        criterion=criterion,
-        round_to=round_to,
-        groups_found=len(analysis.groups),
-        groups_prunable=len(analysis.prunable_groups),
-        groups_pruned=len(decisions),
-        groups_pinned=len(analysis.pinned_groups),
-        params_before=params_before,
-        params_after=count_params(pruned),
-        macs_before=macs_before,
-        macs_after=macs_after,
-        tensors_sliced=stats.get("tensors_sliced", 0),
-        rewrites=len(plan.rewrites),
-        barriers=[str(b) for b in analysis.barriers],
-        passes=[{"name": r.name, "modified": r.modified, **r.stats} for r in results],
-    )
-
-
 def _safe_macs_by_node(model: onnx.ModelProto) -> dict[str, int] | None:
     try:
         return macs_by_node(model, shapes_inferred=True)  # our models: shapes inferred by the passes
-    except (ValueError, KeyError, IndexError):
-        return None
-
-
-def _safe_macs(model: onnx.ModelProto) -> int | None:
-    try:
-        return sum(macs_by_node(model, shapes_inferred=True).values())
     except (ValueError, KeyError, IndexError):
         return None
 

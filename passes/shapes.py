@@ -225,16 +225,12 @@ _INT_TYPES = frozenset(
 )
 
 
-def _skeleton(model: onnx.ModelProto, hints: list[onnx.ValueInfoProto] = ()) -> onnx.ModelProto:
-    """A copy of `model` without value_info (but `hints`) whose large initializers are typed
-    graph inputs: what inference runs on."""
-    return onnx.ModelProto.FromString(_Pieces.of(model, list(hints)).serialized())
-
-
 @dataclass
 class _Pieces:
     """What inference reads of a model, serialized piece by piece: enough to tell two graphs
-    apart (`digest`) and to write the skeleton (`serialized`) without copying the model."""
+    apart (`digest`) and to write the skeleton (`serialized`) without copying the model. The
+    skeleton is the model without value_info (but the hints) whose large initializers are
+    typed graph inputs."""
 
     head: bytes  # ir_version, opset imports and functions, field-encoded
     parts: list[tuple[int, bytes]]  # (GraphProto field, serialized message), in skeleton order

@@ -333,7 +333,7 @@ def _component_groups(dims, sizes, links, weights, roles, pins, first_id) -> lis
         labels, offsets = _merge_elements(reps, sizes, rep_links)
     except ValueError as exc:
         bad = Barrier("<analysis>", "index map", dims[0][0], dims[0][1], f"inconsistent sizes: {exc}")
-        return _groups_of(dims, sizes, None, None, weights, roles, pins, [bad], first_id)
+        return _unresolved_group(dims, sizes, weights, roles, bad, first_id)
     return _groups_of(
         aliases, sizes, labels, offsets, weights, roles, pins, _component_pins(dims, pins), first_id
     )
@@ -343,22 +343,16 @@ def _identity_classes(dims: list[Dim], sizes: dict[Dim, int], links: list[Link])
     """Classes of axes joined by identity maps between equal sizes, as {first axis: its axes},
     both in `dims` order (an identity map between unequal sizes is left to fail in the merge)."""
     index = {d: i for i, d in enumerate(dims)}
-    parent = list(range(len(dims)))
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for lk in links:
-        if lk.index_map.kind == "identity" and sizes[lk.a] == sizes[lk.b]:
-            ra, rb = root(index[lk.a]), root(index[lk.b])
-            if ra != rb:
-                parent[max(ra, rb)] = min(ra, rb)
+    pairs = [
+        (index[lk.a], index[lk.b])
+        for lk in links
+        if lk.index_map.kind == "identity" and sizes[lk.a] == sizes[lk.b]
+    ]
+    ends = np.array(pairs, dtype=np.int64).reshape(-1, 2)
+    labels = _min_labels(len(dims), ends[:, 0], ends[:, 1]).tolist()  # a class's first axis
     classes: dict[Dim, list[Dim]] = {}
-    for i, d in enumerate(dims):
-        classes.setdefault(dims[root(i)], []).append(d)
+    for d, label in zip(dims, labels, strict=True):
+        classes.setdefault(dims[label], []).append(d)
     return classes
 
 
@@ -429,22 +423,22 @@ def _min_labels(n: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
             labels = jumped
 
 
-def _groups_of(dims, sizes, labels, offsets, weights, roles, pins, barriers, first_id) -> list[Group]:
-    """Split a component's units into groups of equal structure. With `labels`, `dims` maps
-    each axis that carries the labelled positions to the axes that share them (itself first)."""
-    if labels is None:
-        members = tuple(
-            Member(
-                d[0], d[1], sizes[d] or 0, np.zeros((0, 0), np.int64), d[0] in weights, roles.get(d, "out")
-            )
-            for d in dims
-            if d[0] in weights
-        )
-        return [Group(first_id, 0, members, False, tuple(barriers))]
+def _unresolved_group(dims, sizes, weights, roles, barrier: Barrier, first_id) -> list[Group]:
+    """One pinned group naming the component's weights, for a component whose maps disagree."""
+    members = tuple(
+        Member(d[0], d[1], sizes[d] or 0, np.zeros((0, 0), np.int64), d[0] in weights, roles.get(d, "out"))
+        for d in dims
+        if d[0] in weights
+    )
+    return [Group(first_id, 0, members, False, (barrier,))]
+
+
+def _groups_of(aliases, sizes, labels, offsets, weights, roles, pins, barriers, first_id) -> list[Group]:
+    """Split a component's units into groups of equal structure. `aliases` maps each axis that
+    carries the labelled positions to the axes that share them (itself first)."""
     # A unit's label is the smallest position index it occupies (see _merge_elements), so labels
     # order units by where they first appear. Its signature is the (axis, positions in it) pairs it
     # occupies, in axis order; units of one signature form a group.
-    aliases = dims
     dims = list(aliases)
     ndims = len(dims)
     dim_of = np.repeat(np.arange(ndims), [sizes[d] for d in dims])
