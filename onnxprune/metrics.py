@@ -231,13 +231,25 @@ def _big_constant(node: onnx.NodeProto) -> onnx.TensorProto | None:
     return None
 
 
-def _known_shapes(model: onnx.ModelProto) -> dict[str, list[int] | None]:
-    """Every named value's shape after inference; None where any dim or the rank is unknown."""
-    shapes: dict[str, list[int] | None] = {}
+def _known_shapes(
+    model: onnx.ModelProto,
+    infos: Sequence[onnx.ValueInfoProto] | None = None,
+    symbols: Mapping[str, int] | None = None,
+) -> dict[str, list[int] | None]:
+    """Shapes of `infos` (default: graph inputs, value_info and outputs) and of the weights; a
+    symbolic dim takes its size from `symbols`; None where a dim or the rank is unknown."""
     graph = model.graph
-    for info in (*graph.input, *graph.value_info, *graph.output):
-        dims = tensor_dims(info)
-        shapes[info.name] = None if dims is None or None in dims else [int(d) for d in dims]
+    symbols = symbols or {}
+    shapes: dict[str, list[int] | None] = {}
+    for info in (*graph.input, *graph.value_info, *graph.output) if infos is None else infos:
+        if not info.type.HasField("tensor_type") or not info.type.tensor_type.HasField("shape"):
+            shapes[info.name] = None
+            continue
+        dims = [
+            d.dim_value if d.HasField("dim_value") else symbols.get(d.dim_param)
+            for d in info.type.tensor_type.shape.dim
+        ]
+        shapes[info.name] = None if None in dims else dims
     for name, tensor in weight_tensors(model).items():
         shapes[name] = list(tensor.dims)
     return shapes
@@ -410,22 +422,9 @@ def _declared_shapes(
                 continue
             if not dim.dim_param or symbols.setdefault(dim.dim_param, size) != size:
                 return None
-    shapes: dict[str, list[int] | None] = {}
-    graph = model.graph
     # not graph.output: declared output types are the model's interface and may be stale
     # annotations (a static batch of 1); a Conv whose output is one makes the caller infer
-    for info in (*graph.input, *graph.value_info):
-        if not info.type.HasField("tensor_type") or not info.type.tensor_type.HasField("shape"):
-            shapes[info.name] = None
-            continue
-        dims = [
-            d.dim_value if d.HasField("dim_value") else symbols.get(d.dim_param)
-            for d in info.type.tensor_type.shape.dim
-        ]
-        shapes[info.name] = None if None in dims else dims
-    for tensor in graph.initializer:
-        shapes[tensor.name] = list(tensor.dims)
-    return shapes
+    return _known_shapes(model, [*model.graph.input, *model.graph.value_info], symbols)
 
 
 def model_stats(
