@@ -1,6 +1,6 @@
 """Where the tool's own time goes: CPU time of each phase of `onnxprune.prune` + save.
 
-Wraps the pipeline's phases (read, normalize, analyze, select, keeps, plan, MACs, apply, report)
+Wraps the pipeline's phases (read, normalize, analyze, select, keeps, plan, MACs, apply)
 and the save, runs `--repeats` prunes of each model in one process, and prints the median CPU
 milliseconds of each phase next to a plain `onnx.load` + `onnx.save` of the same file. CPU time
 (``time.process_time``) rather than wall time, so that other jobs on a shared machine weigh less.
@@ -31,9 +31,7 @@ PHASES = {
     "select_units": "select",
     "dim_keeps": "keeps",
     "build_plan": "plan",
-    "_safe_macs_by_node": "MACs before",
-    "_safe_macs": "MACs after",
-    "_report": "report",
+    "_safe_macs_by_node": "MACs",  # before and after
 }
 
 
