@@ -103,6 +103,7 @@ def decisions_from_plan(analysis: DependencyAnalysis, plan: Plan) -> Decisions:
 
 def dim_keeps(analysis: DependencyAnalysis, decisions: Decisions) -> dict[Dim, np.ndarray]:
     """Kept positions of every axis (weights, activations, virtual) that loses positions."""
+    shared = analysis.shared_positions  # such an axis keeps what the axis it follows keeps
     kept_mask: dict[Dim, np.ndarray] = {}
     for group in analysis.groups:
         kept = decisions.get(group.id)
@@ -110,17 +111,20 @@ def dim_keeps(analysis: DependencyAnalysis, decisions: Decisions) -> dict[Dim, n
             continue
         drop = np.ones(group.size, dtype=bool)
         drop[kept] = False
-        dropped: dict[int, np.ndarray] = {}  # members of identity-joined axes share positions
         for member in group.members:
             dim = (member.tensor, member.axis)
+            if dim in shared:
+                continue
             mask = kept_mask.get(dim)
             if mask is None:
                 mask = kept_mask[dim] = np.ones(analysis.dim_sizes[dim], dtype=bool)
-            where = dropped.get(id(member.positions))
-            if where is None:
-                where = dropped[id(member.positions)] = member.positions[drop].reshape(-1)
-            mask[where] = False
-    return {dim: np.flatnonzero(mask) for dim, mask in kept_mask.items()}
+            mask[member.positions[drop].reshape(-1)] = False
+    keeps = {}
+    for dim, mask in kept_mask.items():
+        keeps[dim] = np.flatnonzero(mask)
+        keeps[dim].flags.writeable = False  # shared with the axes that follow this one
+    keeps.update((dim, keeps[first]) for dim, first in shared.items() if first in keeps)
+    return keeps
 
 
 def build_plan(

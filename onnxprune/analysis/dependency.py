@@ -113,6 +113,10 @@ class DependencyAnalysis:
     barriers: tuple[Barrier, ...]
     links: tuple[Link, ...] = field(repr=False)
     dim_sizes: dict[Dim, int] = field(repr=False)
+    shared_positions: dict[Dim, Dim] = field(default_factory=dict, repr=False)
+    """Axis -> the first axis of its identity class (an activation, the BatchNorm parameters
+    and the conv input axis it feeds): both sit in the same groups with the same positions
+    (the same array), so whatever is kept of one is kept of the other."""
 
     @cached_property
     def graph(self) -> nx.Graph:
@@ -163,17 +167,24 @@ def analyze_model(model: onnx.ModelProto, *, exclude: str | None = None) -> Depe
     }
     state = [0] * len(collected.choices)
     cache: dict = {}
-    best = _resolve(collected, state, ctx, weights, cache)[3] if collected.choices else 0
+
+    def score(trial: list[int]) -> int:
+        return _prunable_params(_resolve(collected, trial, ctx, weights, cache)[0], weights)
+
+    best = score(state) if collected.choices else 0
     for i, (_, _, alternatives) in enumerate(collected.choices):
         for alt in range(1, len(alternatives)):
             trial = [*state[:i], alt, *state[i + 1 :]]
-            score = _resolve(collected, trial, ctx, weights, cache)[3]
-            if score > best:
-                state, best = trial, score
-    groups, dim_sizes, links, _ = _resolve(collected, state, ctx, weights)
+            if (found := score(trial)) > best:
+                state, best = trial, found
+    groups, shared, dim_sizes, links = _resolve(collected, state, ctx, weights)
     barriers = _dedupe(b for g in groups if not g.prunable for b in g.barriers)
     return DependencyAnalysis(
-        groups=tuple(groups), barriers=tuple(barriers), links=tuple(links), dim_sizes=dim_sizes
+        groups=tuple(groups),
+        barriers=tuple(barriers),
+        links=tuple(links),
+        dim_sizes=dim_sizes,
+        shared_positions=shared,
     )
 
 
@@ -245,9 +256,10 @@ def _resolve(
     weights: dict[str, tuple[int, ...]],
     cache: dict | None = None,
 ):
-    """Groups for one selection of alternatives; returns (groups, dim sizes, graph, score).
+    """Groups for one selection of alternatives; returns (groups, shared positions, dim sizes,
+    links), see DependencyAnalysis.
 
-    The score is the number of weight parameters in prunable groups. With a `cache`, the
+    With a `cache`, the
     groups of a component seen before (same links, same pinned axes) are reused, so trying
     an alternative only re-resolves the components it changes; their ids and barrier texts
     may then be stale, so the final resolution runs without a cache.
@@ -271,7 +283,9 @@ def _resolve(
         return ctx.size(dim)
 
     groups: list[Group] = []
+    shared: dict[Dim, Dim] = {}
     dim_sizes: dict[Dim, int] = {}
+    batch: list[tuple[list[Dim], list[Link]]] = []  # without a cache: every component in one pass
     for component in _connected_components(links):
         dims = sorted(component)
         if not any(d[0] in weights for d in dims):
@@ -281,24 +295,29 @@ def _resolve(
             continue  # dynamic axes: nothing to slice
         dim_sizes.update(sizes)
         comp_links = [lk for d in dims for lk in by_dim.get(d, [])]
-        key = None
-        if cache is not None:
-            pinned = frozenset(d for d in dims if _is_pinned(d, pins))
-            key = (frozenset(map(id, comp_links)), pinned)
-            if key in cache:
-                groups.extend(cache[key])
-                continue
-        found = _component_groups(dims, sizes, comp_links, weights, collected.roles, pins, len(groups))
-        if key is not None:
-            cache[key] = found
-        groups.extend(found)
-    score = 0
+        if cache is None:
+            batch.append((dims, comp_links))
+            continue
+        pinned = frozenset(d for d in dims if _is_pinned(d, pins))
+        key = (frozenset(map(id, comp_links)), pinned)
+        if key not in cache:
+            cache[key] = _component_groups(dims, dim_sizes, comp_links, weights, collected.roles, pins, 0)
+        groups.extend(cache[key][0])
+        shared.update(cache[key][1])
+    if batch:
+        groups, shared = _batch_groups(batch, dim_sizes, weights, collected.roles, pins)
+    return groups, shared, dim_sizes, links
+
+
+def _prunable_params(groups: list[Group], weights: dict[str, tuple[int, ...]]) -> int:
+    """How many weight parameters the prunable groups can remove (how alternatives are judged)."""
+    total = 0
     for g in groups:
         if g.prunable:
             for m in g.weight_members:
                 shape = weights[m.tensor]
-                score += m.positions.size * math.prod(shape) // max(1, shape[m.axis])
-    return groups, dim_sizes, links, score
+                total += m.positions.size * math.prod(shape) // max(1, shape[m.axis])
+    return total
 
 
 def _connected_components(links: list[Link]) -> list[list[Dim]]:
@@ -317,7 +336,30 @@ def _connected_components(links: list[Link]) -> list[list[Dim]]:
     return [[dims[i] for i in part] for part in np.split(order, cuts)]
 
 
-def _component_groups(dims, sizes, links, weights, roles, pins, first_id) -> list[Group]:
+def _batch_groups(components, sizes, weights, roles, pins) -> tuple[list[Group], dict[Dim, Dim]]:
+    """The groups of several components, in component order, from one pass over all their
+    positions (components share no axis, so no unit spans two of them); when some component's
+    index maps disagree, each is resolved on its own and that one alone is pinned."""
+    dims = [d for component, _ in components for d in component]
+    links = [lk for _, component_links in components for lk in component_links]
+    try:
+        return _component_groups(dims, sizes, links, weights, roles, pins, 0, strict=True)
+    except ValueError:
+        groups: list[Group] = []
+        shared: dict[Dim, Dim] = {}
+        for component, component_links in components:
+            found, same = _component_groups(component, sizes, component_links, weights, roles, pins, len(groups))
+            groups += found
+            shared.update(same)
+        return groups, shared
+
+
+def _component_groups(
+    dims, sizes, links, weights, roles, pins, first_id, strict=False
+) -> tuple[list[Group], dict[Dim, Dim]]:
+    """The groups of the axes `dims` (sorted within each component) joined by `links`, and the
+    axes that share another's positions (DependencyAnalysis.shared_positions); with `strict`,
+    index maps that disagree raise ValueError instead of pinning the component."""
     # Axes joined by identity maps (an activation, the BatchNorm parameters and the conv weight
     # axis that all see the same channels) hold the same units at the same positions: elements
     # are merged over one axis per such class, and every axis of the class shares its members.
@@ -332,11 +374,12 @@ def _component_groups(dims, sizes, links, weights, roles, pins, first_id) -> lis
     try:
         labels, offsets = _merge_elements(reps, sizes, rep_links)
     except ValueError as exc:
+        if strict:
+            raise
         bad = Barrier("<analysis>", "index map", dims[0][0], dims[0][1], f"inconsistent sizes: {exc}")
-        return _unresolved_group(dims, sizes, weights, roles, bad, first_id)
-    return _groups_of(
-        aliases, sizes, labels, offsets, weights, roles, pins, _component_pins(dims, pins), first_id
-    )
+        return _unresolved_group(dims, sizes, weights, roles, bad, first_id), {}
+    shared = {d: first for first, same in aliases.items() for d in same[1:]}
+    return _groups_of(dims, aliases, sizes, labels, offsets, weights, roles, pins, first_id), shared
 
 
 def _identity_classes(dims: list[Dim], sizes: dict[Dim, int], links: list[Link]) -> dict[Dim, list[Dim]]:
@@ -374,14 +417,6 @@ def _flow_of(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
     if rule is None:
         return ChannelFlow()
     return rule(node, ctx)
-
-
-def _component_pins(dims: list[Dim], pins: dict[Dim, list[Barrier]]) -> list[Barrier]:
-    found: list[Barrier] = []
-    for d in dims:
-        found.extend(pins.get(d, ()))
-        found.extend(pins.get((d[0], -1), ()))
-    return found
 
 
 def _is_pinned(dim: Dim, pins: dict[Dim, list[Barrier]]) -> list[Barrier]:
@@ -433,9 +468,10 @@ def _unresolved_group(dims, sizes, weights, roles, barrier: Barrier, first_id) -
     return [Group(first_id, 0, members, False, (barrier,))]
 
 
-def _groups_of(aliases, sizes, labels, offsets, weights, roles, pins, barriers, first_id) -> list[Group]:
-    """Split a component's units into groups of equal structure. `aliases` maps each axis that
-    carries the labelled positions to the axes that share them (itself first)."""
+def _groups_of(component, aliases, sizes, labels, offsets, weights, roles, pins, first_id) -> list[Group]:
+    """Split a component's units into groups of equal structure. `component` is its axes, sorted;
+    `aliases` maps each axis that carries the labelled positions to the axes that share them
+    (itself first)."""
     # A unit's label is the smallest position index it occupies (see _merge_elements), so labels
     # order units by where they first appear. Its signature is the (axis, positions in it) pairs it
     # occupies, in axis order; units of one signature form a group.
@@ -479,39 +515,42 @@ def _groups_of(aliases, sizes, labels, offsets, weights, roles, pins, barriers, 
     local = where - np.asarray([offsets[d] for d in dims])[k_at]
     run_key = k_at * len(kept) + g_at
     run_starts = _run_starts(run_key)
-    run_ends = np.append(run_starts[1:], len(where))
-    found: list[list[tuple[Dim, Member]]] = [[] for _ in kept]
+    run_ends = np.append(run_starts[1:], len(where)).tolist()
+    run_k, run_g = k_at[run_starts], g_at[run_starts]
     n_units = [len(units) for units, _ in kept]
-    runs = (run_starts.tolist(), run_ends.tolist(), k_at[run_starts].tolist(), g_at[run_starts].tolist())
-    for low, high, k, g in zip(*runs, strict=True):
+    positions_of_run = []
+    for low, high, g in zip(run_starts.tolist(), run_ends, run_g.tolist(), strict=True):
         positions = local[low:high].reshape(n_units[g], -1)
         positions.flags.writeable = False  # shared by the axes of one identity class
-        for d in aliases[dims[k]]:
-            member = Member(d[0], d[1], sizes[d], positions, d[0] in weights, roles.get(d, "out"))
-            found[g].append((d, member))
-    members: list[list[Member]] = []
-    group_barriers: list[list[Barrier]] = []
-    pinned: dict[Dim, list[Barrier]] = {}  # an axis sits in several groups: look it up once
-    for entries in found:
-        entries.sort(key=lambda entry: entry[0])  # members in axis order
-        members.append([member for _, member in entries])
-        barriers_here = []
-        for d, _ in entries:
-            why = pinned.get(d)
-            if why is None:
-                why = pinned[d] = _is_pinned(d, pins)
-            barriers_here.extend(why)
-        group_barriers.append(barriers_here)
+        positions_of_run.append(positions)
+    # every axis of a run's class becomes a member: expand runs over their classes, then order
+    # the members by group and, within a group, by axis (the component's axes are sorted)
+    axis_index = {d: i for i, d in enumerate(component)}
+    class_axes = [np.array([axis_index[a] for a in aliases[d]]) for d in dims]
+    per_run = [class_axes[k] for k in run_k.tolist()]
+    member_axis = np.concatenate(per_run)
+    member_run = np.repeat(np.arange(len(per_run)), [len(a) for a in per_run])
+    order = np.lexsort((member_axis, run_g[member_run]))
+    member_axis, member_run = member_axis[order], member_run[order]
+    member_group = run_g[member_run]
+    fields = [(d[0], d[1], sizes[d], d[0] in weights, roles.get(d, "out")) for d in component]
+    new_member = tuple.__new__
+    members = [
+        new_member(Member, (t, a, size, positions_of_run[r], is_weight, role))
+        for (t, a, size, is_weight, role), r in zip(
+            [fields[i] for i in member_axis.tolist()], member_run.tolist(), strict=True
+        )
+    ]
+    bounds = np.searchsorted(member_group, np.arange(len(kept) + 1)).tolist()
+    # barriers: looked up once per axis of the component; a group with none is prunable
+    pinned_axes = {i: why for i, d in enumerate(component) if (why := _is_pinned(d, pins))}
     groups = []
     for g, (units, _) in enumerate(kept):
+        low, high = bounds[g], bounds[g + 1]
+        found = [pinned_axes[i] for i in member_axis[low:high].tolist() if i in pinned_axes]
+        barriers = _dedupe(b for why in found for b in why)
         groups.append(
-            Group(
-                first_id + len(groups),
-                len(units),
-                tuple(members[g]),
-                not group_barriers[g],
-                tuple(_dedupe(group_barriers[g])),
-            )
+            Group(first_id + g, len(units), tuple(members[low:high]), not found, tuple(barriers))
         )
     return groups
 
