@@ -348,7 +348,8 @@ def _batch_groups(components, sizes, weights, roles, pins) -> tuple[list[Group],
         groups: list[Group] = []
         shared: dict[Dim, Dim] = {}
         for component, component_links in components:
-            found, same = _component_groups(component, sizes, component_links, weights, roles, pins, len(groups))
+            first_id = len(groups)
+            found, same = _component_groups(component, sizes, component_links, weights, roles, pins, first_id)
             groups += found
             shared.update(same)
         return groups, shared
@@ -549,9 +550,7 @@ def _groups_of(component, aliases, sizes, labels, offsets, weights, roles, pins,
         low, high = bounds[g], bounds[g + 1]
         found = [pinned_axes[i] for i in member_axis[low:high].tolist() if i in pinned_axes]
         barriers = _dedupe(b for why in found for b in why)
-        groups.append(
-            Group(first_id + g, len(units), tuple(members[low:high]), not found, tuple(barriers))
-        )
+        groups.append(Group(first_id + g, len(units), tuple(members[low:high]), not found, tuple(barriers)))
     return groups
 
 
