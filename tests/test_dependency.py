@@ -1,0 +1,110 @@
+"""The analyzer's core (onnxprune/analysis/dependency.py), beyond single op rules: resolving all
+components in one pass gives the groups resolving each on its own gives; a component whose
+index maps disagree is pinned alone; axes that share positions keep the same channels."""
+
+from __future__ import annotations
+
+from functools import cache
+
+import numpy as np
+import onnx
+import pytest
+
+from onnxprune.analysis import dependency
+from onnxprune.analysis.flow import Link, RuleContext
+from onnxprune.analysis.index_map import IndexMap
+from onnxprune.io import read_model
+from onnxprune.passes import PassManager, normalization_passes
+from onnxprune.selection import dim_keeps, select_units
+
+from .conftest import MODELS, reference_models
+
+PATHS = [
+    MODELS / "densenet_dynamo.onnx",  # feature maps shared by many groups
+    MODELS / "mobilenetv2_dynamo.onnx",  # residual adds, depthwise convs
+    MODELS / "torchvision" / "shufflenet_v2_x1_0_dynamo.onnx",  # channel shuffle, splits
+    MODELS / "transformers" / "bert_dynamo.onnx",  # heads: alternatives resolved with a cache
+]
+
+
+@cache
+def normalized(path) -> onnx.ModelProto:
+    model = read_model(path, lazy=True).model
+    PassManager(normalization_passes()).run(model)
+    return model
+
+
+def described(groups) -> list[tuple]:
+    """What a group is, without its id (the cached resolution numbers groups per component)."""
+    return [
+        (
+            g.size,
+            g.prunable,
+            [(m.tensor, m.axis, m.size, m.is_weight, m.role, m.positions.tolist()) for m in g.members],
+            [str(b) for b in g.barriers],
+        )
+        for g in groups
+    ]
+
+
+@pytest.mark.parametrize("path", PATHS, ids=lambda p: p.name)
+def test_one_pass_over_all_components_matches_one_component_at_a_time(path):
+    model = normalized(path)
+    ctx = RuleContext(model)
+    collected = dependency._collect(model, ctx, None)
+    weights = {t.name: tuple(t.dims) for t in model.graph.initializer}
+    state = [0] * len(collected.choices)
+    together, shared, _, _ = dependency._resolve(collected, state, ctx, weights)
+    alone, shared_alone, _, _ = dependency._resolve(collected, state, ctx, weights, cache={})
+    assert described(together) == described(alone)
+    assert [g.id for g in together] == list(range(len(together)))
+    assert shared == shared_alone
+
+
+def test_a_component_whose_maps_disagree_is_pinned_alone():
+    sizes = {("a", 1): 4, ("w", 0): 4, ("b", 1): 4, ("v", 0): 8}
+    good = ([("a", 1), ("w", 0)], [Link(("a", 1), ("w", 0), IndexMap.identity())])
+    # 4 blocks of 3 positions cannot fill an axis of 8
+    bad = ([("b", 1), ("v", 0)], [Link(("b", 1), ("v", 0), IndexMap.blocks(3))])
+    weights = {"w": (4, 2), "v": (8, 2)}
+    groups, _ = dependency._batch_groups([good, bad], sizes, weights, {}, {})
+    assert [(g.id, g.size, g.prunable) for g in groups] == [(0, 4, True), (1, 0, False)]
+    assert [m.key for m in groups[0].members] == ["a:1", "w:0"]
+    assert "inconsistent sizes" in groups[1].barriers[0].reason
+    alone, _ = dependency._batch_groups([good], sizes, weights, {}, {})
+    assert described(alone) == described(groups[:1])
+
+
+@pytest.mark.parametrize("path", PATHS, ids=lambda p: p.name)
+def test_shared_axes_sit_in_the_groups_of_their_first_axis_at_the_same_positions(path):
+    analysis = dependency.analyze_model(normalized(path))
+    assert analysis.shared_positions, "every reference model has identity-joined axes"
+    where: dict[tuple, list[tuple[int, int]]] = {}
+    for group in analysis.groups:
+        for member in group.members:
+            where.setdefault((member.tensor, member.axis), []).append((group.id, id(member.positions)))
+    for axis, first in analysis.shared_positions.items():
+        assert where[axis] == where[first], (axis, first)
+
+
+@pytest.mark.parametrize("path", PATHS, ids=lambda p: p.name)
+def test_kept_positions_of_shared_axes_are_computed_as_for_any_axis(path):
+    model = normalized(path)
+    analysis = dependency.analyze_model(model)
+    weights = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
+    decisions = select_units(analysis, weights, ratio=0.4, round_to=1)
+    keeps = dim_keeps(analysis, decisions)
+    # without the shortcut: every member's dropped positions cleared in its own mask
+    expected: dict[tuple, np.ndarray] = {}
+    for group in analysis.groups:
+        if group.id not in decisions:
+            continue
+        drop = np.ones(group.size, dtype=bool)
+        drop[decisions[group.id]] = False
+        for m in group.members:
+            mask = expected.setdefault((m.tensor, m.axis), np.ones(m.size, dtype=bool))
+            mask[m.positions[drop].reshape(-1)] = False
+    assert keeps.keys() == expected.keys()
+    for axis, mask in expected.items():
+        np.testing.assert_array_equal(keeps[axis], np.flatnonzero(mask), err_msg=str(axis))
+    assert keeps.keys() & analysis.shared_positions.keys(), "the shortcut is exercised"
