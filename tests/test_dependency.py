@@ -17,7 +17,7 @@ from onnxprune.io import read_model
 from onnxprune.passes import PassManager, normalization_passes
 from onnxprune.selection import dim_keeps, select_units
 
-from .conftest import MODELS, reference_models
+from .conftest import MODELS
 
 PATHS = [
     MODELS / "densenet_dynamo.onnx",  # feature maps shared by many groups
