@@ -61,11 +61,15 @@ def test_one_pass_over_all_components_matches_one_component_at_a_time(path):
     assert shared == shared_alone
 
 
-def test_a_component_whose_maps_disagree_is_pinned_alone():
+@pytest.mark.parametrize(
+    "misfit",
+    [IndexMap.blocks(3), IndexMap.at_offset(6), IndexMap.at_offset(-1), IndexMap.identity()],
+    ids=["4 blocks of 3 in 8", "4 at offset 6 in 8", "4 at offset -1 in 8", "identity of 4 and 8"],
+)
+def test_a_component_whose_maps_disagree_is_pinned_alone(misfit):
     sizes = {("a", 1): 4, ("w", 0): 4, ("b", 1): 4, ("v", 0): 8}
     good = ([("a", 1), ("w", 0)], [Link(("a", 1), ("w", 0), IndexMap.identity())])
-    # 4 blocks of 3 positions cannot fill an axis of 8
-    bad = ([("b", 1), ("v", 0)], [Link(("b", 1), ("v", 0), IndexMap.blocks(3))])
+    bad = ([("b", 1), ("v", 0)], [Link(("b", 1), ("v", 0), misfit)])
     weights = {"w": (4, 2), "v": (8, 2)}
     groups, _ = dependency._batch_groups([good, bad], sizes, weights, {}, {})
     assert [(g.id, g.size, g.prunable) for g in groups] == [(0, 4, True), (1, 0, False)]
@@ -73,6 +77,30 @@ def test_a_component_whose_maps_disagree_is_pinned_alone():
     assert "inconsistent sizes" in groups[1].barriers[0].reason
     alone, _ = dependency._batch_groups([good], sizes, weights, {}, {})
     assert described(alone) == described(groups[:1])
+
+
+def test_offset_maps_join_the_positions_they_name():
+    # a Concat of 2 and 3 channels into 5, and a Slice taking every other of those 5
+    sizes = {("x", 1): 2, ("y", 1): 3, ("c", 1): 5, ("s", 1): 3}
+    links = [
+        Link(("x", 1), ("c", 1), IndexMap.at_offset(0)),
+        Link(("y", 1), ("c", 1), IndexMap.at_offset(2)),
+        Link(("s", 1), ("c", 1), IndexMap.at_offset(0, step=2)),
+    ]
+    dims = sorted(sizes)
+    labels, offsets = dependency._merge_elements(dims, sizes, links)
+    position = {(d, i): offsets[d] + i for d in dims for i in range(sizes[d])}
+    same = [(("x", 1), 0), (("c", 1), 0), (("s", 1), 0)]
+    assert len({labels[position[p]] for p in same}) == 1
+    assert (
+        labels[position[(("y", 1), 0)]] == labels[position[(("c", 1), 2)]] == labels[position[(("s", 1), 1)]]
+    )
+    assert (
+        labels[position[(("x", 1), 1)]] == labels[position[(("c", 1), 1)]] != labels[position[(("s", 1), 1)]]
+    )
+    assert (
+        labels[position[(("y", 1), 2)]] == labels[position[(("c", 1), 4)]] == labels[position[(("s", 1), 2)]]
+    )
 
 
 @pytest.mark.parametrize("path", PATHS, ids=lambda p: p.name)

@@ -195,42 +195,48 @@ def _collect(model: onnx.ModelProto, ctx: RuleContext, excluded: re.Pattern | No
         out.pins[dim].append(barrier)
 
     for index, node in enumerate(model.graph.node):
-        name = node.name or f"{node.op_type}_{index}"
-        flow = _flow_of(node, ctx)
-        touched = {d for link in flow.links for d in (link.a, link.b)} | set(flow.free)
-        touched |= {d for alts in flow.choices for alt in alts for link in alt for d in (link.a, link.b)}
+        op_type = node.op_type
+        name = node.name or f"{op_type}_{index}"
+        rule = lookup(node.domain, op_type)
+        flow = rule(node, ctx) if rule is not None else _NO_FLOW
+        touched = {link.a for link in flow.links}
+        touched.update(link.b for link in flow.links)
+        touched.update(flow.free)
+        for alts in flow.choices:
+            touched.update(d for alt in alts for link in alt for d in (link.a, link.b))
         for p in flow.pins:
-            pin(p.dim, Barrier(name, node.op_type, p.dim[0], p.dim[1], p.reason))
+            pin(p.dim, Barrier(name, op_type, p.dim[0], p.dim[1], p.reason))
             touched.add(p.dim)
-        for tensor in sorted(_outer_scope_reads(node)):
-            why = f"read inside a subgraph of {node.op_type}: the body expects its current shape"
-            pin((tensor, -1), Barrier(name, node.op_type, tensor, -1, why))
+        if node.attribute:
+            for tensor in sorted(_outer_scope_reads(node)):
+                why = f"read inside a subgraph of {op_type}: the body expects its current shape"
+                pin((tensor, -1), Barrier(name, op_type, tensor, -1, why))
         reason = None
         if excluded is not None and excluded.search(name):
             reason = "excluded by --exclude"
-        elif lookup(node.domain, node.op_type) is None:
-            reason = f"no channel rule for {node.domain + '::' if node.domain else ''}{node.op_type}"
+        elif rule is None:
+            reason = f"no channel rule for {node.domain + '::' if node.domain else ''}{op_type}"
         for tensor in [*node.input, *node.output]:
             if not tensor:
                 continue
-            rank = ctx.rank(tensor)
-            if rank is None:
+            shape = ctx.shape(tensor)
+            if shape is None:
                 if reason or not any(d[0] == tensor for d in touched):
                     why = reason or "shape unknown to the analyzer"
-                    pin((tensor, -1), Barrier(name, node.op_type, tensor, -1, why))
+                    pin((tensor, -1), Barrier(name, op_type, tensor, -1, why))
                 continue
-            for axis in range(rank):
+            for axis, size in enumerate(shape):
                 if reason:
-                    pin((tensor, axis), Barrier(name, node.op_type, tensor, axis, reason))
-                elif (tensor, axis) not in touched and ctx.size((tensor, axis)) != 1:
-                    why = f"{node.op_type} does not map axis {axis} of '{tensor}'"
-                    pin((tensor, axis), Barrier(name, node.op_type, tensor, axis, why))
+                    pin((tensor, axis), Barrier(name, op_type, tensor, axis, reason))
+                elif size != 1 and (tensor, axis) not in touched:
+                    why = f"{op_type} does not map axis {axis} of '{tensor}'"
+                    pin((tensor, axis), Barrier(name, op_type, tensor, axis, why))
         out.links.extend(flow.links)  # an excluded node's weights join (pinned) groups with the reason
-        out.choices.extend((name, node.op_type, alts) for alts in flow.choices)
+        out.choices.extend((name, op_type, alts) for alts in flow.choices)
         for dim, role in flow.roles:  # a weight axis any reader contracts is an "in" axis
             if role == "in" or dim not in out.roles:
                 out.roles[dim] = role
-        if node.op_type == "Div" and len(node.input) > 1 and ctx.is_weight(node.input[1]):
+        if op_type == "Div" and len(node.input) > 1 and ctx.is_weight(node.input[1]):
             out.divisors.add(node.input[1])
         out.virtual.update(dict(flow.virtual_sizes))
 
@@ -413,11 +419,7 @@ def _outer_scope_reads(node: onnx.NodeProto) -> set[str]:
     return names
 
 
-def _flow_of(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
-    rule = lookup(node.domain, node.op_type)
-    if rule is None:
-        return ChannelFlow()
-    return rule(node, ctx)
+_NO_FLOW = ChannelFlow()  # a node without a rule maps nothing: every axis it touches is pinned
 
 
 def _is_pinned(dim: Dim, pins: dict[Dim, list[Barrier]]) -> list[Barrier]:
@@ -431,14 +433,49 @@ def _merge_elements(dims: list[Dim], sizes: dict[Dim, int], links: list[Link]):
     for d in dims:
         offsets[d] = total
         total += sizes[d]
-    ia_all, ib_all = [], []
+    pairs: list[tuple[np.ndarray, np.ndarray]] = []
+    # offset maps (Concat, Split, Slice) and identities between axes of different classes are
+    # most links: their pairs are written for all of them at once
+    plain = [lk for lk in links if lk.index_map.kind in ("offset", "identity")]
+    if plain:
+        pairs.append(_offset_pairs(plain, sizes, offsets))
     for link in links:
-        ia, ib = link.index_map.pairs(sizes[link.a], sizes[link.b])
-        ia_all.append(ia + offsets[link.a])
-        ib_all.append(ib + offsets[link.b])
-    if not ia_all:
+        if link.index_map.kind not in ("offset", "identity"):
+            ia, ib = link.index_map.pairs(sizes[link.a], sizes[link.b])
+            pairs.append((ia + offsets[link.a], ib + offsets[link.b]))
+    if not pairs:
         return np.arange(total), offsets
-    return _min_labels(total, np.concatenate(ia_all), np.concatenate(ib_all)), offsets
+    u = np.concatenate([pair[0] for pair in pairs])
+    v = np.concatenate([pair[1] for pair in pairs])
+    return _min_labels(total, u, v), offsets
+
+
+def _offset_pairs(links: list[Link], sizes: dict[Dim, int], offsets: dict[Dim, int]):
+    """The element pairs of identity and offset maps, in one vectorized pass (`IndexMap.pairs`
+    of each, shifted by the axes' offsets); a map that does not fit is left to `pairs` to report."""
+    table = np.array(
+        [
+            (sizes[lk.a], sizes[lk.b], offsets[lk.a], offsets[lk.b], lk.index_map.offset, lk.index_map.step)
+            for lk in links
+        ],
+        dtype=np.int64,
+    ).reshape(-1, 6)
+    size_a, size_b, off_a, off_b, shift, step = table.T
+    identity = np.array([lk.index_map.kind == "identity" for lk in links])
+    last = shift + (size_a - 1) * step
+    fits = np.where(
+        identity,
+        size_a == size_b,
+        (size_a == 0) | ((np.minimum(shift, last) >= 0) & (np.maximum(shift, last) < size_b)),
+    )
+    if not fits.all():
+        bad = links[int(np.flatnonzero(~fits)[0])]
+        bad.index_map.pairs(sizes[bad.a], sizes[bad.b])  # raises ValueError naming the sizes
+        raise ValueError(f"{bad.index_map.describe()} map does not fit {bad.a} -> {bad.b}")
+    starts = np.repeat(np.cumsum(size_a) - size_a, size_a)
+    i = np.arange(len(starts)) - starts  # position within a
+    link_of = np.repeat(np.arange(len(links)), size_a)
+    return i + off_a[link_of], shift[link_of] + i * step[link_of] + off_b[link_of]
 
 
 def _min_labels(n: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:

@@ -13,6 +13,7 @@ conservative about every axis it does not explicitly understand.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
@@ -37,6 +38,9 @@ class Link(NamedTuple):
     a: Dim
     b: Dim
     index_map: IndexMap
+
+
+_new_link = tuple.__new__  # Link(a, b, m) without the keyword handling of a named tuple's __new__
 
 
 @dataclass(frozen=True)
@@ -71,7 +75,11 @@ class FlowBuilder:
     choice_sets: list[tuple[tuple[Link, ...], ...]] = field(default_factory=list)
 
     def link(self, a: Dim, b: Dim, index_map: IndexMap | None = None) -> None:
-        self.links.append(Link(a, b, index_map or _IDENTITY))
+        self.links.append(_new_link(Link, (a, b, index_map or _IDENTITY)))
+
+    def link_axes(self, src: str, dst: str, axes: Iterable[int]) -> None:
+        """Identity-link axis k of `src` to axis k of `dst`, for every k in `axes`."""
+        self.links.extend(_new_link(Link, ((src, k), (dst, k), _IDENTITY)) for k in axes)
 
     def pin(self, dim: Dim, reason: str) -> None:
         self.pins.append(Pin(dim, reason))
@@ -272,7 +280,7 @@ class RuleContext:
         return value if isinstance(value, int) else None
 
     def rank(self, tensor: str) -> int | None:
-        shape = self.shape(tensor)
+        shape = self._shapes[tensor] if tensor in self._shapes else self.shape(tensor)
         return None if shape is None else len(shape)
 
     def is_weight(self, tensor: str) -> bool:

@@ -28,9 +28,7 @@ def link_same_axes(
     rank = ctx.rank(src)
     if rank is None or rank != ctx.rank(dst):
         return
-    for axis in range(rank):
-        if axis not in skip:
-            flow.link((src, axis), (dst, axis))
+    flow.link_axes(src, dst, (axis for axis in range(rank) if axis not in skip))
 
 
 def int_list(ctx: RuleContext, node: onnx.NodeProto, attr: str, input_index: int) -> list[int] | None:
