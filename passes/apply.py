@@ -39,8 +39,12 @@ class SliceWeights(Pass):
                 continue
             array = tensor_array(init, self.base_dir)
             before = array.size
-            for axis, keep in sorted(cuts, key=lambda c: c[0]):
-                array = np.take(array, keep, axis=axis)
+            cuts.sort(key=lambda c: c[0])
+            if [axis for axis, _ in cuts] == [0, 1]:  # filters and input channels: one copy
+                array = array[cuts[0][1][:, None], cuts[1][1]]
+            else:
+                for axis, keep in cuts:
+                    array = np.take(array, keep, axis=axis)
             _replace_values(init, np.ascontiguousarray(array))
             sliced += 1
             removed += before - array.size

@@ -43,7 +43,7 @@ class InferShapes(Pass):
     ) -> None:
         self.keep_resolved = keep_resolved
         self.symbolic = symbolic
-        self.memo = memo if memo is not None else ShapeMemo(capacity=1)
+        self.memo = memo if memo is not None else ShapeMemo(capacity=0)
 
     def call(self, model: onnx.ModelProto) -> PassResult:
         hints = _resolved_hints(model) if self.keep_resolved else []
@@ -90,7 +90,7 @@ class _Inferred:
 class ShapeMemo:
     """The last few inference results, keyed by a digest of the skeleton they were run on.
     Share one between the InferShapes passes of one run; it holds skeletons (graphs without
-    their large weights), at most `capacity` of them."""
+    their large weights), at most `capacity` of them (with 0, none: nothing is digested)."""
 
     def __init__(self, capacity: int = 4) -> None:
         self._entries: OrderedDict[bytes, _Inferred] = OrderedDict()
@@ -101,19 +101,20 @@ class ShapeMemo:
         self, model: onnx.ModelProto, hints: list[onnx.ValueInfoProto], symbolic: bool
     ) -> onnx.ModelProto:
         pieces = _Pieces.of(model, hints)
-        key = pieces.digest()
-        with self._lock:
-            entry = self._entries.get(key)
-            if entry is not None:
-                self._entries.move_to_end(key)
-        if entry is None:
-            skeleton = pieces.serialized()
-            inferred = _infer_onnx(skeleton)
-            entry = _Inferred(inferred)
+        key = pieces.digest() if self._capacity else None
+        entry = None
+        if key is not None:
             with self._lock:
-                self._entries[key] = entry
-                while len(self._entries) > self._capacity:
-                    self._entries.popitem(last=False)
+                entry = self._entries.get(key)
+                if entry is not None:
+                    self._entries.move_to_end(key)
+        if entry is None:
+            entry = _Inferred(_infer_onnx(pieces.serialized()))
+            if key is not None:
+                with self._lock:
+                    self._entries[key] = entry
+                    while len(self._entries) > self._capacity:
+                        self._entries.popitem(last=False)
         if symbolic and entry.open_dims is None:
             entry.open_dims = _has_open_dims(entry.onnx_only)
         if not symbolic or not entry.open_dims:
