@@ -233,7 +233,7 @@ def prune(
                 RemoveDeadNodes(),
                 SliceWeights(keeps, base_dir),
                 ShrinkValueInfo(keeps),  # shapes normalization resolved carry over, checked
-                InferShapes(keep_resolved=True),  # a new skeleton (weights sliced): nothing to recall
+                InferShapes(keep_resolved=True, memo=ShapeMemo(capacity=0)),  # new skeleton: no recall
             ]
         ).run(work)
         new_plan = Plan(slices=new_plan.slices, rewrites=tuple(rewrite.rewrites), groups=new_plan.groups)

@@ -43,7 +43,7 @@ class InferShapes(Pass):
     ) -> None:
         self.keep_resolved = keep_resolved
         self.symbolic = symbolic
-        self.memo = memo if memo is not None else ShapeMemo(capacity=0)
+        self.memo = memo if memo is not None else ShapeMemo(capacity=1)
 
     def call(self, model: onnx.ModelProto) -> PassResult:
         hints = _resolved_hints(model) if self.keep_resolved else []
