@@ -263,6 +263,18 @@ def test_without_a_shared_memo_each_instance_infers(infer_calls):
     assert len(infer_calls) == 2
 
 
+def test_memo_of_capacity_zero_infers_every_time_without_digesting(infer_calls, monkeypatch):
+    digests = []
+    original = shapes_mod._Pieces.digest
+    monkeypatch.setattr(shapes_mod._Pieces, "digest", lambda self: digests.append(1) or original(self))
+    model = conv_model()
+    infer = InferShapes(memo=ShapeMemo(capacity=0))
+    infer(model)
+    infer(model)
+    assert len(infer_calls) == 2
+    assert not digests
+
+
 def test_skeleton_declares_large_float_weights_as_inputs_and_keeps_shape_constants():
     model = conv_model()
     small = numpy_helper.from_array(np.ones(64, np.float32), "small_float")
