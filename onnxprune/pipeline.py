@@ -196,6 +196,7 @@ def prune(
     base_dir = loaded.base_dir
     work = loaded.model
     params_before = count_params(work)
+    metadata = _detach_node_metadata(work.graph)
     memo = ShapeMemo()  # shape inference results of this run, shared by its passes
     norm_results = PassManager(normalization_passes(memo)).run(work)
     analysis = analyze_model(work, exclude=exclude)
@@ -238,6 +239,7 @@ def prune(
         ).run(work)
         new_plan = Plan(slices=new_plan.slices, rewrites=tuple(rewrite.rewrites), groups=new_plan.groups)
         per_node_after = _safe_macs_by_node(work)
+        _reattach_node_metadata(work.graph, metadata)
         out_model = work
         macs_after = sum(per_node_after.values()) if per_node_after is not None else None
     else:  # nothing to remove: the output is the input as it was, not its normalized form
@@ -273,6 +275,29 @@ def prune(
         external=loaded.external,
         protect=loaded.data_files,
     )
+
+
+def _detach_node_metadata(graph: onnx.GraphProto) -> dict[str, onnx.NodeProto]:
+    """Take the nodes' metadata_props out while the passes run, by each node's first output.
+
+    The dynamo exporter gives every node its stack trace and module path: most of the bytes of a
+    graph without its weights, which every shape inference would otherwise serialize, hash,
+    parse and return. `_reattach_node_metadata` gives each node that is still there its own back.
+    """
+    held: dict[str, onnx.NodeProto] = {}
+    for node in graph.node:
+        if node.metadata_props and node.output and node.output[0]:
+            keep = held[node.output[0]] = onnx.NodeProto()
+            keep.metadata_props.extend(node.metadata_props)
+            del node.metadata_props[:]
+    return held
+
+
+def _reattach_node_metadata(graph: onnx.GraphProto, held: dict[str, onnx.NodeProto]) -> None:
+    for node in graph.node:
+        keep = held.get(node.output[0]) if node.output else None
+        if keep is not None:
+            node.metadata_props.extend(keep.metadata_props)
 
 
 class _Weights(Mapping[str, np.ndarray]):

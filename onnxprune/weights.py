@@ -237,7 +237,7 @@ def tensor_array(tensor: onnx.TensorProto, base_dir: str | os.PathLike | None = 
     [0.0, 1.0, 2.0]
     """
     dtype = _RAW_DTYPES.get(tensor.data_type)
-    shape = tuple(int(d) for d in tensor.dims)
+    shape = tuple(tensor.dims)
     if uses_external_data(tensor):
         if base_dir is None:
             raise ModelError(

@@ -41,6 +41,11 @@ def test_prune_is_valid_smaller_and_mask_equivalent(path, ratio):
     assert list(result.model.opset_import) == list(original.opset_import)
     assert _io_shapes(result.model) == _io_shapes(original)
     assert result.plan.removes_anything
+    # nodes keep their metadata (the dynamo exporter's stack traces and module paths)
+    metadata = {n.output[0]: list(n.metadata_props) for n in original.graph.node if n.output}
+    for node in result.model.graph.node:
+        if node.output[0] in metadata:
+            assert list(node.metadata_props) == metadata[node.output[0]], node.name
 
 
 @pytest.mark.parametrize("path", MODELS, ids=IDS)
