@@ -196,6 +196,7 @@ def prune(
     base_dir = loaded.base_dir
     work = loaded.model
     params_before = count_params(work)
+    declared_inputs = [vi.name for vi in work.graph.input]  # weights among them are overridable
     metadata = _detach_node_metadata(work.graph)
     memo = ShapeMemo()  # shape inference results of this run, shared by its passes
     norm_results = PassManager(normalization_passes(memo)).run(work)
@@ -240,6 +241,7 @@ def prune(
         new_plan = Plan(slices=new_plan.slices, rewrites=tuple(rewrite.rewrites), groups=new_plan.groups)
         per_node_after = _safe_macs_by_node(work)
         _reattach_node_metadata(work.graph, metadata)
+        _restore_weight_inputs(work.graph, declared_inputs)
         out_model = work
         macs_after = sum(per_node_after.values()) if per_node_after is not None else None
     else:  # nothing to remove: the output is the input as it was, not its normalized form
@@ -298,6 +300,29 @@ def _reattach_node_metadata(graph: onnx.GraphProto, held: dict[str, onnx.NodePro
         keep = held.get(node.output[0]) if node.output else None
         if keep is not None:
             node.metadata_props.extend(keep.metadata_props)
+
+
+def _restore_weight_inputs(graph: onnx.GraphProto, declared: list[str]) -> None:
+    """List again, in their places, the weights the input model also listed as graph inputs.
+
+    Normalization drops them from the inputs (a graph input is pinned, and such a weight is only
+    a default value the caller may override); the pruned model keeps the same interface, with
+    the sliced shapes. ONNX Runtime treats these as overridable and does not fold them into
+    fusions, as it did not for the input model.
+    """
+    current = {vi.name: vi for vi in graph.input}
+    weights = {t.name: t for t in graph.initializer}
+    inputs = []
+    for name in declared:
+        if name in current:
+            inputs.append(current[name])
+        elif name in weights:  # a weight declared as input, possibly sliced: its type as it is now
+            tensor = weights[name]
+            inputs.append(onnx.helper.make_tensor_value_info(name, tensor.data_type, list(tensor.dims)))
+    inputs += [vi for name, vi in current.items() if name not in set(declared)]
+    if [vi.name for vi in inputs] != list(current):
+        del graph.input[:]
+        graph.input.extend(inputs)
 
 
 class _Weights(Mapping[str, np.ndarray]):

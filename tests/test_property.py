@@ -28,12 +28,14 @@ import os
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
 import onnxprune
-from tests.graph_strategies import GeneratorError, check_valid, cnn_graphs
+from tests import graph_strategies
+from tests.graph_strategies import GeneratorError, RuntimeOptimizerError, check_valid, cnn_graphs
 
 _COMMON = {
     "deadline": None,
@@ -157,3 +159,33 @@ def test_check_valid_rejects_a_broken_model():
     )
     with pytest.raises(GeneratorError):
         check_valid(model)
+
+
+def test_check_valid_tells_runtime_optimizer_failures_from_broken_models(monkeypatch):
+    """A model ONNX Runtime gets wrong only with graph optimizations on is ORT's bug (the strategy
+    rejects it); one that fails without them is the generator's."""
+    model = onnx.parser.parse_model(
+        """<ir_version: 8, opset_import: ["" : 17]>
+        g (float[1, 3, 4, 4] x) => (float[1, 3, 4, 4] y) { y = Relu(x) }"""
+    )
+    check_valid(model)
+    levels = []
+    real = graph_strategies._check_runs
+
+    def fails_when_optimized(model, level):
+        levels.append(level)
+        if level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL:
+            raise GeneratorError("wrong shapes after fusion")
+        real(model, level)
+
+    monkeypatch.setattr(graph_strategies, "_check_runs", fails_when_optimized)
+    with pytest.raises(RuntimeOptimizerError):
+        check_valid(model)
+    assert levels == [ort.GraphOptimizationLevel.ORT_ENABLE_ALL, ort.GraphOptimizationLevel.ORT_DISABLE_ALL]
+    broken = onnx.parser.parse_model(
+        """<ir_version: 8, opset_import: ["" : 17]>
+        g (float[1, 3, 4, 4] x) => (float[1, 5, 4, 4] y) { y = Relu(x) }"""
+    )
+    with pytest.raises(GeneratorError) as raised:
+        check_valid(broken)
+    assert not isinstance(raised.value, RuntimeOptimizerError)

@@ -12,7 +12,7 @@ import pytest
 from onnx import helper, numpy_helper
 
 import onnxprune
-from onnxprune.validate import make_feeds, masked_model, ort_session
+from onnxprune.validate import make_feeds, masked_model, ort_session, validate
 
 
 def _weight(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
@@ -220,3 +220,45 @@ def test_ratio_zero_removes_nothing_whatever_round_to(round_to, channels):
     assert not result.plan.removes_anything, [
         (s.tensor, s.axis, len(s.keep), s.size) for s in result.plan.slices
     ]
+
+
+def test_weights_listed_as_graph_inputs_stay_inputs_with_their_sliced_shapes():
+    """A model that lists its weights as graph inputs too (IR >= 4: overridable defaults, as
+    torch.onnx.export(keep_initializers_as_inputs=True) writes them). Normalization drops them
+    from the inputs to prune them; if the pruned model kept them dropped, ONNX Runtime would
+    treat them as constants and fuse Transpose -> Gemm(transA) here, and its
+    GemmTransposeFusion fails on this graph ("unification between 16 and 32") although the
+    input model loads. The pruned model lists the same inputs in the same order.
+    """
+    model = onnx.parser.parse_model(
+        """<ir_version: 8, opset_import: ["" : 13]>
+        g (float[1,1,4,4] x, float[2,1,1,1] w1, float[1,2,1,1] w4, float[1,1,3,3] w6, int64[2] k11,
+           int64[2] k12, int64[2] k13, float[16,1] w17) => (float[1,1] y)
+        <float[2,1,1,1] w1 = {-0.7, -0.4}, float[1,2,1,1] w4 = {0.15, 0.6},
+         float[1,1,3,3] w6 = {0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9}, int64[2] k11 = {0, 0},
+         int64[2] k12 = {9223372036854775807, 9223372036854775807}, int64[2] k13 = {1, 2},
+         float[16,1] w17 = {1., 2., 3., 4., 5., 6., 7., 8., 9., 10., 11., 12., 13., 14., 15., 16.}>
+        {
+           t2 = Conv <kernel_shape = [1, 1]> (x, w1)
+           t3 = Relu (t2)
+           t5 = Conv <kernel_shape = [1, 1]> (t3, w4)
+           t7 = Conv <kernel_shape = [3, 3], pads = [1, 1, 1, 1]> (t5, w6)
+           t8 = Relu (t5)
+           t9 = Conv <kernel_shape = [3, 3], pads = [1, 1, 1, 1]> (t8, w6)
+           t10 = Concat <axis = 1> (t7, t9)
+           t14 = Slice (t10, k11, k12, , k13)
+           t15 = Flatten <axis = 1> (t14)
+           t16 = Transpose <perm = [1, 0]> (t15)
+           y = Gemm <transA = 1> (t16, w17)
+        }"""
+    )
+    onnx.checker.check_model(model, full_check=True)
+    result = onnxprune.prune(model, ratio=0.5, round_to=1)
+    assert result.plan.removes_anything
+    assert [vi.name for vi in result.model.graph.input] == [vi.name for vi in model.graph.input]
+    weights = {t.name: list(t.dims) for t in result.model.graph.initializer}
+    for vi in result.model.graph.input[1:]:
+        assert [d.dim_value for d in vi.type.tensor_type.shape.dim] == weights[vi.name], vi.name
+    assert weights["w1"] == [1, 1, 1, 1]  # sliced, and declared so
+    report = validate(model, result.model, result.plan)
+    assert report, str(report)
