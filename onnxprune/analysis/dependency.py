@@ -265,10 +265,11 @@ def _resolve(
     """Groups for one selection of alternatives; returns (groups, shared positions, dim sizes,
     links), see DependencyAnalysis.
 
-    With a `cache`, the
-    groups of a component seen before (same links, same pinned axes) are reused, so trying
-    an alternative only re-resolves the components it changes; their ids and barrier texts
-    may then be stale, so the final resolution runs without a cache.
+    Without a `cache`, every component is resolved in one pass over all their positions. With
+    one, each component is resolved on its own and the groups of a component seen before (same
+    links, same pinned axes) are reused, so trying an alternative only re-resolves the
+    components it changes; their ids and barrier texts may then be stale, so the final
+    resolution runs without a cache.
     """
     links = list(collected.links)
     pins: dict[Dim, list[Barrier]] = defaultdict(list, {d: list(b) for d, b in collected.pins.items()})
