@@ -204,7 +204,8 @@ def prune(
     weight_names = {t.name for t in work.graph.initializer}
     if plan is None:
         scored = {m.tensor for g in analysis.prunable_groups for m in g.weight_members}
-        weights = _Weights({t.name: t for t in work.graph.initializer if t.name in scored}, base_dir)
+        tensors = {t.name: t for t in work.graph.initializer if t.name in scored}
+        weights = _Weights(tensors, base_dir, keep_bytes=_KEEP_READ_BYTES)
         decisions = select_units(
             analysis,
             weights,
@@ -233,7 +234,7 @@ def prune(
             [
                 rewrite,
                 RemoveDeadNodes(),
-                SliceWeights(keeps, base_dir),
+                SliceWeights(keeps, base_dir, read=weights.kept if plan is None else {}),
                 ShrinkValueInfo(keeps),  # shapes normalization resolved carry over, checked
                 InferShapes(keep_resolved=True, memo=ShapeMemo(capacity=0)),  # new skeleton: no recall
             ]
@@ -302,6 +303,10 @@ def _reattach_node_metadata(graph: onnx.GraphProto, held: dict[str, onnx.NodePro
             node.metadata_props.extend(keep.metadata_props)
 
 
+_KEEP_READ_BYTES = 256 << 20
+"""Weights read for scoring, copied out of the proto, that are kept for slicing (at most)."""
+
+
 def _restore_weight_inputs(graph: onnx.GraphProto, declared: list[str]) -> None:
     """List again, in their places, the weights the input model also listed as graph inputs.
 
@@ -326,16 +331,25 @@ def _restore_weight_inputs(graph: onnx.GraphProto, declared: list[str]) -> None:
 
 
 class _Weights(Mapping[str, np.ndarray]):
-    """Weight values by name, read when asked for and not kept: an external weight is a fresh
-    memory map each time, released as soon as the caller drops it, so scoring a model never
-    holds more than the tensor being scored."""
+    """Weight values by name, read when asked for. An external weight is a fresh memory map each
+    time, released as soon as the caller drops it, so scoring a model never holds more than the
+    tensor being scored. A weight in the proto is copied out of it when read (protobuf gives no
+    view of its bytes); up to `keep_bytes` of those copies are kept in `kept`, for slicing."""
 
-    def __init__(self, tensors: dict[str, onnx.TensorProto], base_dir: str | None) -> None:
+    def __init__(self, tensors: dict[str, onnx.TensorProto], base_dir: str | None, keep_bytes: int) -> None:
         self._tensors = tensors
         self._base_dir = base_dir
+        self._room = keep_bytes
+        self.kept: dict[str, np.ndarray] = {}
 
     def __getitem__(self, name: str) -> np.ndarray:
-        return tensor_array(self._tensors[name], self._base_dir)
+        array = self.kept.get(name)
+        if array is None:
+            array = tensor_array(self._tensors[name], self._base_dir)
+            if not isinstance(array, np.memmap) and array.nbytes <= self._room:
+                self.kept[name] = array
+                self._room -= array.nbytes
+        return array
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._tensors)

@@ -4,6 +4,7 @@ channel counts. Both mutate the model in place."""
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 
 import numpy as np
 import onnx
@@ -21,12 +22,19 @@ class SliceWeights(Pass):
 
     Weights kept in an external data file (a model read lazily, see `onnxprune.io.read_model`)
     are read through a memory map from `base_dir`, one at a time: only the slice is held in
-    memory, and it replaces the external reference.
+    memory, and it replaces the external reference. `read` holds values already read out of the
+    model (by scoring), used instead of reading them again when their shape and type still fit.
     """
 
-    def __init__(self, keeps: dict[Dim, np.ndarray], base_dir: str | os.PathLike | None = None) -> None:
+    def __init__(
+        self,
+        keeps: dict[Dim, np.ndarray],
+        base_dir: str | os.PathLike | None = None,
+        read: Mapping[str, np.ndarray] | None = None,
+    ) -> None:
         self.keeps = keeps
         self.base_dir = base_dir
+        self.read = read or {}
 
     def call(self, model: onnx.ModelProto) -> PassResult:
         by_tensor: dict[str, list[tuple[int, np.ndarray]]] = {}
@@ -37,7 +45,9 @@ class SliceWeights(Pass):
             cuts = by_tensor.get(init.name)
             if not cuts:
                 continue
-            array = tensor_array(init, self.base_dir)
+            array = self.read.get(init.name)
+            if array is None or array.shape != tuple(init.dims) or array.dtype != tensor_array_dtype(init):
+                array = tensor_array(init, self.base_dir)
             before = array.size
             for axis, keep in sorted(cuts, key=lambda c: c[0]):  # take: 3x faster than a[k0[:, None], k1]
                 array = array.take(keep, axis=axis)

@@ -19,6 +19,7 @@ from onnxprune.passes import (
     ResolveReshapeShapes,
     ShapeMemo,
     ShrinkValueInfo,
+    SliceWeights,
 )
 
 HEADER = '<ir_version: 8, opset_import: ["" : 17]>\n'
@@ -526,3 +527,22 @@ def test_typed_value_info_bytes_match_onnx_helper(name: str, data_type: int, dim
     # the skeleton declares large weights as typed inputs written straight to protobuf bytes
     expected = onnx.helper.make_tensor_value_info(name, data_type, list(dims)).SerializeToString()
     assert shapes_mod._typed_value_info(name, data_type, dims) == expected
+
+
+def test_slice_weights_uses_values_already_read_only_while_they_fit_the_tensor():
+    def weight(model):
+        return numpy_helper.to_array(next(t for t in model.graph.initializer if t.name == "w"))
+
+    model = conv_model()
+    values = np.arange(4 * 3 * 3 * 3, dtype=np.float32).reshape(4, 3, 3, 3)
+    keep = {("w", 0): np.array([1, 3])}
+    SliceWeights(keep, read={"w": values})(model)
+    np.testing.assert_array_equal(weight(model), values[[1, 3]])
+    # values of another shape (or dtype) than the tensor now has are not its values: read the tensor
+    model = conv_model()
+    stale = {"w": np.zeros((5, 3, 3, 3), np.float32)}
+    SliceWeights(keep, read=stale)(model)
+    np.testing.assert_array_equal(weight(model), np.ones((2, 3, 3, 3)))
+    model = conv_model()
+    SliceWeights(keep, read={"w": values.astype(np.float64)})(model)
+    np.testing.assert_array_equal(weight(model), np.ones((2, 3, 3, 3)))
