@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import io
 import os
 from pathlib import Path
 
@@ -193,18 +194,33 @@ def test_large_tensors_are_aligned_in_the_data_file(tmp_path, monkeypatch):
             assert info["offset"] % oio.ALIGNMENT == 0, tensor.name
 
 
-def _fail_fsync(monkeypatch) -> None:
-    def fsync(fd):
-        raise OSError(errno.ENOSPC, "No space left on device")
+def _fail_writes(monkeypatch) -> None:
+    """Every file the save creates fails its first write: a full disk."""
+    real = oio._create_temp
 
-    monkeypatch.setattr(oio.os, "fsync", fsync)
+    class FullDisk(io.RawIOBase):
+        def __init__(self, fh):
+            self.fh = fh
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def close(self):
+            self.fh.close()
+            super().close()
+
+    def create_temp(parent, name):
+        tmp, fh = real(parent, name)
+        return tmp, FullDisk(fh)
+
+    monkeypatch.setattr(oio, "_create_temp", create_temp)
 
 
 @pytest.mark.parametrize("external", [False, True])
 def test_a_failed_write_leaves_no_files(tmp_path, monkeypatch, external):
     model = onnx.load(DEFAULT)
     out = tmp_path / "out.onnx"
-    _fail_fsync(monkeypatch)
+    _fail_writes(monkeypatch)
     with pytest.raises(UsageError, match=r"cannot write .*No space left"):
         save_model(model, out, external=external)
     assert _files(tmp_path) == set()
