@@ -13,6 +13,7 @@ initializer values, the Reshape shapes kept as hints), so an unchanged graph is 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import math
@@ -282,9 +283,15 @@ def _typed_value_info(name: str, data_type: int, dims: tuple[int, ...]) -> bytes
     ``helper.make_tensor_value_info(name, data_type, dims).SerializeToString()`` gives it (field
     numbers: ValueInfoProto name 1, type 2; TypeProto tensor_type 1; Tensor elem_type 1, shape 2;
     TensorShapeProto dim 1; Dimension dim_value 1)."""
-    shape = b"".join(_field(1, _varint(1 << 3) + _varint(d)) for d in dims)
+    shape = b"".join(map(_dim_field, dims))
     tensor = _varint(1 << 3) + _varint(data_type) + _field(2, shape)
     return _field(1, name.encode()) + _field(2, _field(1, tensor))
+
+
+@functools.lru_cache(maxsize=4096)
+def _dim_field(size: int) -> bytes:
+    """A TensorShapeProto's dim field holding dim_value `size` (weights repeat a few sizes)."""
+    return _field(1, _varint(1 << 3) + _varint(size))
 
 
 def _varint(value: int) -> bytes:
