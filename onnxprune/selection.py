@@ -137,12 +137,20 @@ def build_plan(
     `keeps` is `dim_keeps(analysis, decisions)` when the caller has it already."""
     keeps = dim_keeps(analysis, decisions) if keeps is None else keeps
     roles = {(m.tensor, m.axis): m.role for g in analysis.groups for m in g.weight_members}
+    as_tuple: dict[int, tuple[int, ...]] = {}  # axes that share positions share one kept array
+
+    def kept(keep: np.ndarray) -> tuple[int, ...]:
+        found = as_tuple.get(id(keep))
+        if found is None:
+            found = as_tuple[id(keep)] = tuple(keep.tolist())
+        return found
+
     slices = tuple(
         TensorSlice(
             tensor=t,
             axis=a,
             size=analysis.dim_sizes[(t, a)],
-            keep=tuple(keep.tolist()),
+            keep=kept(keep),
             role=roles.get((t, a), "out"),
         )
         for (t, a), keep in sorted(keeps.items())
