@@ -24,73 +24,43 @@ def unit_scores(
     group: Group,
     weights: Mapping[str, np.ndarray],
     criterion: Criterion = "l1",
-    norms: dict | None = None,
+    norms: dict[tuple[str, int, str], np.ndarray] | None = None,
 ) -> np.ndarray:
     """One score per unit of `group` (higher is more important).
 
-    `norms` caches, across calls, the per-position norms of each (tensor, axis, criterion), and
-    those of the weights that share one positions array (an identity class: a BatchNorm's four
-    parameters and the conv input axis after it) stacked into one matrix: a tensor shared by
-    many groups (a DenseNet feature map's BatchNorm) is read and reduced once, and a class is
-    indexed once per group.
+    `norms` caches the per-position norms of (tensor, axis, criterion) across calls: a tensor
+    shared by many groups (a DenseNet feature map's BatchNorm) is read and reduced once.
     """
     if criterion not in CRITERIA:
         raise ValueError(f"unknown criterion {criterion!r}; expected one of {', '.join(CRITERIA)}")
     norms = {} if norms is None else norms
-    classes: dict[tuple[int, int], tuple[np.ndarray, list[tuple[str, int]]]] = {}  # by positions
+    scores: list[np.ndarray] = []  # per weight member, in order: each unit's sum of norms there
     for member in group.weight_members:
-        found = classes.get((id(member.positions), member.size))
-        if found is None:
-            found = classes[(id(member.positions), member.size)] = (member.positions, [])
-        found[1].append((member.tensor, member.axis))
-    tables: list[np.ndarray] = []  # per class: a row per member, each unit's sum of norms there
-    for positions, axes in classes.values():
-        stacked = _stacked_norms(tuple(axes), weights, criterion, norms)
-        if stacked is None:
-            continue
-        if positions.shape[1] == 1:  # a unit is one position: no sum over a block
-            tables.append(stacked[:, positions[:, 0]])
+        key = (member.tensor, member.axis, criterion)
+        per_position = norms.get(key)
+        if per_position is None:
+            array = weights[member.tensor]
+            if array.dtype.kind != "f":
+                continue
+            if member.axis < 2:  # filters and input channels: both from one pass over the tensor
+                for axis, values in enumerate(_leading_axes_norms(array, criterion)):
+                    norms[(member.tensor, axis, criterion)] = values
+                per_position = norms[key]
+            else:
+                per_position = norms[key] = _axis_norms(array, member.axis, criterion)
+        if member.positions.shape[1] == 1:  # a unit is one position: no sum over a block
+            rows = per_position[member.positions[:, 0]]
         else:
-            tables.append(stacked[:, positions].sum(axis=2))
-    if not tables:
+            rows = per_position[member.positions].sum(axis=1)
+        scores.append(rows)
+    if not scores:
         return np.zeros(group.size, dtype=np.float64)
-    table = np.concatenate(tables) if len(tables) > 1 else tables[0]
+    table = np.concatenate(scores).reshape(len(scores), group.size)  # one row per member
     if criterion == "l2":
         table = np.sqrt(table)
     means = table.mean(axis=1)
     # each member weighs alike: its scores divided by their mean (members all zero add nothing)
     return (table[means > 0] / means[means > 0, None]).sum(axis=0)
-
-
-def _stacked_norms(axes: tuple[tuple[str, int], ...], weights, criterion, norms: dict) -> np.ndarray | None:
-    """The per-position norms of each float weight axis in `axes`, one row each (None if none)."""
-    key = (axes, criterion)
-    stacked = norms.get(key)
-    if stacked is None:
-        rows = [
-            row
-            for tensor, axis in axes
-            if (row := _position_norms(tensor, axis, weights, criterion, norms)) is not None
-        ]
-        stacked = norms[key] = np.stack(rows) if rows else _NONE
-    return None if stacked is _NONE else stacked
-
-
-_NONE = np.empty(0)  # cached "no float weight here"
-
-
-def _position_norms(tensor: str, axis: int, weights, criterion: Criterion, norms: dict) -> np.ndarray | None:
-    key = (tensor, axis, criterion)
-    if key not in norms:
-        array = weights[tensor]
-        if array.dtype.kind != "f":
-            norms[key] = None
-        elif axis < 2:  # filters and input channels: both from one pass over the tensor
-            for a, values in enumerate(_leading_axes_norms(array, criterion)):
-                norms[(tensor, a, criterion)] = values
-        else:
-            norms[key] = _axis_norms(array, axis, criterion)
-    return norms[key]
 
 
 def _axis_norms(array: np.ndarray, axis: int, criterion: Criterion) -> np.ndarray:
