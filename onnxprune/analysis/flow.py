@@ -132,11 +132,10 @@ class RuleContext:
         self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
         self._consts: dict[str, onnx.TensorProto] = {t.name: t for t in graph.initializer}
         self._const_cache: dict[str, np.ndarray] = {}
-        # shapes are read from the protos when first asked for (most tensors never are)
-        self._infos: dict[str, onnx.ValueInfoProto | onnx.TensorProto] = {
-            vi.name: vi for vi in [*graph.input, *graph.value_info, *graph.output]
-        }
-        self._infos.update(self._consts)
+        # shapes are read from the protos when first asked for (most tensors never are, and some
+        # passes make a context without asking for any)
+        self._graph = graph
+        self._infos: dict[str, onnx.ValueInfoProto | onnx.TensorProto] | None = None
         self._shapes: dict[str, Shape | None] = {}
         self._graph_outputs = {vi.name for vi in graph.output}
         self._nodes = graph.node
@@ -261,6 +260,10 @@ class RuleContext:
         try:
             return self._shapes[tensor]
         except KeyError:
+            if self._infos is None:
+                graph = self._graph
+                self._infos = {vi.name: vi for vi in [*graph.input, *graph.value_info, *graph.output]}
+                self._infos.update(self._consts)
             info = self._infos.get(tensor)
             if info is None:
                 shape = None
