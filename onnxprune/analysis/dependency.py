@@ -330,13 +330,14 @@ def _prunable_params(groups: list[Group], weights: dict[str, tuple[int, ...]]) -
 def _connected_components(links: list[Link]) -> list[list[Dim]]:
     """The connected components of the graph `DependencyAnalysis.graph` builds from `links`, in
     the order networkx lists them (by the first axis each one has in link order)."""
-    index: dict[Dim, int] = {}
-    ends = np.array(
-        [(index.setdefault(lk.a, len(index)), index.setdefault(lk.b, len(index))) for lk in links]
-    )
-    if not len(ends):
+    if not links:
         return []
-    labels = _min_labels(len(index), ends[:, 0], ends[:, 1])
+    index: dict[Dim, int] = {}
+    number = index.setdefault  # an axis's number: the order it first appears in
+    ends = np.fromiter(
+        (number(d, len(index)) for lk in links for d in (lk.a, lk.b)), dtype=np.int64, count=2 * len(links)
+    )
+    labels = _min_labels(len(index), ends[0::2], ends[1::2])
     order = np.argsort(labels, kind="stable")
     cuts = np.flatnonzero(np.diff(labels[order])) + 1
     dims = list(index)

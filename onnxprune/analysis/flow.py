@@ -79,7 +79,7 @@ class FlowBuilder:
 
     def link_axes(self, src: str, dst: str, axes: Iterable[int]) -> None:
         """Identity-link axis k of `src` to axis k of `dst`, for every k in `axes`."""
-        self.links.extend(_new_link(Link, ((src, k), (dst, k), _IDENTITY)) for k in axes)
+        self.links += [_new_link(Link, ((src, k), (dst, k), _IDENTITY)) for k in axes]
 
     def pin(self, dim: Dim, reason: str) -> None:
         self.pins.append(Pin(dim, reason))
