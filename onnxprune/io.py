@@ -11,7 +11,7 @@ streams the ones still referenced from the input's file to the output's data fil
 atomic: the data file and the model are written under temporary names in the output's
 directory, then renamed, data first, so a complete model never points at incomplete data; on
 any failure nothing is left behind. Like ``onnx.save``, they are not forced to disk (no
-fsync, which about doubled the time to save DenseNet-121): durability across a power
+fsync, a large part of the time to save a small model): durability across a power
 loss is left to the file system (ext4, by default, writes a file renamed over another to disk
 before it commits the rename).
 """
