@@ -66,8 +66,9 @@ def unit_scores(
 def _axis_norms(array: np.ndarray, axis: int, criterion: Criterion) -> np.ndarray:
     """Per position of `axis`: the sum of |w| (l1) or of w**2 (l2) over every other axis."""
     others = tuple(a for a in range(array.ndim) if a != axis)
-    values = np.abs(array) if criterion == "l1" else np.square(array)
-    return values.sum(axis=others, dtype=np.float64) if others else values.astype(np.float64)
+    values = array.astype(np.float64)
+    values = np.abs(values, out=values) if criterion == "l1" else np.square(values, out=values)
+    return values.sum(axis=others) if others else values
 
 
 def _leading_axes_norms(array: np.ndarray, criterion: Criterion) -> list[np.ndarray]:
@@ -86,8 +87,8 @@ def _leading_axes_norms(array: np.ndarray, criterion: Criterion) -> list[np.ndar
     by_row, by_col = np.empty(rows), np.zeros(cols)
     step = max(1, _BLOCK // (cols * kernel))
     for start in range(0, rows, step):
-        block = values[start : start + step]
-        block = (np.abs(block) if criterion == "l1" else np.square(block)).astype(np.float64)
+        block = values[start : start + step].astype(np.float64)  # float16 squares overflow
+        block = np.abs(block, out=block) if criterion == "l1" else np.square(block, out=block)
         plane = np.einsum("rk->r", block.reshape(-1, kernel)) if kernel > 1 else block
         plane = plane.reshape(-1, cols)
         by_row[start : start + len(plane)] = plane.sum(axis=1)

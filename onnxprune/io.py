@@ -11,9 +11,10 @@ streams the ones still referenced from the input's file to the output's data fil
 atomic: the data file and the model are written under temporary names in the output's
 directory, then renamed, data first, so a complete model never points at incomplete data; on
 any failure nothing is left behind. Like ``onnx.save``, they are not forced to disk (no
-fsync, a large part of the time to save a small model): durability across a power
-loss is left to the file system (ext4, by default, writes a file renamed over another to disk
-before it commits the rename).
+fsync, a large part of the time to save a small model), so these guarantees hold for the
+running system and for a crash of this process, not for a power loss: after one, a new output
+may be empty or point at data that was never written (ext4, by default, does write a file
+renamed over an existing one before it commits the rename).
 """
 
 from __future__ import annotations

@@ -197,9 +197,10 @@ def prune(
     work = loaded.model
     params_before = count_params(work)
     declared_inputs = [vi.name for vi in work.graph.input]  # weights among them are overridable
+    weight_inputs = set(declared_inputs) & {t.name for t in work.graph.initializer}
     metadata = _detach_node_metadata(work.graph)
     memo = ShapeMemo()  # shape inference results of this run, shared by its passes
-    norm_results = PassManager(normalization_passes(memo)).run(work)
+    norm_results = PassManager(normalization_passes(memo, keep=weight_inputs)).run(work)
     analysis = analyze_model(work, exclude=exclude)
     weight_names = {t.name for t in work.graph.initializer}
     if plan is None:
@@ -226,19 +227,21 @@ def prune(
     results = list(norm_results)
     if keeps:
         ctx = RuleContext(work)
-        rewrite = RewriteNodes(keeps, ctx)
+        read = weights.kept if plan is None else {}  # weight values scoring copied out already
+        rewrite = RewriteNodes(keeps, ctx, read)
         # slicing comes after dead-node removal: RemoveDeadNodes rebuilds the initializer list,
         # which copies every initializer, and before slicing the large ones are still external
         # references (a few bytes each) when the model was read lazily.
         results += PassManager(
             [
                 rewrite,
-                RemoveDeadNodes(),
-                SliceWeights(keeps, base_dir, read=weights.kept if plan is None else {}),
+                RemoveDeadNodes(keep=weight_inputs),
+                SliceWeights(keeps, base_dir, read=read),
                 ShrinkValueInfo(keeps),  # shapes normalization resolved carry over, checked
                 InferShapes(keep_resolved=True, memo=ShapeMemo(capacity=0)),  # new skeleton: no recall
             ]
         ).run(work)
+        read.clear()  # the copies are not needed any more: memory back before the MAC count
         new_plan = Plan(slices=new_plan.slices, rewrites=tuple(rewrite.rewrites), groups=new_plan.groups)
         per_node_after = _safe_macs_by_node(work)
         _reattach_node_metadata(work.graph, metadata)
@@ -297,9 +300,11 @@ def _detach_node_metadata(graph: onnx.GraphProto) -> dict[str, onnx.NodeProto]:
 
 
 def _reattach_node_metadata(graph: onnx.GraphProto, held: dict[str, onnx.NodeProto]) -> None:
+    """A node that has metadata now came from elsewhere (the body of an inlined function, which
+    writes the call's output): it keeps its own, not the call site's."""
     for node in graph.node:
         keep = held.get(node.output[0]) if node.output else None
-        if keep is not None:
+        if keep is not None and not node.metadata_props:
             node.metadata_props.extend(keep.metadata_props)
 
 

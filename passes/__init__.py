@@ -1,5 +1,7 @@
 """Graph-rewriting passes, installed as `onnxprune.passes`."""
 
+from collections.abc import Iterable
+
 from onnxprune.passes.apply import RewriteNodes, ShrinkValueInfo, SliceWeights
 from onnxprune.passes.base import Pass, PassManager, PassResult, Repeat
 from onnxprune.passes.cleanup import RemoveDeadNodes
@@ -37,9 +39,10 @@ __all__ = [
 ]
 
 
-def normalization_passes(memo: ShapeMemo | None = None) -> list[Pass]:
+def normalization_passes(memo: ShapeMemo | None = None, keep: Iterable[str] = ()) -> list[Pass]:
     """The passes that make a model analyzable without changing what it computes. Their shape
-    inferences share `memo` (a fresh one if not given)."""
+    inferences share `memo` (a fresh one if not given); initializers in `keep` stay even when
+    nothing reads them."""
     memo = memo if memo is not None else ShapeMemo()
     return [
         InlineFunctions(),
@@ -53,7 +56,7 @@ def normalization_passes(memo: ShapeMemo | None = None) -> list[Pass]:
                 SimplifyReshapeTargets(),
                 ResolveReshapeShapes(),
                 FoldReshapeRoundTrips(),
-                RemoveDeadNodes(),
+                RemoveDeadNodes(keep),
             ]
         ),
     ]

@@ -100,15 +100,22 @@ class ShrinkValueInfo(Pass):
 
 
 class RewriteNodes(Pass):
-    """Fix attributes and shape constants (Conv group, Split, Slice, Reshape, Resize)."""
+    """Fix attributes and shape constants (Conv group, Split, Slice, Reshape, Resize).
 
-    def __init__(self, keeps: dict[Dim, np.ndarray], ctx: RuleContext) -> None:
+    `read` (shared with SliceWeights) holds values read out of the model earlier; a constant
+    rewritten in place is dropped from it, so that nothing slices its old values.
+    """
+
+    def __init__(
+        self, keeps: dict[Dim, np.ndarray], ctx: RuleContext, read: dict[str, np.ndarray] | None = None
+    ) -> None:
         self.keeps = keeps
         self.ctx = ctx
+        self.read = read
         self.rewrites: list[Rewrite] = []
 
     def call(self, model: onnx.ModelProto) -> PassResult:
-        edit = NodeEditor(model, self.ctx, self.keeps)
+        edit = NodeEditor(model, self.ctx, self.keeps, self.read)
         for node in model.graph.node:
             fn = lookup_rewriter(node.op_type) if node.domain in ("", "ai.onnx") else None
             if fn is not None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import onnx
 
 from onnxprune.io import attribute_graphs
@@ -9,7 +11,11 @@ from onnxprune.passes.base import Pass, PassResult
 
 
 class RemoveDeadNodes(Pass):
-    """Drop nodes whose outputs nothing reads, and initializers nothing reads."""
+    """Drop nodes whose outputs nothing reads, and initializers nothing reads except those in
+    `keep` (weights the input model also declares as graph inputs: part of its interface)."""
+
+    def __init__(self, keep: Iterable[str] = ()) -> None:
+        self.keep = frozenset(keep)
 
     def call(self, model: onnx.ModelProto) -> PassResult:
         graph = model.graph
@@ -22,7 +28,7 @@ class RemoveDeadNodes(Pass):
                 live.update(_subgraph_inputs(node))
         kept.reverse()
         removed_nodes = len(graph.node) - len(kept)
-        dead = [i for i, t in enumerate(graph.initializer) if t.name not in live]
+        dead = [i for i, t in enumerate(graph.initializer) if t.name not in live and t.name not in self.keep]
         removed_inits = len(dead)
         if removed_nodes:
             del graph.node[:]

@@ -37,10 +37,17 @@ def lookup_rewriter(op_type: str):
 class NodeEditor:
     """What a rewriter needs: shapes before pruning, kept positions, and safe constant edits."""
 
-    def __init__(self, model: onnx.ModelProto, ctx: RuleContext, keeps: dict[Dim, np.ndarray]) -> None:
+    def __init__(
+        self,
+        model: onnx.ModelProto,
+        ctx: RuleContext,
+        keeps: dict[Dim, np.ndarray],
+        read: dict[str, np.ndarray] | None = None,
+    ) -> None:
         self.model = model
         self.ctx = ctx
         self.keeps = keeps
+        self._read = read  # values read out of the model earlier: a tensor edited in place leaves it
         self._inits = {t.name: t for t in model.graph.initializer}
         self._readers: dict[str, int] = {}
         for node in model.graph.node:
@@ -71,6 +78,8 @@ class NodeEditor:
             node.input[index] = new_name
         else:
             self._inits[name].CopyFrom(numpy_helper.from_array(array, name))
+            if self._read is not None:
+                self._read.pop(name, None)
 
     def add_const_input(self, node: onnx.NodeProto, index: int, array: np.ndarray) -> None:
         """Set optional input `index` of `node` to a new constant."""

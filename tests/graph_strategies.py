@@ -42,9 +42,11 @@ Opset is drawn from 13..18 with IR version 8; channel counts of convs 1..24, spa
 weights random non-zero float32 (seeded from the draw, so a shrunk example is reproducible).
 `check_valid` runs onnx.checker (full check) and ONNX Runtime; the strategy calls it on every
 model it builds, so a generator bug shows up as a clear error rather than as a pruner failure.
-A valid model that ONNX Runtime only gets wrong with its graph optimizations on is rejected
-(`hypothesis.reject`), not reported: ORT 1.32's ConcatSliceElimination ignores the steps of
-a Slice without an axes input after a Concat and builds a graph whose shapes are wrong.
+A model that passes the checker and runs without ONNX Runtime's graph optimizations but fails
+(or gives other shapes) with them is rejected (`hypothesis.reject`), not reported: whatever the
+cause, the optimized session is what a pruned model would be judged against. The case seen so
+far: ORT 1.32's ConcatSliceElimination ignores the steps of a Slice without an axes input after
+a Concat and builds a graph whose shapes are wrong.
 
 >>> from hypothesis import given
 >>> @given(cnn_graphs())  # doctest: +SKIP

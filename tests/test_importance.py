@@ -35,8 +35,9 @@ def reference_scores(group: Group, weights: dict[str, np.ndarray], criterion: st
     for member in group.weight_members:
         w = weights[member.tensor]
         others = tuple(a for a in range(w.ndim) if a != member.axis)
+        w = w.astype(np.float64)
         values = np.abs(w) if criterion == "l1" else w**2
-        per_position = values.astype(np.float64).sum(axis=others)
+        per_position = values.sum(axis=others)
         scores = np.array([per_position[list(unit)].sum() for unit in member.positions])
         if criterion == "l2":
             scores = np.sqrt(scores)
@@ -153,3 +154,14 @@ def test_unknown_criterion_is_refused():
     group = Group(0, 1, (), True)
     with pytest.raises(ValueError, match="l3"):
         unit_scores(group, {}, "l3")
+
+
+@pytest.mark.parametrize("criterion", CRITERIA)
+def test_float16_weights_are_reduced_in_float64(criterion):
+    """|w| = 300 squared overflows float16 (max 65504); 1e-4 squared underflows it."""
+    w = np.array([[300.0, 300.0], [1e-4, 1e-4]], dtype=np.float16)
+    member = Member("w", 0, 2, np.array([[0], [1]]), True, "out")
+    group = Group(0, 2, (member,), True)
+    scores = unit_scores(group, {"w": w}, criterion)
+    assert np.all(np.isfinite(scores)) and np.all(scores > 0)
+    np.testing.assert_allclose(scores, reference_scores(group, {"w": w}, criterion), rtol=1e-9)

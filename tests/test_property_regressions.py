@@ -262,3 +262,30 @@ def test_weights_listed_as_graph_inputs_stay_inputs_with_their_sliced_shapes():
     assert weights["w1"] == [1, 1, 1, 1]  # sliced, and declared so
     report = validate(model, result.model, result.plan)
     assert report, str(report)
+
+
+def test_weights_declared_as_inputs_stay_even_when_nothing_reads_them():
+    """A weight listed as a graph input that no node reads (or only a dead one) is still part of
+    the interface: callers may feed it, and ONNX Runtime refuses a feed for an unknown name."""
+    rng = np.random.default_rng(0)
+    weights = {
+        "w1": _weight(rng, (8, 3, 1, 1)),
+        "w2": _weight(rng, (2, 8, 1, 1)),
+        "unused": _weight(rng, (4,)),
+        "w_dead": _weight(rng, (8, 8, 1, 1)),
+    }
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["h"], kernel_shape=[1, 1]),
+        helper.make_node("Relu", ["h"], ["r"]),
+        helper.make_node("Conv", ["r", "w_dead"], ["dead"], kernel_shape=[1, 1]),  # read by nobody
+        helper.make_node("Conv", ["r", "w2"], ["y"], kernel_shape=[1, 1]),
+    ]
+    model = _model(nodes, [("x", [1, 3, 4, 4])], [("y", [1, 2, 4, 4])], weights)
+    model.graph.input.extend(
+        helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, list(a.shape)) for n, a in weights.items()
+    )
+    result = onnxprune.prune(model, ratio=0.5, round_to=1)
+    assert result.plan.removes_anything
+    assert [vi.name for vi in result.model.graph.input] == [vi.name for vi in model.graph.input]
+    report = validate(model, result.model, result.plan)
+    assert report, str(report)

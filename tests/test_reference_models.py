@@ -91,3 +91,27 @@ def test_independent_oracle_agrees(path, tmp_path):
     figures = json.loads(run.stdout.strip().splitlines()[-1])
     assert run.returncode == 0, figures["fails"]
     assert figures["params_ratio"] < 1.0
+
+
+def test_an_inlined_function_body_keeps_its_own_node_metadata():
+    """The node an inlined function call becomes writes the call's output: it keeps the metadata
+    of the body node, not the call site's as well (node metadata is held apart while the passes
+    run and given back by output name)."""
+    model = onnx.parser.parse_model(
+        """<ir_version: 8, opset_import: ["" : 17, "local" : 1]>
+        g (float[1, 4, 4, 4] x) => (float[1, 2, 4, 4] y)
+        <float[4, 4, 1, 1] w1 = {1., 0., 0., 0., 0., 1., 0., 0., 0., 0., 1., 0., 0., 0., 0., 1.},
+         float[2, 4, 1, 1] w2 = {1., 2., 3., 4., 5., 6., 7., 8.}> {
+            h = Conv (x, w1)
+            r = local.frelu (h)
+            y = Conv (r, w2)
+        }
+        <domain: "local", opset_import: ["" : 17]>
+        frelu (a) => (b) { b = Relu (a) }"""
+    )
+    call = model.graph.node[1]
+    call.metadata_props.add(key="where", value="call site")
+    model.functions[0].node[0].metadata_props.add(key="where", value="body")
+    result = onnxprune.prune(model, ratio=0.5, round_to=1)
+    producer = next(n for n in result.model.graph.node if "r" in n.output)
+    assert [(e.key, e.value) for e in producer.metadata_props] == [("where", "body")]

@@ -266,10 +266,10 @@ def _resolve(
     links), see DependencyAnalysis.
 
     Without a `cache`, every component is resolved in one pass over all their positions. With
-    one, each component is resolved on its own and the groups of a component seen before (same
-    links, same pinned axes) are reused, so trying an alternative only re-resolves the
-    components it changes; their ids and barrier texts may then be stale, so the final
-    resolution runs without a cache.
+    one (to score alternatives), each component is resolved on its own and the groups of a
+    component seen before (same links, same pinned axes) are reused, so trying an alternative
+    only re-resolves the components it changes; those groups are numbered from 0 in each
+    component and their barrier texts may be stale, so the final resolution runs without one.
     """
     links = list(collected.links)
     pins: dict[Dim, list[Barrier]] = defaultdict(list, {d: list(b) for d, b in collected.pins.items()})
