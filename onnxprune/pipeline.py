@@ -329,7 +329,8 @@ def _restore_weight_inputs(graph: onnx.GraphProto, declared: list[str]) -> None:
         elif name in weights:  # a weight declared as input, possibly sliced: its type as it is now
             tensor = weights[name]
             inputs.append(onnx.helper.make_tensor_value_info(name, tensor.data_type, list(tensor.dims)))
-    inputs += [vi for name, vi in current.items() if name not in set(declared)]
+    listed = set(declared)
+    inputs += [vi for name, vi in current.items() if name not in listed]
     if [vi.name for vi in inputs] != list(current):
         del graph.input[:]
         graph.input.extend(inputs)
