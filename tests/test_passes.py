@@ -546,3 +546,26 @@ def test_slice_weights_uses_values_already_read_only_while_they_fit_the_tensor()
     model = conv_model()
     SliceWeights(keep, read={"w": values.astype(np.float64)})(model)
     np.testing.assert_array_equal(weight(model), np.ones((2, 3, 3, 3)))
+
+
+def test_a_constant_rewritten_in_place_leaves_the_values_read_before():
+    """RewriteNodes edits shape constants in place when one node reads them; values read out of
+    the model earlier (by scoring, for SliceWeights to reuse) are then stale and must go. A
+    constant other nodes read too is cloned instead, and the original stays valid."""
+    from onnxprune.analysis import RuleContext
+    from onnxprune.passes.rewriters import NodeEditor
+
+    model = parse(
+        """g (float[N, 8] x) => (float[N, 2, 4] y, float[N, 4, 2] z)
+            <int64[3] s = {0, 2, 4}, int64[3] t = {0, 4, 2}> {
+            y = Reshape (x, s)
+            z = Reshape (x, t)
+            w = Reshape (x, t) }"""
+    )
+    read = {"s": np.array([0, 2, 4]), "t": np.array([0, 4, 2])}
+    edit = NodeEditor(model, RuleContext(model), {}, read)
+    reshape_y, reshape_z = model.graph.node[0], model.graph.node[1]
+    edit.set_const_input(reshape_y, 1, np.array([0, 4, 2], np.int64))  # only reader: in place
+    edit.set_const_input(reshape_z, 1, np.array([0, 2, 4], np.int64))  # shared: cloned
+    assert "s" not in read
+    assert "t" in read and reshape_z.input[1] != "t"
