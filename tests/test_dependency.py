@@ -12,7 +12,7 @@ import pytest
 
 from onnxprune.analysis import dependency
 from onnxprune.analysis.flow import Link, RuleContext
-from onnxprune.analysis.index_map import IndexMap
+from onnxprune.analysis.index_map import IndexMap, offset_pairs
 from onnxprune.io import read_model
 from onnxprune.passes import PassManager, normalization_passes
 from onnxprune.selection import dim_keeps, select_units
@@ -136,3 +136,25 @@ def test_kept_positions_of_shared_axes_are_computed_as_for_any_axis(path):
     for axis, mask in expected.items():
         np.testing.assert_array_equal(keeps[axis], np.flatnonzero(mask), err_msg=str(axis))
     assert keeps.keys() & analysis.shared_positions.keys(), "the shortcut is exercised"
+
+
+def test_offset_pairs_of_many_maps_are_the_pairs_of_each():
+    rng = np.random.default_rng(0)
+    maps, sizes_a, sizes_b = [], [], []
+    for _ in range(50):
+        size_b = int(rng.integers(1, 20))
+        if rng.random() < 0.3:
+            maps.append(IndexMap.identity())
+            sizes_a.append(size_b)
+        else:
+            step = int(rng.choice([1, 2, 3, -1]))
+            start = int(rng.integers(0, size_b))
+            room = (size_b - start - 1) // step if step > 0 else start
+            maps.append(IndexMap.at_offset(start, step))
+            sizes_a.append(int(rng.integers(0, room + 1)) + (1 if room >= 0 else 0))
+        sizes_b.append(size_b)
+    ia, ib, which = offset_pairs(maps, sizes_a, sizes_b)
+    for k, index_map in enumerate(maps):
+        want_a, want_b = index_map.pairs(sizes_a[k], sizes_b[k])
+        np.testing.assert_array_equal(ia[which == k], want_a)
+        np.testing.assert_array_equal(ib[which == k], want_b)

@@ -27,6 +27,7 @@ import onnx
 
 from onnxprune.analysis import rules  # noqa: F401  (registers every op rule)
 from onnxprune.analysis.flow import ChannelFlow, Dim, Link, RuleContext
+from onnxprune.analysis.index_map import OFFSET_KINDS, offset_pairs
 from onnxprune.analysis.registry import lookup
 from onnxprune.io import attribute_graphs
 
@@ -438,11 +439,16 @@ def _merge_elements(dims: list[Dim], sizes: dict[Dim, int], links: list[Link]):
     pairs: list[tuple[np.ndarray, np.ndarray]] = []
     # offset maps (Concat, Split, Slice) and identities between axes of different classes are
     # most links: their pairs are written for all of them at once
-    plain = [lk for lk in links if lk.index_map.kind in ("offset", "identity")]
+    plain = [lk for lk in links if lk.index_map.kind in OFFSET_KINDS]
     if plain:
-        pairs.append(_offset_pairs(plain, sizes, offsets))
+        ia, ib, link_of = offset_pairs(
+            [lk.index_map for lk in plain], [sizes[lk.a] for lk in plain], [sizes[lk.b] for lk in plain]
+        )
+        shift_a = np.array([offsets[lk.a] for lk in plain], dtype=np.int64)
+        shift_b = np.array([offsets[lk.b] for lk in plain], dtype=np.int64)
+        pairs.append((ia + shift_a[link_of], ib + shift_b[link_of]))
     for link in links:
-        if link.index_map.kind not in ("offset", "identity"):
+        if link.index_map.kind not in OFFSET_KINDS:
             ia, ib = link.index_map.pairs(sizes[link.a], sizes[link.b])
             pairs.append((ia + offsets[link.a], ib + offsets[link.b]))
     if not pairs:
@@ -450,34 +456,6 @@ def _merge_elements(dims: list[Dim], sizes: dict[Dim, int], links: list[Link]):
     u = np.concatenate([pair[0] for pair in pairs])
     v = np.concatenate([pair[1] for pair in pairs])
     return _min_labels(total, u, v), offsets
-
-
-def _offset_pairs(links: list[Link], sizes: dict[Dim, int], offsets: dict[Dim, int]):
-    """The element pairs of identity and offset maps, in one vectorized pass (`IndexMap.pairs`
-    of each, shifted by the axes' offsets); a map that does not fit is left to `pairs` to report."""
-    table = np.array(
-        [
-            (sizes[lk.a], sizes[lk.b], offsets[lk.a], offsets[lk.b], lk.index_map.offset, lk.index_map.step)
-            for lk in links
-        ],
-        dtype=np.int64,
-    ).reshape(-1, 6)
-    size_a, size_b, off_a, off_b, shift, step = table.T
-    identity = np.array([lk.index_map.kind == "identity" for lk in links])
-    last = shift + (size_a - 1) * step
-    fits = np.where(
-        identity,
-        size_a == size_b,
-        (size_a == 0) | ((np.minimum(shift, last) >= 0) & (np.maximum(shift, last) < size_b)),
-    )
-    if not fits.all():
-        bad = links[int(np.flatnonzero(~fits)[0])]
-        bad.index_map.pairs(sizes[bad.a], sizes[bad.b])  # raises ValueError naming the sizes
-        raise ValueError(f"{bad.index_map.describe()} map does not fit {bad.a} -> {bad.b}")
-    starts = np.repeat(np.cumsum(size_a) - size_a, size_a)
-    i = np.arange(len(starts)) - starts  # position within a
-    link_of = np.repeat(np.arange(len(links)), size_a)
-    return i + off_a[link_of], shift[link_of] + i * step[link_of] + off_b[link_of]
 
 
 def _min_labels(n: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:

@@ -117,6 +117,42 @@ class IndexMap:
         return params.get(self.kind, self.kind)
 
 
+OFFSET_KINDS = ("offset", "identity")
+"""The kinds `offset_pairs` takes: most links of a graph (Concat, Split, Slice, and identities)."""
+
+
+def offset_pairs(
+    maps: list[IndexMap], sizes_a: list[int], sizes_b: list[int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`pairs` of many identity and offset maps at once: all their pairs (positions in a,
+    positions in b) concatenated, and the index of the map each pair comes from.
+
+    Raises ValueError, as `pairs` does, if a map does not fit its sizes.
+
+    >>> ia, ib, which = offset_pairs([IndexMap.at_offset(2), IndexMap.identity()], [1, 2], [3, 2])
+    >>> ia.tolist(), ib.tolist(), which.tolist()
+    ([0, 0, 1], [2, 0, 1], [0, 1, 1])
+    """
+    size_a = np.asarray(sizes_a, dtype=np.int64)
+    size_b = np.asarray(sizes_b, dtype=np.int64)
+    shift = np.array([m.offset for m in maps], dtype=np.int64)
+    step = np.array([m.step for m in maps], dtype=np.int64)
+    identity = np.array([m.kind == "identity" for m in maps], dtype=bool)
+    last = shift + (size_a - 1) * step
+    fits = np.where(
+        identity,
+        size_a == size_b,
+        (size_a == 0) | ((np.minimum(shift, last) >= 0) & (np.maximum(shift, last) < size_b)),
+    )
+    if not fits.all():
+        k = int(np.flatnonzero(~fits)[0])
+        maps[k].pairs(int(size_a[k]), int(size_b[k]))  # raises ValueError naming the sizes
+        raise ValueError(f"{maps[k].describe()} map does not fit {size_a[k]} -> {size_b[k]}")
+    which = np.repeat(np.arange(len(maps)), size_a)
+    i = np.arange(len(which)) - np.repeat(np.cumsum(size_a) - size_a, size_a)  # position within a
+    return i, shift[which] + i * step[which], which
+
+
 def _expect(cond: bool, message: str) -> None:
     if not cond:
         raise ValueError(message)
