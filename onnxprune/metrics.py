@@ -359,7 +359,14 @@ def macs_by_node(
     on its current graph (as after ``InferShapes``): the counts then come from those shapes, with
     symbolic dims of the graph inputs made concrete, and inference runs only if one is missing.
     """
-    from onnxprune.passes import FoldShapes, InferShapes, PassManager, ShapeMemo
+    from onnxprune.passes import (
+        ConstantsToInitializers,
+        FoldShapes,
+        InferShapes,
+        PassManager,
+        Repeat,
+        ShapeMemo,
+    )
 
     check_input_names(model, input_shapes)
     if shapes_inferred and not model.functions:
@@ -371,15 +378,10 @@ def macs_by_node(
                 pass  # a shape inference left symbolic or open: infer at concrete input sizes
     inferred = _inference_copy(model, input_shapes, batch, dynamic_default)
     try:
-        # with concrete input sizes every shape computation folds to constants (legacy exports)
+        # with concrete input sizes every shape computation folds to constants (legacy exports
+        # compute Reshape targets from Shape, Gather and Constant nodes), however deep the chain
         memo = ShapeMemo()
-        passes = [
-            InferShapes(memo=memo),
-            FoldShapes(),
-            InferShapes(memo=memo),
-            FoldShapes(),
-            InferShapes(memo=memo),
-        ]
+        passes = [ConstantsToInitializers(), Repeat([InferShapes(memo=memo), FoldShapes()])]
         PassManager(passes).run(inferred)
     except ModelError as exc:
         raise ShapeUnknownError(f"shape inference failed, cannot count MACs: {exc}") from exc

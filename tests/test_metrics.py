@@ -375,3 +375,56 @@ def test_macs_from_inferred_shapes_on_reference_models(path, inferences) -> None
         slow = macs_by_node(model, batch=batch)
         assert fast == slow
         assert fast and all(v > 0 for v in fast.values())
+
+
+def test_reshape_target_computed_from_shape_and_constant_nodes_is_folded() -> None:
+    # the TorchScript exporter's channel shuffle: the Reshape target is built at run time from
+    # Shape, Gather, Div, Unsqueeze and Concat, with every index a Constant node (no initializer)
+    model = parse(
+        """g (float[N, 8, 5, 5] x) => (float[N, 4] y) {
+            s = Shape(x)
+            i0 = Constant <value_int = 0> ()
+            i1 = Constant <value_int = 1> ()
+            two = Constant <value_int = 2> ()
+            n = Gather <axis = 0> (s, i0)
+            c = Gather <axis = 0> (s, i1)
+            half = Div(c, two)
+            ax = Constant <value_ints = [0]> ()
+            rest = Constant <value_ints = [-1]> ()
+            n1 = Unsqueeze(n, ax)
+            half1 = Unsqueeze(half, ax)
+            t = Concat <axis = 0> (n1, half1, rest)
+            g4 = Reshape(x, t)
+            flat_shape = Constant <value_ints = [0, -1]> ()
+            flat = Reshape(g4, flat_shape)
+            y = MatMul(flat, w) }""",
+        {"w": zeros(200, 4)},
+    )
+    assert count_macs(model, batch=3) == 3 * 4 * 200  # [3, 200] x [200, 4]
+
+
+RAW_REFERENCE_MODELS = sorted(MODELS.glob("**/*.onnx"))
+
+
+@pytest.mark.parametrize("path", RAW_REFERENCE_MODELS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_macs_of_every_exported_model_as_the_exporter_wrote_it(path) -> None:
+    # what `onnxprune bench` counts: the file as exported (legacy shape arithmetic included),
+    # at two batch sizes; MACs scale with the batch, and the pruner's path counts the same
+    model = read_model(path).model
+    one, three = count_macs(model, batch=1), count_macs(model, batch=3)
+    assert one > 0 and three == 3 * one
+    PassManager(normalization_passes()).run(model)
+    assert sum(macs_by_node(model, batch=3, shapes_inferred=True).values()) == three
+
+
+EXPORTER_PAIRS = sorted(p for p in RAW_REFERENCE_MODELS if p.stem.endswith("_dynamo"))
+
+
+@pytest.mark.parametrize(
+    "dynamo", EXPORTER_PAIRS, ids=lambda p: f"{p.parent.name}/{p.stem[: -len('_dynamo')]}"
+)
+def test_both_torch_exporters_give_the_same_macs(dynamo) -> None:
+    torchscript = dynamo.with_name(dynamo.name.replace("_dynamo", "_torchscript"))
+    if not torchscript.exists():
+        pytest.fail(f"{dynamo.name} has no TorchScript counterpart")
+    assert count_macs(read_model(torchscript).model) == count_macs(read_model(dynamo).model)
