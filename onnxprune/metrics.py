@@ -425,8 +425,12 @@ def _declared_shapes(
             if not dim.dim_param or symbols.setdefault(dim.dim_param, size) != size:
                 return None
     # not graph.output: declared output types are the model's interface and may be stale
-    # annotations (a static batch of 1); a Conv whose output is one makes the caller infer
-    return _known_shapes(model, [*model.graph.input, *model.graph.value_info], symbols)
+    # annotations (a static batch of 1); a Conv whose output is one makes the caller infer.
+    # Only the tensors the counted ops read and write: the other shapes are never looked at.
+    graph = model.graph
+    needed = {name for node in graph.node if node.op_type in _MAC_OPS for name in (*node.input, *node.output)}
+    infos = [info for info in (*graph.input, *graph.value_info) if info.name in needed]
+    return _known_shapes(model, infos, symbols)
 
 
 def model_stats(
