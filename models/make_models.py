@@ -510,6 +510,23 @@ def verify(model: nn.Module, path: Path) -> dict:
     }
 
 
+def provenance_entry(arch: str, exporter: str, verified: dict, model: nn.Module) -> dict:
+    """The PROVENANCE.json record of one exported file (`verified` is what `verify` returned)."""
+    return {
+        "arch": arch,
+        "exporter": exporter,
+        "opset": verified["opset"],
+        "ir_version": verified["ir"],
+        "torch_version": torch.__version__,
+        "input_shape": list(INPUT_SHAPE),
+        "dynamic_axes": {"0": "batch"},
+        "input_name": verified["input"],
+        "output_name": verified["output"],
+        "output_shape": verified["output_shape"],
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
+
+
 def file_name(arch: str, exporter: str) -> str:
     return "default.onnx" if arch == "default" else f"{arch}_{exporter}.onnx"
 
@@ -573,7 +590,9 @@ def main() -> int:
     logging.disable(logging.WARNING)
     vers = versions()
     results: dict[str, dict] = {}
-    provenance: dict[str, dict] = {}
+    # entries written by other scripts (make_untrained.py) stay; this script's own are rewritten
+    old = json.loads((HERE / "PROVENANCE.json").read_text()) if (HERE / "PROVENANCE.json").exists() else {}
+    provenance: dict[str, dict] = {k: v for k, v in old.items() if v.get("arch") not in ARCHS}
     for arch, (_, exporters, _, _) in ARCHS.items():
         model = build(arch)
         check_distinct(model)
@@ -584,19 +603,7 @@ def main() -> int:
             r = verify(model, path)
             r["exporter"] = exporter
             results[name] = r
-            provenance[name] = {
-                "arch": arch,
-                "exporter": exporter,
-                "opset": r["opset"],
-                "ir_version": r["ir"],
-                "torch_version": torch.__version__,
-                "input_shape": list(INPUT_SHAPE),
-                "dynamic_axes": {"0": "batch"},
-                "input_name": r["input"],
-                "output_name": r["output"],
-                "output_shape": r["output_shape"],
-                "parameters": sum(p.numel() for p in model.parameters()),
-            }
+            provenance[name] = provenance_entry(arch, exporter, r, model)
     (HERE / "PROVENANCE.json").write_text(json.dumps(provenance, indent=2) + "\n")
 
     print(f"\n{'file':<30} {'nodes':>5} {'size':>8} {'max diff':>9}  op types")

@@ -33,7 +33,7 @@ from onnxprune.passes import (
 )
 from onnxprune.plan import Plan
 from onnxprune.selection import DEFAULT_ROUND_TO, build_plan, decisions_from_plan, dim_keeps, select_units
-from onnxprune.weights import tensor_array
+from onnxprune.weights import tensor_array, weight_tensors
 
 
 @dataclass
@@ -198,11 +198,14 @@ def prune(
     params_before = count_params(work)
     declared_inputs = [vi.name for vi in work.graph.input]  # weights among them are overridable
     weight_inputs = set(declared_inputs) & {t.name for t in work.graph.initializer}
+    input_weights = set(weight_tensors(work))
     metadata = _detach_node_metadata(work.graph)
     memo = ShapeMemo()  # shape inference results of this run, shared by its passes
     norm_results = PassManager(normalization_passes(memo, keep=weight_inputs)).run(work)
     analysis = analyze_model(work, exclude=exclude)
-    weight_names = {t.name for t in work.graph.initializer}
+    # the plan names weights of the input model only: not the per-reader copies normalization
+    # made of shared constants (UnshareVectorConstants), nor constants it folded
+    weight_names = {t.name for t in work.graph.initializer} & input_weights
     if plan is None:
         scored = {m.tensor for g in analysis.prunable_groups for m in g.weight_members}
         tensors = {t.name: t for t in work.graph.initializer if t.name in scored}

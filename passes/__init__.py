@@ -14,6 +14,7 @@ from onnxprune.passes.normalize import (
     ResolveReshapeShapes,
     SimplifyReshapeTargets,
     UniqueNodeNames,
+    UnshareVectorConstants,
 )
 from onnxprune.passes.shapes import InferShapes, ShapeMemo
 
@@ -36,6 +37,7 @@ __all__ = [
     "SimplifyReshapeTargets",
     "SliceWeights",
     "UniqueNodeNames",
+    "UnshareVectorConstants",
 ]
 
 
@@ -49,6 +51,7 @@ def normalization_passes(memo: ShapeMemo | None = None, keep: Iterable[str] = ()
         UniqueNodeNames(),
         ConstantsToInitializers(),
         DropInitializerInputs(),
+        UnshareVectorConstants(keep),
         Repeat(
             [
                 InferShapes(keep_resolved=True, symbolic=True, memo=memo),

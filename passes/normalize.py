@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 import numpy as np
 import onnx
@@ -111,6 +112,123 @@ class UniqueNodeNames(Pass):
                 renamed += 1
             used.add(node.name)
         return PassResult(self.name, bool(renamed), {"nodes_renamed": renamed})
+
+
+class UnshareVectorConstants(Pass):
+    """Give every reader of a shared per-channel constant its own copy.
+
+    Exporters merge constants of equal value: with untrained weights the TorchScript exporter
+    reads one zero bias through Identity nodes into many convs, and tf2onnx merges equal Const
+    nodes. Left shared, the constant couples the channels of every conv that reads it, so they
+    could only be pruned together. A float constant with at most one axis longer than 1 (a
+    bias, a scale, a BatchNorm statistic) that several nodes read only as a per-channel
+    operand (a Conv or Gemm bias, a normalization parameter, an elementwise operand) gets one
+    copy per reader; an Identity of such a constant becomes a constant itself. What the model
+    computes does not change. A larger shared tensor is a tied weight and stays shared, as do
+    constants in `keep`, graph outputs and constants read inside a subgraph.
+
+    The copies are not weights of the input model: the plan never names them (DESIGN.md),
+    and as per-channel operands their removed entries never need masking.
+    """
+
+    def __init__(self, keep: Iterable[str] = ()) -> None:
+        self.keep = frozenset(keep)
+
+    def call(self, model: onnx.ModelProto) -> PassResult:
+        graph = model.graph
+        inits = {t.name: t for t in graph.initializer}
+        outputs = {o.name for o in graph.output}
+        fixed = self.keep | outputs | _subgraph_reads(graph)
+        candidates = {
+            name
+            for name, t in inits.items()
+            if name not in fixed and t.data_type in _FLOAT_TYPES and _is_vector(t.dims)
+        }
+        readers: dict[str, list[tuple[onnx.NodeProto, int]]] = {}
+        for node in graph.node:
+            for index, name in enumerate(node.input):
+                if name in candidates:
+                    readers.setdefault(name, []).append((node, index))
+        taken = set(inits) | {o for n in graph.node for o in n.output} | {i.name for i in graph.input}
+        copies, folded = 0, set()
+        for name, uses in readers.items():
+            if not all(_per_channel_operand(node, index) for node, index in uses):
+                continue
+            nodes = list(dict.fromkeys(id(node) for node, _ in uses))
+            if len(nodes) < 2:
+                continue
+            source = inits[name]
+            for node, index in uses:
+                if node.op_type == "Identity" and _is_default(node) and node.output[0] not in outputs:
+                    # the copy takes the Identity's output name, and the Identity goes
+                    folded.add(id(node))
+                    graph.initializer.append(_copy_tensor(source, node.output[0]))
+                    copies += 1
+                elif id(node) != nodes[0]:  # the first reader keeps the constant itself
+                    clone = fresh_name(f"{name}__{node.name or node.op_type}", taken)
+                    taken.add(clone)
+                    graph.initializer.append(_copy_tensor(source, clone))
+                    node.input[index] = clone
+                    copies += 1
+        if folded:
+            keep_nodes = [n for n in graph.node if id(n) not in folded]
+            del graph.node[:]
+            graph.node.extend(keep_nodes)
+        return PassResult(self.name, bool(copies), {"constants_unshared": copies})
+
+
+_FLOAT_TYPES = frozenset(
+    {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
+)
+
+# (op type, input index) where a per-channel constant is read element by element, never summed
+# over: its entries for removed channels go with those channels and never need masking
+_PER_CHANNEL_INPUTS = {
+    "Conv": {2},
+    "ConvTranspose": {2},
+    "Gemm": {2},
+    "BatchNormalization": {1, 2, 3, 4},
+    "InstanceNormalization": {1, 2},
+    "LayerNormalization": {1, 2},
+    "GroupNormalization": {1, 2},
+    "PRelu": {1},
+}
+_ELEMENTWISE = frozenset({"Add", "Sub", "Mul", "Div", "Max", "Min", "Identity"})
+
+
+def _per_channel_operand(node: onnx.NodeProto, index: int) -> bool:
+    if not _is_default(node):
+        return False
+    if node.op_type in _ELEMENTWISE:
+        return True
+    return index in _PER_CHANNEL_INPUTS.get(node.op_type, ())
+
+
+def _is_default(node: onnx.NodeProto) -> bool:
+    return node.domain in ("", "ai.onnx")
+
+
+def _is_vector(dims) -> bool:
+    return math.prod(dims) > 1 and sum(1 for d in dims if d > 1) == 1
+
+
+def _copy_tensor(source: onnx.TensorProto, name: str) -> onnx.TensorProto:
+    tensor = onnx.TensorProto()
+    tensor.CopyFrom(source)
+    tensor.name = name
+    return tensor
+
+
+def _subgraph_reads(graph: onnx.GraphProto) -> set[str]:
+    """Every tensor name read by a node inside a subgraph (If/Loop/Scan bodies), at any depth."""
+    names: set[str] = set()
+    for node in graph.node:
+        for attr in node.attribute:
+            for body in [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs):
+                for inner in body.node:
+                    names.update(inner.input)
+                names |= _subgraph_reads(body)
+    return names
 
 
 class DropInitializerInputs(Pass):

@@ -20,6 +20,7 @@ from onnxprune.passes import (
     ShapeMemo,
     ShrinkValueInfo,
     SliceWeights,
+    UnshareVectorConstants,
 )
 
 HEADER = '<ir_version: 8, opset_import: ["" : 17]>\n'
@@ -569,3 +570,119 @@ def test_a_constant_rewritten_in_place_leaves_the_values_read_before():
     edit.set_const_input(reshape_z, 1, np.array([0, 2, 4], np.int64))  # shared: cloned
     assert "s" not in read
     assert "t" in read and reshape_z.input[1] != "t"
+
+
+# --- UnshareVectorConstants: merged per-channel constants get one copy per reader -------------
+
+SHARED_BIAS = """g (float[1, 4, 6, 6] x) => (float[1, 8, 6, 6] y) {
+    b1 = Identity(b)
+    b2 = Identity(b)
+    c1 = Conv <pads = [1, 1, 1, 1]> (x, w1, b1)
+    c2 = Conv <pads = [1, 1, 1, 1]> (x, w2, b2)
+    y = Concat <axis = 1> (c1, c2) }"""
+
+
+def shared_bias_model() -> onnx.ModelProto:
+    rng = np.random.default_rng(0)
+    weights = {
+        "w1": rng.standard_normal((4, 4, 3, 3)).astype(np.float32),
+        "w2": rng.standard_normal((4, 4, 3, 3)).astype(np.float32),
+        "b": np.zeros(4, np.float32),  # what the TorchScript exporter merges: equal zero biases
+    }
+    return parse(SHARED_BIAS, weights)
+
+
+def run(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, feeds)
+
+
+def readers_of(model: onnx.ModelProto) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            found.setdefault(name, []).append(node.op_type)
+    return found
+
+
+def test_a_bias_merged_through_identity_nodes_becomes_one_constant_per_conv():
+    model = shared_bias_model()
+    x = np.random.default_rng(1).standard_normal((1, 4, 6, 6)).astype(np.float32)
+    before = run(model, {"x": x})
+    result = UnshareVectorConstants()(model)
+    assert result.modified and result.stats["constants_unshared"] == 2
+    onnx.checker.check_model(model, full_check=True)
+    assert [n.op_type for n in model.graph.node] == ["Conv", "Conv", "Concat"]  # the Identities went
+    inits = {t.name for t in model.graph.initializer}
+    assert {"b1", "b2"} <= inits  # each conv reads a constant of its own, named as the Identity output
+    np.testing.assert_array_equal(run(model, {"x": x})[0], before[0])
+
+
+def test_a_bias_read_directly_by_two_nodes_is_copied_for_the_second():
+    model = parse(
+        """g (float[2, 4] x) => (float[2, 4] y, float[2, 4] z) {
+            y = Add(x, b)
+            z = Mul(x, b) }""",
+        {"b": np.arange(1, 5, dtype=np.float32)},
+    )
+    x = np.ones((2, 4), np.float32)
+    before = run(model, {"x": x})
+    assert UnshareVectorConstants()(model).modified
+    add, mul = model.graph.node
+    assert add.input[1] == "b" and mul.input[1] not in ("b", "")  # the first reader keeps the name
+    copies = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    np.testing.assert_array_equal(copies[mul.input[1]], copies["b"])
+    for got, want in zip(run(model, {"x": x}), before, strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize(
+    ("text", "weights", "why"),
+    [
+        (
+            """g (float[2, 4] x) => (float[2, 3] y, float[2, 3] z) { y = MatMul(x, w)  z = MatMul(x, w) }""",
+            {"w": np.ones((4, 3), np.float32)},
+            "a matrix read twice is a tied weight",
+        ),
+        (
+            """g (float[2, 4] x) => (float[2] y, float[2, 4] z) { y = MatMul(x, v)  z = Add(x, v) }""",
+            {"v": np.ones(4, np.float32)},
+            "a vector a MatMul sums over is not a per-channel operand",
+        ),
+        (
+            """g (float[2, 4] x) => (float[2, 4] y) { y = Add(x, b) }""",
+            {"b": np.ones(4, np.float32)},
+            "one reader: nothing is shared",
+        ),
+        (
+            """g (float[2, 4] x) => (float[2, 4] y, float[2, 4] z) { y = Add(x, s)  z = Mul(x, s) }""",
+            {"s": np.ones(1, np.float32)},
+            "a scalar has no channels",
+        ),
+        (
+            """g (float[2, 4] x) => (float[2, 4] y, float[2, 4] z) { y = Add(x, b)  z = Mul(x, b) }""",
+            {"b": np.ones(4, np.int64).astype(np.float32)},
+            "listed in keep (a weight the user can override as a graph input)",
+        ),
+    ],
+    ids=["tied-matrix", "contracted-vector", "single-reader", "scalar", "kept"],
+)
+def test_constants_that_are_not_merged_per_channel_operands_stay_shared(text, weights, why):
+    model = parse(text, weights)
+    before = model.SerializeToString()
+    result = UnshareVectorConstants(keep={"b"})(model)
+    assert not result.modified, why
+    assert model.SerializeToString() == before
+
+
+def test_a_constant_read_inside_a_subgraph_stays_shared():
+    model = parse(
+        """g (float[4] x, bool c) => (float[4] y, float[4] z) {
+            y = Add(x, b)
+            z = If(c) <then_branch = t () => (float[4] o) { o = Add(x, b) },
+                        else_branch = e () => (float[4] o) { o = Mul(x, b) }> }""",
+        {"b": np.arange(4, dtype=np.float32)},
+    )
+    assert not UnshareVectorConstants()(model).modified

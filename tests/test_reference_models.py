@@ -115,3 +115,24 @@ def test_an_inlined_function_body_keeps_its_own_node_metadata():
     result = onnxprune.prune(model, ratio=0.5, round_to=1)
     producer = next(n for n in result.model.graph.node if "r" in n.output)
     assert [(e.key, e.value) for e in producer.metadata_props] == [("where", "body")]
+
+
+def test_constants_the_exporter_merged_do_not_couple_the_convs_that_read_them():
+    # inception_fresh keeps PyTorch's initialisation: the TorchScript exporter hands one all-zero
+    # bias to every conv of a width through Identity nodes; the dynamo export has a bias per conv
+    from tests.conftest import MODELS as MODELS_DIR
+
+    fresh = {e: MODELS_DIR / f"inception_fresh_{e}.onnx" for e in ("dynamo", "torchscript")}
+    merged = onnx.load(fresh["torchscript"])
+    readers: dict[str, int] = {}
+    for node in merged.graph.node:
+        for name in node.input:
+            readers[name] = readers.get(name, 0) + 1
+    assert max(readers[t.name] for t in merged.graph.initializer) > 2  # the file does merge biases
+    results = {e: onnxprune.prune(str(p), ratio=0.4) for e, p in fresh.items()}
+    found = {e: (r.report.groups_found, r.report.groups_pruned) for e, r in results.items()}
+    assert found["torchscript"] == found["dynamo"]  # one group per conv output, as without merging
+    assert results["torchscript"].report.macs_after == results["dynamo"].report.macs_after
+    names = {t.name for t in merged.graph.initializer}
+    assert {s.tensor for s in results["torchscript"].plan.slices} <= names  # no copy in the plan
+    assert validate(str(fresh["torchscript"]), results["torchscript"].model, results["torchscript"].plan)
