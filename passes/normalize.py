@@ -37,6 +37,7 @@ _FOLDABLE = {
     "Expand",
     "Mod",
     "ReduceProd",
+    "Transpose",
 }
 _MAX_FOLDED = 1024  # elements: shape arithmetic, never weights
 

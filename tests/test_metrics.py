@@ -428,3 +428,19 @@ def test_both_torch_exporters_give_the_same_macs(dynamo) -> None:
     if not torchscript.exists():
         pytest.fail(f"{dynamo.name} has no TorchScript counterpart")
     assert count_macs(read_model(torchscript).model) == count_macs(read_model(dynamo).model)
+
+
+def test_pads_computed_through_transpose_of_constants_are_folded():
+    # the TorchScript exporter's Pad: begin/end pairs reordered by Transpose and Reshape at run time
+    model = parse(
+        """g (float[N, 4, 5, 5] x) => (float[N, 8, 5, 5] y) {
+            pairs = Constant <value = int64[4, 2] {0, 0, 0, 0, 1, 1, 1, 1}> ()
+            swapped = Transpose <perm = [1, 0]> (pairs)
+            flat = Constant <value_ints = [-1]> ()
+            row = Reshape(swapped, flat)
+            pads = Cast <to = 7> (row)
+            padded = Pad(x, pads)
+            y = Conv(padded, w) }""",
+        {"w": zeros(8, 4, 3, 3)},
+    )
+    assert count_macs(model, batch=2) == 2 * (8 * 5 * 5) * (4 * 3 * 3)  # 7x7 padded, 3x3 valid conv
