@@ -34,6 +34,9 @@ import torchvision
 from torch import nn
 
 MODELS = ("resnet50", "mobilenet_v2", "densenet121")
+EXTRA_MODELS = ("efficientnet_b0", "mnasnet1_0", "googlenet")  # the rest of the issue's peer table
+# constructor arguments beyond weights=None: GoogLeNet's auxiliary heads only exist in training
+BUILD_KWARGS = {"googlenet": {"aux_logits": False, "init_weights": True}}
 DEFAULT_OUT = Path("/tmp/onnxprune-bench")
 IMAGE = (3, 224, 224)
 OPSET = 18
@@ -45,7 +48,7 @@ TOLERANCE = 1e-4  # relative to the largest logit (random weights give logits in
 def build(name: str) -> nn.Module:
     """torchvision `name` with seeded random weights, BatchNorm statistics perturbed, in eval mode."""
     torch.manual_seed(SEED)
-    model = getattr(torchvision.models, name)(weights=None)
+    model = getattr(torchvision.models, name)(weights=None, **BUILD_KWARGS.get(name, {}))
     gen = torch.Generator().manual_seed(SEED + 1)
     with torch.no_grad():
         for module in model.modules():
@@ -111,7 +114,7 @@ def verify(model: nn.Module, path: Path) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"cache folder (default {DEFAULT_OUT})")
-    parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
+    parser.add_argument("--models", nargs="+", choices=MODELS + EXTRA_MODELS, default=list(MODELS))
     parser.add_argument("--force", action="store_true", help="re-export files that exist")
     args = parser.parse_args(argv)
     logging.disable(logging.WARNING)

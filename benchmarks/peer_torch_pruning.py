@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 import torch_pruning as tp
-from export_torchvision import IMAGE, build, export
+from export_torchvision import EXTRA_MODELS, IMAGE, build, export
 from speed import machine
 from torch import nn
 
@@ -138,7 +138,7 @@ def table(results: dict[str, list[dict[str, Any]]]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models-dir", type=Path, default=Path("/tmp/onnxprune-bench"))
-    parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
+    parser.add_argument("--models", nargs="+", choices=MODELS + EXTRA_MODELS, default=list(MODELS))
     parser.add_argument("--ratio", type=float, default=0.4)
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--warmup", type=int, default=2)
