@@ -25,7 +25,7 @@ class RemoveDeadNodes(Pass):
             if any(o in live for o in node.output):
                 kept.append(node)
                 live.update(i for i in node.input if i)
-                live.update(_subgraph_inputs(node))
+                live.update(subgraph_reads(node))
         kept.reverse()
         removed_nodes = len(graph.node) - len(kept)
         dead = [i for i, t in enumerate(graph.initializer) if t.name not in live and t.name not in self.keep]
@@ -47,12 +47,12 @@ class RemoveDeadNodes(Pass):
         )
 
 
-def _subgraph_inputs(node: onnx.NodeProto) -> set[str]:
+def subgraph_reads(node: onnx.NodeProto) -> set[str]:
     """Names read from the outer scope by If/Loop/Scan bodies."""
     names: set[str] = set()
     for attr in node.attribute:
         for g in attribute_graphs(attr):
             for n in g.node:
                 names.update(i for i in n.input if i)
-                names.update(_subgraph_inputs(n))
+                names.update(subgraph_reads(n))
     return names

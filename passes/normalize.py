@@ -9,7 +9,9 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from onnxprune.metrics import FLOAT_TYPES
 from onnxprune.passes.base import Pass, PassResult, fresh_name
+from onnxprune.passes.cleanup import subgraph_reads
 
 _FOLDABLE = {
     "Gather",
@@ -139,18 +141,21 @@ class UnshareVectorConstants(Pass):
         graph = model.graph
         inits = {t.name: t for t in graph.initializer}
         outputs = {o.name for o in graph.output}
-        fixed = self.keep | outputs | _subgraph_reads(graph)
+        fixed = self.keep | outputs
+        for node in graph.node:
+            if node.attribute:
+                fixed |= subgraph_reads(node)
         candidates = {
             name
             for name, t in inits.items()
-            if name not in fixed and t.data_type in _FLOAT_TYPES and _is_vector(t.dims)
+            if name not in fixed and t.data_type in FLOAT_TYPES and _is_vector(t.dims)
         }
         readers: dict[str, list[tuple[onnx.NodeProto, int]]] = {}
         for node in graph.node:
             for index, name in enumerate(node.input):
                 if name in candidates:
                     readers.setdefault(name, []).append((node, index))
-        taken = set(inits) | {o for n in graph.node for o in n.output} | {i.name for i in graph.input}
+        taken: set[str] | None = None  # every name in the graph, gathered when a copy needs one
         copies, folded = 0, set()
         for name, uses in readers.items():
             if not all(_per_channel_operand(node, index) for node, index in uses):
@@ -160,12 +165,15 @@ class UnshareVectorConstants(Pass):
                 continue
             source = inits[name]
             for node, index in uses:
-                if node.op_type == "Identity" and _is_default(node) and node.output[0] not in outputs:
+                if node.op_type == "Identity" and node.output[0] not in outputs:
                     # the copy takes the Identity's output name, and the Identity goes
                     folded.add(id(node))
                     graph.initializer.append(_copy_tensor(source, node.output[0]))
                     copies += 1
                 elif id(node) != nodes[0]:  # the first reader keeps the constant itself
+                    if taken is None:
+                        taken = set(inits) | {o for n in graph.node for o in n.output}
+                        taken |= {i.name for i in graph.input}
                     clone = fresh_name(f"{name}__{node.name or node.op_type}", taken)
                     taken.add(clone)
                     graph.initializer.append(_copy_tensor(source, clone))
@@ -177,10 +185,6 @@ class UnshareVectorConstants(Pass):
             graph.node.extend(keep_nodes)
         return PassResult(self.name, bool(copies), {"constants_unshared": copies})
 
-
-_FLOAT_TYPES = frozenset(
-    {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
-)
 
 # (op type, input index) where a per-channel constant is read element by element, never summed
 # over: its entries for removed channels go with those channels and never need masking
@@ -198,15 +202,11 @@ _ELEMENTWISE = frozenset({"Add", "Sub", "Mul", "Div", "Max", "Min", "Identity"})
 
 
 def _per_channel_operand(node: onnx.NodeProto, index: int) -> bool:
-    if not _is_default(node):
+    if node.domain not in ("", "ai.onnx"):
         return False
     if node.op_type in _ELEMENTWISE:
         return True
     return index in _PER_CHANNEL_INPUTS.get(node.op_type, ())
-
-
-def _is_default(node: onnx.NodeProto) -> bool:
-    return node.domain in ("", "ai.onnx")
 
 
 def _is_vector(dims) -> bool:
@@ -218,18 +218,6 @@ def _copy_tensor(source: onnx.TensorProto, name: str) -> onnx.TensorProto:
     tensor.CopyFrom(source)
     tensor.name = name
     return tensor
-
-
-def _subgraph_reads(graph: onnx.GraphProto) -> set[str]:
-    """Every tensor name read by a node inside a subgraph (If/Loop/Scan bodies), at any depth."""
-    names: set[str] = set()
-    for node in graph.node:
-        for attr in node.attribute:
-            for body in [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs):
-                for inner in body.node:
-                    names.update(inner.input)
-                names |= _subgraph_reads(body)
-    return names
 
 
 class DropInitializerInputs(Pass):
