@@ -47,6 +47,9 @@ class Barrier(NamedTuple):
         return f"node '{self.node}' ({self.op_type}) pins {where}: {self.reason}"
 
 
+_new_barrier = tuple.__new__  # Barrier(...) without the named tuple's argument handling (a hot loop)
+
+
 class Member(NamedTuple):
     """Where a group's units sit in one axis: `positions[k]` are the indices of unit k.
 
@@ -191,9 +194,10 @@ def analyze_model(model: onnx.ModelProto, *, exclude: str | None = None) -> Depe
 
 def _collect(model: onnx.ModelProto, ctx: RuleContext, excluded: re.Pattern | None) -> _Collected:
     out = _Collected()
+    pins = out.pins
 
     def pin(dim: Dim, barrier: Barrier) -> None:
-        out.pins[dim].append(barrier)
+        pins[dim].append(barrier)
 
     for index, node in enumerate(model.graph.node):
         op_type = node.op_type
@@ -228,10 +232,10 @@ def _collect(model: onnx.ModelProto, ctx: RuleContext, excluded: re.Pattern | No
                 continue
             for axis, size in enumerate(shape):
                 if reason:
-                    pin((tensor, axis), Barrier(name, op_type, tensor, axis, reason))
+                    pins[tensor, axis].append(_new_barrier(Barrier, (name, op_type, tensor, axis, reason)))
                 elif size != 1 and (tensor, axis) not in touched:
                     why = f"{op_type} does not map axis {axis} of '{tensor}'"
-                    pin((tensor, axis), Barrier(name, op_type, tensor, axis, why))
+                    pins[tensor, axis].append(_new_barrier(Barrier, (name, op_type, tensor, axis, why)))
         out.links.extend(flow.links)  # an excluded node's weights join (pinned) groups with the reason
         out.choices.extend((name, op_type, alts) for alts in flow.choices)
         for dim, role in flow.roles:  # a weight axis any reader contracts is an "in" axis
@@ -273,14 +277,14 @@ def _resolve(
     component and their barrier texts may be stale, so the final resolution runs without one.
     """
     links = list(collected.links)
-    pins: dict[Dim, list[Barrier]] = defaultdict(list, {d: list(b) for d, b in collected.pins.items()})
+    pins: dict[Dim, list[Barrier]] = dict(collected.pins)  # lists replaced, never appended to
     for (node, op_type, alternatives), chosen in zip(collected.choices, state, strict=True):
         links.extend(alternatives[chosen])
         used = {d for link in alternatives[chosen] for d in (link.a, link.b)}
         for alt in alternatives:
             for d in {d for link in alt for d in (link.a, link.b)} - used:
                 why = f"{op_type} keeps axis {d[1]} of '{d[0]}' whole (another factor carries channels)"
-                pins[d].append(Barrier(node, op_type, d[0], d[1], why))
+                pins[d] = [*pins.get(d, ()), Barrier(node, op_type, d[0], d[1], why)]
     by_dim: dict[Dim, list[Link]] = defaultdict(list)
     for link in links:
         by_dim[link.a].append(link)
@@ -333,15 +337,18 @@ def _connected_components(links: list[Link]) -> list[list[Dim]]:
     the order networkx lists them (by the first axis each one has in link order)."""
     if not links:
         return []
-    index: dict[Dim, int] = {}
-    number = index.setdefault  # an axis's number: the order it first appears in
-    ends = np.fromiter(
-        (number(d, len(index)) for lk in links for d in (lk.a, lk.b)), dtype=np.int64, count=2 * len(links)
+    a_ends = [lk.a for lk in links]
+    b_ends = [lk.b for lk in links]
+    # an axis's number: the order it first appears in, reading each link's two ends in turn
+    dims = list(dict.fromkeys(d for pair in zip(a_ends, b_ends, strict=True) for d in pair))
+    number = {d: i for i, d in enumerate(dims)}
+    labels = _min_labels(
+        len(dims),
+        np.fromiter(map(number.__getitem__, a_ends), dtype=np.int64, count=len(links)),
+        np.fromiter(map(number.__getitem__, b_ends), dtype=np.int64, count=len(links)),
     )
-    labels = _min_labels(len(index), ends[0::2], ends[1::2])
     order = np.argsort(labels, kind="stable")
     cuts = np.flatnonzero(np.diff(labels[order])) + 1
-    dims = list(index)
     return [[dims[i] for i in part] for part in np.split(order, cuts)]
 
 

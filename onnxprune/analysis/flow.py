@@ -268,7 +268,7 @@ class RuleContext:
             if info is None:
                 shape = None
             elif isinstance(info, onnx.TensorProto):
-                shape = tuple(int(d) for d in info.dims)
+                shape = tuple(info.dims)  # protobuf gives the int64 dims as ints
             else:
                 shape = _shape_of(info)
             self._shapes[tensor] = shape
