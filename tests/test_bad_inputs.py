@@ -3,6 +3,7 @@ untouched and nothing partial at the output path."""
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import shutil
 
@@ -243,6 +244,34 @@ def test_unreadable_models(kind, code, message, tmp_path, model_path, capsys):
     err = capsys.readouterr().err
     assert message in err and str(bad) in err and "Traceback" not in err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_prune_and_analyze_leave_the_garbage_collector_as_they_found_it(enabled, tmp_path, model_path):
+    """The collector is paused while a prune or an analysis runs (they allocate many long-lived
+    tuples), and given back as it was, also when the input is bad."""
+    bad = _write_variant("truncated", tmp_path, model_path)
+    was = gc.isenabled()
+    try:
+        gc.enable() if enabled else gc.disable()
+        seen = []
+        original = onnxprune.pipeline.analyze_model
+
+        def spy(*args, **kwargs):
+            seen.append(gc.isenabled())
+            return original(*args, **kwargs)
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(onnxprune.pipeline, "analyze_model", spy)
+            onnxprune.prune(model_path, ratio=0.4)
+            onnxprune.analyze(model_path)
+        assert seen == [False, False]
+        assert gc.isenabled() is enabled
+        with pytest.raises(onnxprune.ModelError):
+            onnxprune.prune(bad, ratio=0.4)
+        assert gc.isenabled() is enabled
+    finally:
+        gc.enable() if was else gc.disable()
 
 
 def test_output_that_cannot_be_written(tmp_path, model_path, capsys):
