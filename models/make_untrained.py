@@ -7,11 +7,21 @@ folded, every conv of one width has the same all-zero bias, exported as one init
 Identity nodes hand to each conv. A pruner that treats that initializer as a tied weight couples
 every conv of that width (shared/EXPORTERS.md); onnxprune gives each reader its own copy.
 
-``inception_fresh`` is a small GoogLeNet-style network (stem, two four-branch inception blocks
-joined by Concat, a strided conv, pooling, Linear), exported with both exporters exactly like the
-other reference models (make_models.export and make_models.verify), without perturbation. The
-script checks that the TorchScript export does share one bias among several convs, and adds the
-two files to PROVENANCE.json (the other entries are kept)::
+The same exporter merges whole weights too. With the residual branches' last BatchNorm scale at
+zero (torchvision's ``zero_init_residual=True``, timm's default ``zero_init_last``), the folded
+weight of every such conv is all zeros, and every later conv of the same shape reads the first
+one's weight through an Identity. onnxprune reads the weight directly and treats it as tied.
+
+- ``inception_fresh`` is a small GoogLeNet-style network (stem, two four-branch inception blocks
+  joined by Concat, a strided conv, pooling, Linear).
+- ``resnet_zero_init`` is a small ResNet (two stages of two BasicBlocks, 16 and 32 channels) whose
+  blocks' last BatchNorm scale starts at zero.
+
+Both are exported with both exporters exactly like the other reference models
+(make_models.export and make_models.verify), without perturbation. The script checks that each
+TorchScript export does share a tensor among several nodes (a bias for ``inception_fresh``, a conv
+weight for ``resnet_zero_init``), and adds the files to PROVENANCE.json (the other entries are
+kept)::
 
     /tmp/venv-export/bin/python models/make_untrained.py
 
@@ -28,10 +38,8 @@ import warnings
 
 import onnx
 import torch
-from make_models import HERE, SEED, conv_bn, export, provenance_entry, verify
+from make_models import HERE, SEED, BasicBlock, conv_bn, export, provenance_entry, verify
 from torch import nn
-
-ARCH = "inception_fresh"
 
 
 class Inception(nn.Module):
@@ -62,7 +70,29 @@ class InceptionNet(nn.Module):
         return self.head(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
 
 
-def shared_biases(path) -> dict[str, int]:
+class ZeroInitResNet(nn.Module):
+    """Stem, two stages of two BasicBlocks (16 then 32 channels), pooling, Linear; every block's
+    last BatchNorm scale is zero, as ``zero_init_residual=True`` leaves it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(*conv_bn(3, 16), nn.ReLU())
+        blocks = [BasicBlock(16, 16), BasicBlock(16, 16), BasicBlock(16, 32, 2), BasicBlock(32, 32)]
+        self.blocks = nn.Sequential(*blocks)
+        self.head = nn.Linear(32, 10)
+        for block in blocks:
+            nn.init.zeros_(block.bn2.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.blocks(self.stem(x))
+        return self.head(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
+MODELS = {"inception_fresh": InceptionNet, "resnet_zero_init": ZeroInitResNet}
+"""Architecture name -> the module, built at PyTorch's initialisation."""
+
+
+def shared_tensors(path) -> dict[str, int]:
     """Initializers that more than one node reads (Identity nodes included): name -> readers."""
     graph = onnx.load(str(path)).graph
     names = {t.name for t in graph.initializer}
@@ -77,22 +107,24 @@ def shared_biases(path) -> dict[str, int]:
 def main() -> int:
     warnings.filterwarnings("ignore")
     logging.disable(logging.WARNING)
-    torch.manual_seed(SEED)
-    model = InceptionNet().eval()  # PyTorch's own initialisation: no perturbation
     provenance = json.loads((HERE / "PROVENANCE.json").read_text())
-    for exporter in ("dynamo", "torchscript"):
-        path = HERE / f"{ARCH}_{exporter}.onnx"
-        export(model, exporter, path)
-        r = verify(model, path)
-        shared = shared_biases(path)
-        print(
-            f"{path.name}: {r['nodes']} nodes, {r['size']} bytes, max diff {r['diff']:.1e}, shared {shared}"
-        )
-        if exporter == "torchscript" and not shared:
-            raise SystemExit(f"{path.name}: no merged constant; this model exists to have some")
-        provenance[path.name] = provenance_entry(ARCH, exporter, r, model) | {
-            "initialisation": "PyTorch defaults, not perturbed (models/make_untrained.py)",
-        }
+    for arch, build in MODELS.items():
+        torch.manual_seed(SEED)
+        model = build().eval()  # PyTorch's own initialisation: no perturbation
+        for exporter in ("dynamo", "torchscript"):
+            path = HERE / f"{arch}_{exporter}.onnx"
+            export(model, exporter, path)
+            r = verify(model, path)
+            shared = shared_tensors(path)
+            print(
+                f"{path.name}: {r['nodes']} nodes, {r['size']} bytes, max diff {r['diff']:.1e}, "
+                f"shared {shared}"
+            )
+            if exporter == "torchscript" and not shared:
+                raise SystemExit(f"{path.name}: no merged constant; this model exists to have some")
+            provenance[path.name] = provenance_entry(arch, exporter, r, model) | {
+                "initialisation": "PyTorch defaults, not perturbed (models/make_untrained.py)",
+            }
     (HERE / "PROVENANCE.json").write_text(json.dumps(provenance, indent=2) + "\n")
     return 0
 

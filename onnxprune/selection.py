@@ -134,7 +134,9 @@ def build_plan(
     keeps: dict[Dim, np.ndarray] | None = None,
 ) -> Plan:
     """The plan for `decisions`: one slice per weight axis that loses positions, and the groups.
-    `keeps` is `dim_keeps(analysis, decisions)` when the caller has it already."""
+    Slices and group members name only tensors in `weight_names` (the input model's weights, not
+    copies normalization made). `keeps` is `dim_keeps(analysis, decisions)` when the caller has it
+    already."""
     keeps = dim_keeps(analysis, decisions) if keeps is None else keeps
     roles = {(m.tensor, m.axis): m.role for g in analysis.groups for m in g.weight_members}
     as_tuple: dict[int, tuple[int, ...]] = {}  # axes that share positions share one kept array
@@ -161,7 +163,7 @@ def build_plan(
             id=g.id,
             size=g.size,
             keep=tuple(np.asarray(decisions.get(g.id, np.arange(g.size))).tolist()),
-            members=tuple(m.key for m in g.weight_members),
+            members=tuple(m.key for m in g.weight_members if m.tensor in weight_names),
         )
         for g in analysis.groups
         if g.prunable

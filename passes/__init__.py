@@ -6,6 +6,7 @@ from onnxprune.passes.apply import RewriteNodes, ShrinkValueInfo, SliceWeights
 from onnxprune.passes.base import Pass, PassManager, PassResult, Repeat
 from onnxprune.passes.cleanup import RemoveDeadNodes
 from onnxprune.passes.normalize import (
+    BypassConstantIdentities,
     ConstantsToInitializers,
     DropInitializerInputs,
     FoldReshapeRoundTrips,
@@ -19,6 +20,7 @@ from onnxprune.passes.normalize import (
 from onnxprune.passes.shapes import InferShapes, ShapeMemo
 
 __all__ = [
+    "BypassConstantIdentities",
     "ConstantsToInitializers",
     "DropInitializerInputs",
     "FoldReshapeRoundTrips",
@@ -51,6 +53,7 @@ def normalization_passes(memo: ShapeMemo | None = None, keep: Iterable[str] = ()
         UniqueNodeNames(),
         ConstantsToInitializers(),
         DropInitializerInputs(),
+        BypassConstantIdentities(),
         UnshareVectorConstants(keep),
         Repeat(
             [

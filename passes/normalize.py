@@ -117,6 +117,53 @@ class UniqueNodeNames(Pass):
         return PassResult(self.name, bool(renamed), {"nodes_renamed": renamed})
 
 
+class BypassConstantIdentities(Pass):
+    """An Identity of a constant is the constant: its readers read the constant itself, and the
+    Identity goes (chains of them too).
+
+    The TorchScript exporter writes such Identities when it merges parameters of equal value: the
+    weight of a zero-initialised layer (a residual branch's last conv with its BatchNorm scale at
+    zero, folded) reaches every other conv of the same shape through an Identity. Left in place,
+    those convs' weight is "computed at run time" and everything they touch is pinned; read
+    directly, the weight is tied, like a parameter two layers share, and its readers are pruned
+    together (a shared per-channel constant is then given one copy per reader by
+    UnshareVectorConstants). Identities whose output is a graph output, or is read inside a
+    subgraph, stay.
+    """
+
+    def call(self, model: onnx.ModelProto) -> PassResult:
+        graph = model.graph
+        constants = {t.name for t in graph.initializer}
+        fixed = {o.name for o in graph.output}
+        for node in graph.node:
+            if node.attribute:
+                fixed |= subgraph_reads(node)
+        source: dict[str, str] = {}  # an Identity's output -> the constant it passes on
+        for node in graph.node:
+            if (
+                node.op_type == "Identity"
+                and node.domain in ("", "ai.onnx")
+                and len(node.input) == 1
+                and node.output[0] not in fixed
+            ):
+                name = source.get(node.input[0], node.input[0])
+                if name in constants:
+                    source[node.output[0]] = name
+        if not source:
+            return PassResult(self.name, False)
+        kept = []
+        for node in graph.node:
+            if node.op_type == "Identity" and node.output[0] in source:
+                continue
+            for index, name in enumerate(node.input):
+                if name in source:
+                    node.input[index] = source[name]
+            kept.append(node)
+        del graph.node[:]
+        graph.node.extend(kept)
+        return PassResult(self.name, True, {"identities_bypassed": len(source)})
+
+
 class UnshareVectorConstants(Pass):
     """Give every reader of a shared per-channel constant its own copy.
 

@@ -9,8 +9,10 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+import onnxprune
 import onnxprune.passes.shapes as shapes_mod
 from onnxprune.passes import (
+    BypassConstantIdentities,
     InferShapes,
     Pass,
     PassResult,
@@ -570,6 +572,75 @@ def test_a_constant_rewritten_in_place_leaves_the_values_read_before():
     edit.set_const_input(reshape_z, 1, np.array([0, 2, 4], np.int64))  # shared: cloned
     assert "s" not in read
     assert "t" in read and reshape_z.input[1] != "t"
+
+
+# --- BypassConstantIdentities: an Identity of a constant is the constant ------------------------
+
+MERGED_WEIGHT = """g (float[1, 4, 6, 6] x) => (float[1, 4, 6, 6] y) {
+    h = Conv <pads = [1, 1, 1, 1]> (x, w)
+    r = Relu(h)
+    w1 = Identity(w)
+    w2 = Identity(w1)
+    y = Conv <pads = [1, 1, 1, 1]> (r, w2) }"""
+
+
+def test_convs_read_a_weight_the_exporter_merged_directly():
+    # the TorchScript exporter hands a zero-initialised layer's weight to its twins this way
+    model = parse(MERGED_WEIGHT, {"w": np.zeros((4, 4, 3, 3), np.float32)})
+    x = np.random.default_rng(2).standard_normal((1, 4, 6, 6)).astype(np.float32)
+    before = run(model, {"x": x})
+    result = BypassConstantIdentities()(model)
+    assert result.modified and result.stats["identities_bypassed"] == 2  # a chain of two
+    onnx.checker.check_model(model, full_check=True)
+    assert [n.op_type for n in model.graph.node] == ["Conv", "Relu", "Conv"]
+    assert [n.input[1] for n in model.graph.node if n.op_type == "Conv"] == ["w", "w"]
+    np.testing.assert_array_equal(run(model, {"x": x})[0], before[0])
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("""g (float[4] x) => (float[4] y, float[4] c) { c = Identity(b)  y = Add(x, c) }""", "graph output"),
+        ("""g (float[4] x) => (float[4] y) { c = Identity(x)  y = Add(c, b) }""", "not a constant"),
+        (
+            """g (float[4] x, bool k) => (float[4] y) {
+                c = Identity(b)
+                y = If(k) <then_branch = t () => (float[4] o) { o = Add(x, c) },
+                            else_branch = e () => (float[4] o) { o = Mul(x, c) }> }""",
+            "read inside a subgraph",
+        ),
+    ],
+    ids=["graph-output", "activation", "subgraph"],
+)
+def test_identities_that_stay(text, why):
+    model = parse(text, {"b": np.arange(4, dtype=np.float32)})
+    before = model.SerializeToString()
+    assert not BypassConstantIdentities()(model).modified, why
+    assert model.SerializeToString() == before
+
+
+def test_a_merged_weight_is_pruned_as_a_tied_weight_not_pinned():
+    # stem -> conv A (w) -> conv B (w through Identity) -> head: w ties A's and B's filters and
+    # inputs, so the stem's, A's and B's channels form one group
+    model = parse(
+        """g (float[1, 4, 6, 6] x) => (float[1, 4, 6, 6] y) {
+            s = Conv <pads = [1, 1, 1, 1]> (x, w0)
+            rs = Relu(s)
+            a = Conv <pads = [1, 1, 1, 1]> (rs, w)
+            ra = Relu(a)
+            wb = Identity(w)
+            b = Conv <pads = [1, 1, 1, 1]> (ra, wb)
+            rb = Relu(b)
+            y = Conv (rb, wh) }""",
+        {
+            name: np.random.default_rng(3).standard_normal(shape).astype(np.float32)
+            for name, shape in (("w0", (8, 4, 3, 3)), ("w", (8, 8, 3, 3)), ("wh", (4, 8, 1, 1)))
+        },
+    )
+    result = onnxprune.prune(model, ratio=0.5, round_to=1)
+    assert result.report.groups_pruned == 1 and result.report.groups_found == 3  # x and y pinned
+    assert {(s.tensor, s.axis) for s in result.plan.slices} == {("w0", 0), ("w", 0), ("w", 1), ("wh", 1)}
+    assert onnxprune.validate(model, result.model, result.plan)
 
 
 # --- UnshareVectorConstants: merged per-channel constants get one copy per reader -------------

@@ -134,5 +134,29 @@ def test_constants_the_exporter_merged_do_not_couple_the_convs_that_read_them():
     assert found["torchscript"] == found["dynamo"]  # one group per conv output, as without merging
     assert results["torchscript"].report.macs_after == results["dynamo"].report.macs_after
     names = {t.name for t in merged.graph.initializer}
-    assert {s.tensor for s in results["torchscript"].plan.slices} <= names  # no copy in the plan
+    plan = results["torchscript"].plan
+    assert {s.tensor for s in plan.slices} <= names  # no copy in the plan
+    assert {m.rsplit(":", 1)[0] for g in plan.groups for m in g.members} <= names
     assert validate(str(fresh["torchscript"]), results["torchscript"].model, results["torchscript"].plan)
+
+
+def test_weights_the_exporter_merged_are_tied_not_pinned():
+    # resnet_zero_init starts every block's last BatchNorm scale at zero: once folded, those convs'
+    # weights are all zero, and the TorchScript exporter hands the first one's weight to its twins
+    # through Identity nodes. Read directly it is a tied weight; before, those convs were pinned.
+    from tests.conftest import MODELS as MODELS_DIR
+
+    paths = {e: MODELS_DIR / f"resnet_zero_init_{e}.onnx" for e in ("dynamo", "torchscript")}
+    merged = onnx.load(paths["torchscript"])
+    matrices = {t.name for t in merged.graph.initializer if len(t.dims) == 4}
+    assert any(n.op_type == "Identity" and n.input[0] in matrices for n in merged.graph.node)
+    results = {e: onnxprune.prune(str(p), ratio=0.4) for e, p in paths.items()}
+    reports = {e: r.report for e, r in results.items()}
+    # pinned: only the groups at the graph input and output, as in the dynamo export
+    assert reports["torchscript"].groups_pinned == reports["dynamo"].groups_pinned
+    assert reports["torchscript"].macs_after == reports["dynamo"].macs_after < reports["dynamo"].macs_before
+    names = {t.name for t in merged.graph.initializer}
+    plan = results["torchscript"].plan
+    assert {s.tensor for s in plan.slices} <= names
+    assert {m.rsplit(":", 1)[0] for g in plan.groups for m in g.members} <= names
+    assert validate(str(paths["torchscript"]), results["torchscript"].model, results["torchscript"].plan)
