@@ -625,6 +625,44 @@ CASES = [
         prunable={"w1:0": 4, "w2:1": 4},
     ),
     Case(
+        # LeViT's Linear + BatchNorm1d: tokens flattened into the batch for the BatchNorm and put
+        # back; the batch is dynamic, so -1 stands for 4*N one way and for N the other way
+        "tokens-flattened-around-batchnorm",
+        """g (float[N, 4, 6] x) => (float[N, 4, 2] y)
+            <float[6, 8] w1, float[8] s, float[8] b, float[8] m, float[8] v, float[8, 2] w2,
+             int64[2] flat = {-1, 8}, int64[3] back = {-1, 4, 8}> {
+            [fc1] h = MatMul (x, w1)
+            [flat] f = Reshape (h, flat)
+            [bn] n = BatchNormalization (f, s, b, m, v)
+            [back] t = Reshape (n, back)
+            [act] r = Relu (t)
+            [fc2] y = MatMul (r, w2) }""",
+        positive=("v",),
+        groups=1,
+        prunable={"w1:1": 8, "s:0": 8, "w2:0": 8},
+        rewrites=(("flat", "shape"), ("back", "shape")),
+        check=then(const_is("flat", 1, [-1, 4]), const_is("back", 1, [-1, 4, 4])),
+    ),
+    Case(
+        # the same with the shape put back by `reshape_as` (timm's LinearNorm): the target is the
+        # Shape of the tensor before flattening, whose channel axis is pruned alike
+        "tokens-put-back-with-reshape-as",
+        """g (float[N, 4, 6] x) => (float[N, 4, 2] y)
+            <float[6, 8] w1, float[8] s, float[8] b, float[8] m, float[8] v, float[8, 2] w2,
+             int64[2] flat = {-1, 8}> {
+            [fc1] h = MatMul (x, w1)
+            [flat] f = Reshape (h, flat)
+            [bn] n = BatchNormalization (f, s, b, m, v)
+            [size] k = Shape (h)
+            [back] t = Reshape (n, k)
+            [act] r = Relu (t)
+            [fc2] y = MatMul (r, w2) }""",
+        positive=("v",),
+        groups=1,
+        prunable={"w1:1": 8, "s:0": 8, "w2:0": 8},
+        rewrites=(("flat", "shape"),),
+    ),
+    Case(
         # an Expand that keeps the channel axis at full size: its target entry is rewritten
         "expand-full-channels",
         between_convs(

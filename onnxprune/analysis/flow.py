@@ -154,7 +154,8 @@ class RuleContext:
     def shape_entries(self, tensor: str) -> list[int | Dim | None] | None:
         """Values of a 1-D int tensor used as a shape, entry by entry: an int where constant, the
         (tensor, axis) whose size it copies where it is `Gather(Shape(t), i)` (through Unsqueeze,
-        Squeeze, Cast), None where unknown. Follows one Concat of pieces (`[Shape(x)[0], -1, 64]`)."""
+        Squeeze, Cast) or `Shape(t)` itself, None where unknown. Follows one Concat of pieces
+        (`[Shape(x)[0], -1, 64]`)."""
         const = self.small_const(tensor)
         if const is not None:
             return [int(v) for v in const.reshape(-1)]
@@ -163,6 +164,8 @@ class RuleContext:
             return None
         if node.op_type in ("Cast", "Identity") or (node.op_type == "Reshape" and self.rank(tensor) == 1):
             return self.shape_entries(node.input[0])  # a cast or flattened shape vector (tf2onnx, torch)
+        if node.op_type == "Shape":  # another tensor's whole shape (torch's reshape_as, expand_as)
+            return self._dims_read(tensor)
         if node.op_type == "Where":  # torch's expand: Where(Equal(s, -1), 1, s) keeps s when no entry is -1
             cond = self.producer(node.input[0])
             kept = self.shape_entries(node.input[2])

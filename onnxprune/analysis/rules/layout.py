@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import onnx
 
@@ -135,21 +136,53 @@ def reshape_output(x_shape: Shape, target: list, allowzero: bool, ctx: RuleConte
     if out.count(-1) > 1 or any(d is None for d in out):
         return None
     if -1 in out:
-        in_static = math.prod(d for d in x_shape if isinstance(d, int))
-        out_static = math.prod(d for d in out if isinstance(d, int) and d != -1)
-        leftover = list(d for d in x_shape if isinstance(d, str))
-        for d in out:
-            if isinstance(d, str):
-                if d not in leftover:
-                    return None
-                leftover.remove(d)
-        if not leftover and out_static and in_static % out_static == 0:
-            out[out.index(-1)] = in_static // out_static
-        elif leftover and in_static == out_static:
-            out[out.index(-1)] = "*".join(sorted(leftover))  # e.g. batch*sequence
-        else:
+        in_static, leftover = _split_dims(x_shape)
+        out_static, named = _split_dims(d for d in out if d != -1)
+        for d in named:
+            if d not in leftover:
+                return None
+            leftover.remove(d)
+        if not out_static or in_static % out_static:
             return None
+        ratio = in_static // out_static
+        if not leftover:
+            out[out.index(-1)] = ratio
+        else:  # e.g. batch*sequence, or 196*batch for [batch, 196, 256] -> [-1, 256]
+            out[out.index(-1)] = "*".join([*([str(ratio)] if ratio != 1 else []), *sorted(leftover)])
     return tuple(out)
+
+
+_PRODUCT = re.compile(r"(?:\d+|[A-Za-z_][\w.]*)(?:\*(?:\d+|[A-Za-z_][\w.]*))+")
+"""A dim named as a product (`196*batch`, `batch*sequence`): how this rule names a solved -1, and
+how ONNX Runtime's symbolic inference names a merged axis."""
+
+
+def _dim_factors(d: str) -> tuple[int, list[str]]:
+    """A symbolic dim as (static factor, symbolic factors): a product name is split into its
+    factors, any other name is one symbol."""
+    if not _PRODUCT.fullmatch(d):
+        return 1, [d]
+    static, symbols = 1, []
+    for part in d.split("*"):
+        if part.isdigit():
+            static *= int(part)
+        else:
+            symbols.append(part)
+    return static, symbols
+
+
+def _split_dims(dims) -> tuple[int, list[str]]:
+    """The product of the static sizes among `dims` (static factors of product names included),
+    and their symbolic factors."""
+    static, symbols = 1, []
+    for d in dims:
+        if isinstance(d, int):
+            static *= d
+        else:
+            factor, names = _dim_factors(d)
+            static *= factor
+            symbols += names
+    return static, symbols
 
 
 def align_reshape(x_shape: Shape, y_shape: Shape) -> list[tuple[list[int], list[int]]]:
@@ -164,13 +197,18 @@ def align_reshape(x_shape: Shape, y_shape: Shape) -> list[tuple[list[int], list[
     primes = iter((1_000_003, 1_000_033, 1_000_037, 1_000_039, 1_000_081, 1_000_099, 1_000_117, 1_000_121))
     symbols: dict[str, int] = {}
 
+    def symbol(name: str) -> int | None:
+        if name not in symbols:
+            symbols[name] = next(primes, None) or 0
+        return symbols[name] or None
+
     def value(d) -> int | None:
         if isinstance(d, int):
             return d
-        if isinstance(d, str):
-            if d not in symbols:
-                symbols[d] = next(primes, None) or 0
-            return symbols[d] or None
+        if isinstance(d, str):  # a product name is the product of its factors' values
+            static, names = _dim_factors(d)
+            values = [symbol(name) for name in names]
+            return None if None in values else static * math.prod(values)
         return None
 
     # one unnamed dynamic axis per side may pair up when the static sizes match
