@@ -535,6 +535,58 @@ CASES = [
         check=const_is("resize", 3, [1, 2, 16, 16]),
     ),
     Case(
+        # torch's interpolate(size=...): sizes = Concat(Shape(h)[:2], [16, 16]); the channel entry
+        # copies h's own channel count, so it follows the pruning with nothing to rewrite
+        "resize-run-time-sizes-copy-the-channels",
+        between_convs(
+            """[size] k = Shape (h)
+    [lead] c = Slice (k, zero, two)
+    [cat] z = Concat <axis = 0> (c, hw)
+    [resize] n = Resize <mode = "nearest"> (h, , , z)""",
+            weights=", int64[1] zero = {0}, int64[1] two = {2}, int64[2] hw = {16, 16}",
+            x="N, 3, 8, 8",  # a dynamic batch keeps the Shape from folding into a constant
+            y="N, 2, 16, 16",
+        ),
+        groups=1,
+        prunable={"w1:0": 4, "w2:1": 4},
+        check=no_rewrites,
+    ),
+    Case(
+        # the sizes copy another tensor's channel count: the two lose channels together, or the
+        # resized output would keep the old count
+        "resize-run-time-sizes-copy-another-tensor",
+        between_convs(
+            """[conv3] g = Conv (x, w3)
+    [size] k = Shape (g)
+    [lead] c = Slice (k, zero, two)
+    [cat] z = Concat <axis = 0> (c, hw)
+    [resize] n = Resize <mode = "nearest"> (h, , , z)""",
+            weights=", float[4, 3, 1, 1] w3, int64[1] zero = {0}, int64[1] two = {2}, int64[2] hw = {16, 16}",
+            x="N, 3, 8, 8",
+            y="N, 2, 16, 16",
+        ),
+        groups=1,
+        prunable={"w1:0": 4, "w3:0": 4, "w2:1": 4},
+        check=no_rewrites,
+    ),
+    Case(
+        # the channel entry is computed (here c * 1): it cannot follow the pruning, the axis stays
+        "resize-run-time-sizes-computed-channels",
+        between_convs(
+            """[size] k = Shape (h)
+    [lead] c = Slice (k, zero, two)
+    [same] d = Mul (c, ones)
+    [cat] z = Concat <axis = 0> (d, hw)
+    [resize] n = Resize <mode = "nearest"> (h, , , z)""",
+            weights=", int64[1] zero = {0}, int64[1] two = {2}, int64[2] ones = {1, 1}"
+            ", int64[2] hw = {16, 16}",
+            x="N, 3, 8, 8",
+            y="N, 2, 16, 16",
+        ),
+        groups=0,
+        pinned={"w1:0": None, "w2:1": None},
+    ),
+    Case(
         "resize-axes-spatial",
         between_convs(
             '[resize] n = Resize <mode = "nearest", axes = [2, 3]> (h, , , sizes)',

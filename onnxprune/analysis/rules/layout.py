@@ -402,7 +402,9 @@ def pad(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
 
 @register("Resize", "Upsample")
 def resize(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
-    """Axes whose size does not change (batch, channels) pass through; `sizes` is rewritten.
+    """Axes whose size does not change (batch, channels) pass through; constant `sizes` are
+    rewritten, and a run-time `sizes` entry must copy a dim (`Concat(Shape(x)[:2], hw)`, as
+    torch's `interpolate(size=...)` exports) for its axis to pass.
 
     Axes left out of Resize's `axes` attribute are not resized at all. An axis whose size
     stays is still resampled when its scale is not 1 (4 channels at scale 1.2 are 4 channels
@@ -431,10 +433,22 @@ def resize(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
         n = len(resized)
         cropped = box is None or len(box) != 2 * n
         whole &= set() if cropped else {a for k, a in enumerate(resized) if box[k] == 0 and box[n + k] == 1}
+    sizes = opt_input(node, 3) if node.op_type == "Resize" else None
+    copied: dict[int, object] | None = None  # run-time sizes: each resized axis's entry
+    if sizes is not None and ctx.small_const(sizes) is None:
+        entries = ctx.shape_entries(sizes)
+        copied = dict(zip(resized, entries, strict=True)) if entries and len(entries) == len(resized) else {}
     for axis, (a, b) in enumerate(zip(x_shape, y_shape, strict=True)):
         if axis in resized and axis not in whole:
             continue
         if a == b and (isinstance(a, int) or axis == 0):
+            if copied is not None and axis in resized:
+                # a run-time size follows the pruning only when it copies a dim (Shape(x)[1]),
+                # which it is then linked to; any other size cannot be rewritten: the axis stays
+                entry = copied.get(axis)
+                if not isinstance(entry, tuple):
+                    continue
+                flow.link((y, axis), entry)
             flow.link((x, axis), (y, axis))
     return flow.build()
 

@@ -127,8 +127,9 @@ def shape_query(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
 
     When every reader of a Shape picks fixed entries (Gather or Slice with constant
     indices), only those axes are pinned; otherwise all axes in [start, end). An axis whose
-    size only flows, unchanged, into Reshape or Expand targets is not pinned: those ops link
-    their output axis to it (see `layout.reshape`), so its size follows the pruning.
+    size only flows, unchanged, into Reshape or Expand targets or Resize sizes is not pinned:
+    those ops link their output axis to it (see `layout.reshape`), so its size follows the
+    pruning.
     """
     flow = FlowBuilder()
     x = node.input[0]
@@ -192,11 +193,15 @@ def _picked_entries(node: onnx.NodeProto, ctx: RuleContext, length: int) -> list
 _PASS = ("Gather", "Slice", "Unsqueeze", "Squeeze", "Cast", "Identity", "Concat")
 
 
+_TARGET_INPUTS = {"Reshape": 1, "Expand": 1, "Resize": 3}
+"""Inputs that are shapes whose entries copied from Shape(t) their op links to t's axes."""
+
+
 def _copied_into_targets(shape_node: onnx.NodeProto, ctx: RuleContext, x: str) -> set[int] | None:
     """Axes of `x` this Shape's values reach, unchanged, in the targets of Reshape or Expand nodes
-    (which link their output axes to them); None when the values have any other use or a target
-    entry cannot be traced."""
-    targets: list[onnx.NodeProto] = []
+    or the sizes of Resize nodes (which link their output axes to them); None when the values
+    have any other use or a target entry cannot be traced."""
+    targets: list[str] = []  # the target inputs reached
     frontier, seen = [shape_node.output[0]], set()
     while frontier:
         tensor = frontier.pop()
@@ -206,15 +211,16 @@ def _copied_into_targets(shape_node: onnx.NodeProto, ctx: RuleContext, x: str) -
         if ctx.is_graph_output(tensor):
             return None
         for consumer in ctx.consumers(tensor):
-            if consumer.op_type in ("Reshape", "Expand") and consumer.input[1] == tensor:
-                targets.append(consumer)
+            slot = _TARGET_INPUTS.get(consumer.op_type)
+            if slot is not None and len(consumer.input) > slot and consumer.input[slot] == tensor:
+                targets.append(tensor)
             elif (consumer.op_type in _PASS and consumer.input[0] == tensor) or consumer.op_type == "Concat":
                 frontier.extend(consumer.output)
             else:
                 return None
     copied: set[int] = set()
     for target in targets:
-        entries = ctx.shape_entries(target.input[1])
+        entries = ctx.shape_entries(target)
         if entries is None or None in entries:
             return None
         copied |= {e[1] for e in entries if isinstance(e, tuple) and e[0] == x}
