@@ -24,6 +24,7 @@ import argparse
 import json
 import logging
 import platform
+import re
 import time
 import traceback
 import warnings
@@ -98,6 +99,7 @@ HYBRIDS = [
 ]
 MODELS = CONVNETS + HYBRIDS
 EXPORTERS = ("dynamo", "torchscript")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")  # colour codes in torch.export's messages
 
 
 def export(model: torch.nn.Module, example: torch.Tensor, exporter: str, path: Path) -> None:
@@ -141,7 +143,7 @@ def study(name: str, cache: Path, ratio: float) -> list[dict]:
             if not path.exists():
                 export(model, example, exporter, path)
         except Exception as exc:
-            row["error"] = f"export: {str(exc).splitlines()[0]}"[:160]
+            row["error"] = "export: " + _ANSI.sub("", str(exc)).splitlines()[0][:150]
             path.unlink(missing_ok=True)
             rows.append(row)
             continue
