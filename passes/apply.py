@@ -120,4 +120,9 @@ class RewriteNodes(Pass):
             fn = lookup_rewriter(node.op_type) if node.domain in ("", "ai.onnx") else None
             if fn is not None:
                 self.rewrites.extend(fn(node, edit))
+        if edit.inserted:  # shape computations cloned for one reader go right before it
+            before = {id(node): clones for node, clones in edit.inserted}
+            nodes = [n for node in model.graph.node for n in (*before.get(id(node), ()), node)]
+            del model.graph.node[:]
+            model.graph.node.extend(nodes)
         return PassResult(self.name, bool(self.rewrites), {"nodes_rewritten": len(self.rewrites)})

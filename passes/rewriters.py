@@ -55,6 +55,9 @@ class NodeEditor:
                 self._readers[name] = self._readers.get(name, 0) + 1
         for out in model.graph.output:
             self._readers[out.name] = self._readers.get(out.name, 0) + 1
+        self._names: set[str] | None = None  # every tensor name, gathered when a node is cloned
+        self.inserted: list[tuple[onnx.NodeProto, list[onnx.NodeProto]]] = []
+        """Nodes cloned for one reader (see `private_concat`), each list to go right before its node."""
 
     def new_size(self, dim: Dim) -> int | None:
         """Size of an axis after pruning (None when the original size is unknown)."""
@@ -80,6 +83,52 @@ class NodeEditor:
             self._inits[name].CopyFrom(numpy_helper.from_array(array, name))
             if self._read is not None:
                 self._read.pop(name, None)
+
+    def private_concat(self, node: onnx.NodeProto, index: int) -> onnx.NodeProto | None:
+        """The Concat that builds input `index` of `node` (through the nodes `shape_concat`
+        follows), or None. When a tensor on the way is read elsewhere too (exporters compute one
+        `[batch, sequence, heads, head_dim]` target for q, k and v), the Concat and the nodes
+        after it are cloned for `node` alone first, so that editing its constant pieces changes
+        no other reader; the clones go right before `node` (`inserted`)."""
+        chain: list[tuple[onnx.NodeProto, int]] = []  # (node, input followed), from `node` back
+        producer = self.ctx.producer(node.input[index])
+        while producer is not None and producer.op_type in ("Reshape", "Where", "Cast", "Identity"):
+            follow = 2 if producer.op_type == "Where" else 0
+            chain.append((producer, follow))
+            producer = self.ctx.producer(producer.input[follow])
+        if producer is None or producer.op_type != "Concat":
+            return None
+        path = [producer, *(n for n, _ in reversed(chain))]  # the Concat first
+        if all(self._readers.get(n.output[0], 0) <= 1 for n in path):
+            return producer
+        if self._names is None:
+            graph = self.model.graph
+            self._names = {o for n in graph.node for o in n.output} | set(self._inits)
+            self._names |= {vi.name for vi in graph.input} | {n.name for n in graph.node}
+        follows = [None, *(f for _, f in reversed(chain))]
+        clones, previous = [], None
+        for original, follow in zip(path, follows, strict=True):
+            clone = onnx.NodeProto()
+            clone.CopyFrom(original)
+            if previous is not None:
+                clone.input[follow] = previous
+            out = fresh_name(f"{original.output[0]}__{node.output[0]}", self._names)
+            clone.output[0] = out
+            if clone.name:
+                clone.name = fresh_name(f"{original.name}__{node_name(node)}", self._names)
+                self._names.add(clone.name)
+            self._names.add(out)
+            for name in clone.input:
+                self._readers[name] = self._readers.get(name, 0) + 1
+            if previous is not None:
+                self._readers[previous] = 1
+            clones.append(clone)
+            previous = out
+        self._readers[node.input[index]] -= 1
+        node.input[index] = previous
+        self._readers[previous] = 1
+        self.inserted.append((node, clones))
+        return clones[0]
 
     def add_const_input(self, node: onnx.NodeProto, index: int, array: np.ndarray) -> None:
         """Set optional input `index` of `node` to a new constant."""
@@ -214,7 +263,7 @@ def shape_target(node: onnx.NodeProto, edit: NodeEditor) -> list[Rewrite]:
     if target is not None:
         edit.set_const_input(node, 1, np.asarray(after, dtype=target.dtype))
     else:
-        concat = edit.ctx.shape_concat(node.input[1])
+        concat = edit.private_concat(node, 1)
         if concat is None:
             raise ValueError(f"{node.op_type} '{node_name(node)}': cannot locate the constants of its target")
         position = 0

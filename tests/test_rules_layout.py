@@ -677,6 +677,29 @@ CASES = [
         prunable={"w1:0": 4, "w2:1": 4},
     ),
     Case(
+        # one run-time target [batch, seq, 2, 8] serves two Reshapes (the dynamo exporter computes
+        # it once for q, k and v); only v's heads are pruned, k's output stays as it is: v's
+        # Reshape gets a copy of the target computation with its own constant
+        "shared-run-time-target",
+        """g (float[N, 4, 8] x) => (float[N, 4, 2, 8] kr, float[N, 4, 2] y)
+            <float[8, 16] wk, float[8, 16] wv, float[16, 2] wo, int64[1] zero = {0}, int64[1] two = {2},
+             int64[2] heads = {2, 8}, int64[3] flat = {0, 0, 16}> {
+            [k] k = MatMul (x, wk)
+            [v] v = MatMul (x, wv)
+            [size] s = Shape (x)
+            [lead] l = Slice (s, zero, two)
+            [target] t = Concat <axis = 0> (l, heads)
+            [split_k] kr = Reshape (k, t)
+            [split_v] vr = Reshape (v, t)
+            [act] r = Relu (vr)
+            [merge] m = Reshape (r, flat)
+            [o] y = MatMul (m, wo) }""",
+        groups=1,
+        prunable={"wv:1": 2, "wo:0": 2},
+        pinned={"wk:1": ("<graph>", "output")},
+        rewrites=(("split_v", "shape"), ("merge", "shape")),
+    ),
+    Case(
         # LeViT's Linear + BatchNorm1d: tokens flattened into the batch for the BatchNorm and put
         # back; the batch is dynamic, so -1 stands for 4*N one way and for N the other way
         "tokens-flattened-around-batchnorm",
