@@ -750,6 +750,26 @@ CASES = [
         check=const_is("grow", 1, [1, 2, 8, 8]),
     ),
     Case(
+        # torch's x.expand(n, -1, 8, 8) (TorchScript): Where(Equal(s, -1), ones, s) turns the -1
+        # that keeps the channel count into 1; the channel axis passes, nothing to rewrite
+        "expand-torch-keep-dim",
+        between_convs(
+            """[size] k = Shape (x)
+    [lead] b = Slice (k, zero, one)
+    [cat] s = Concat <axis = 0> (b, rest)
+    [eq] q = Equal (s, minus)
+    [keep] t = Where (q, ones, s)
+    [grow] n = Expand (h, t)""",
+            weights=", int64[1] zero = {0}, int64[1] one = {1}, int64[3] rest = {-1, 8, 8}"
+            ", int64[4] minus = {-1, -1, -1, -1}, int64[4] ones = {1, 1, 1, 1}",
+            x="N, 3, 8, 8",
+            y="N, 2, 8, 8",
+        ),
+        groups=1,
+        prunable={"w1:0": 4, "w2:1": 4},
+        check=no_rewrites,
+    ),
+    Case(
         # channels made by broadcasting a size-1 axis cannot be removed one by one
         "expand-broadcast-channels",
         between_convs(

@@ -166,20 +166,8 @@ class RuleContext:
             return self.shape_entries(node.input[0])  # a cast or flattened shape vector (tf2onnx, torch)
         if node.op_type == "Shape":  # another tensor's whole shape (torch's reshape_as, expand_as)
             return self._dims_read(tensor)
-        if node.op_type == "Where":  # torch's expand: Where(Equal(s, -1), 1, s) keeps s when no entry is -1
-            cond = self.producer(node.input[0])
-            kept = self.shape_entries(node.input[2])
-            probe = self.small_const(cond.input[1]) if cond is not None and cond.op_type == "Equal" else None
-            if (
-                kept is not None
-                and cond.input[0] == node.input[2]
-                and probe is not None
-                and (probe < 0).all()
-                and all(not isinstance(e, int) or e >= 0 for e in kept)
-                and None not in kept
-            ):
-                return kept
-            return None
+        if node.op_type == "Where":  # torch's expand: Where(Equal(s, -1), ones, s)
+            return self._expand_sizes(node)
         if node.op_type != "Concat":
             return None
         entries: list[int | Dim | None] = []
@@ -195,6 +183,26 @@ class RuleContext:
             else:
                 return None
         return entries
+
+    def _expand_sizes(self, node: onnx.NodeProto) -> list[int | Dim | None] | None:
+        """Entries of `Where(Equal(s, p), r, s)` with a negative constant `p`, as torch writes
+        `x.expand(b, -1, n)`: those of s, where an entry equal to p takes r's (the replacement
+        is a constant; when it is not, s must have no such entry)."""
+        cond = self.producer(node.input[0])
+        kept = self.shape_entries(node.input[2])
+        probe = self.small_const(cond.input[1]) if cond is not None and cond.op_type == "Equal" else None
+        if probe is None or (probe >= 0).any() or cond.input[0] != node.input[2]:
+            return None
+        if kept is None or None in kept:
+            return None
+        if all(not isinstance(e, int) or e >= 0 for e in kept):
+            return kept
+        values = np.unique(probe)
+        replacement = self.small_const(node.input[1])
+        if len(values) != 1 or replacement is None or replacement.size not in (1, len(kept)):
+            return None
+        swap = np.broadcast_to(replacement.reshape(-1), (len(kept),)).tolist()
+        return [int(swap[j]) if isinstance(e, int) and e == values[0] else e for j, e in enumerate(kept)]
 
     def shape_concat(self, tensor: str) -> onnx.NodeProto | None:
         """The Concat whose pieces `shape_entries(tensor)` reads (through a flattening Reshape or
