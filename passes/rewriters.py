@@ -85,29 +85,22 @@ class NodeEditor:
                 self._read.pop(name, None)
 
     def private_concat(self, node: onnx.NodeProto, index: int) -> onnx.NodeProto | None:
-        """The Concat that builds input `index` of `node` (through the nodes `shape_concat`
-        follows), or None. When a tensor on the way is read elsewhere too (exporters compute one
+        """The Concat that builds input `index` of `node` (`RuleContext.shape_concat_path`), or
+        None. When a tensor on the way is read elsewhere too (exporters compute one
         `[batch, sequence, heads, head_dim]` target for q, k and v), the Concat and the nodes
         after it are cloned for `node` alone first, so that editing its constant pieces changes
         no other reader; the clones go right before `node` (`inserted`)."""
-        chain: list[tuple[onnx.NodeProto, int]] = []  # (node, input followed), from `node` back
-        producer = self.ctx.producer(node.input[index])
-        while producer is not None and producer.op_type in ("Reshape", "Where", "Cast", "Identity"):
-            follow = 2 if producer.op_type == "Where" else 0
-            chain.append((producer, follow))
-            producer = self.ctx.producer(producer.input[follow])
-        if producer is None or producer.op_type != "Concat":
+        path = self.ctx.shape_concat_path(node.input[index])
+        if path is None:
             return None
-        path = [producer, *(n for n, _ in reversed(chain))]  # the Concat first
-        if all(self._readers.get(n.output[0], 0) <= 1 for n in path):
-            return producer
+        if all(self._readers.get(n.output[0], 0) <= 1 for n, _ in path):
+            return path[0][0]
         if self._names is None:
             graph = self.model.graph
             self._names = {o for n in graph.node for o in n.output} | set(self._inits)
             self._names |= {vi.name for vi in graph.input} | {n.name for n in graph.node}
-        follows = [None, *(f for _, f in reversed(chain))]
         clones, previous = [], None
-        for original, follow in zip(path, follows, strict=True):
+        for original, follow in path:
             clone = onnx.NodeProto()
             clone.CopyFrom(original)
             if previous is not None:

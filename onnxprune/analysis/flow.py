@@ -204,13 +204,20 @@ class RuleContext:
         swap = np.broadcast_to(replacement.reshape(-1), (len(kept),)).tolist()
         return [int(swap[j]) if isinstance(e, int) and e == values[0] else e for j, e in enumerate(kept)]
 
-    def shape_concat(self, tensor: str) -> onnx.NodeProto | None:
-        """The Concat whose pieces `shape_entries(tensor)` reads (through a flattening Reshape or
-        torch's Where(Equal(s, -1), 1, s)), or None when the entries are one constant."""
+    def shape_concat_path(self, tensor: str) -> list[tuple[onnx.NodeProto, int]] | None:
+        """The nodes that compute `tensor` from the Concat whose pieces `shape_entries(tensor)`
+        reads (through a flattening Reshape, a Cast or torch's Where(Equal(s, -1), 1, s)): the
+        Concat first, then each node with the input it reads the one before through; None when
+        the entries are not built by a Concat."""
+        path: list[tuple[onnx.NodeProto, int]] = []
         node = self.producer(tensor)
         while node is not None and node.op_type in ("Reshape", "Where", "Cast", "Identity"):
-            node = self.producer(node.input[2] if node.op_type == "Where" else node.input[0])
-        return node if node is not None and node.op_type == "Concat" else None
+            follow = 2 if node.op_type == "Where" else 0
+            path.append((node, follow))
+            node = self.producer(node.input[follow])
+        if node is None or node.op_type != "Concat":
+            return None
+        return [(node, -1), *reversed(path)]
 
     def _dims_read(self, tensor: str) -> list[Dim] | None:
         node = self.producer(tensor)
