@@ -27,6 +27,7 @@ import onnxruntime
 import torch
 import transformers as T
 from machine import cpu_model
+from sweep_rows import prune_row, table
 from torch import nn
 
 import onnxprune
@@ -270,19 +271,11 @@ def study(name: str, cache: Path, ratio: float) -> list[dict]:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     mt.export(spec, exporter, path)
-            result = onnxprune.prune(str(path), ratio=ratio)
-            check = onnxprune.validate(str(path), result.model, result.plan, input_shapes=shapes)
-            report = result.report
-            row.update(
-                valid=bool(check),
-                groups=[report.groups_found, report.groups_pruned, report.groups_pinned],
-                macs=[report.macs_before, report.macs_after],
-            )
-            if not check:
-                row["report"] = str(check)
         except Exception:
-            row["error"] = traceback.format_exc().strip().splitlines()[-1][:160]
-        rows.append(row)
+            row["error"] = "export: " + traceback.format_exc().strip().splitlines()[-1][:160]
+            rows.append(row)
+            continue
+        rows.append(prune_row(row, path, ratio, input_shapes=shapes))
     return rows
 
 
@@ -310,20 +303,9 @@ def main() -> None:
         f"Command: `python benchmarks/hf_sweep.py` (ratio {args.ratio}, default options; "
         "configs in the script).",
         "",
-        "| model | exporter | groups found / pruned / pinned | MACs ratio | valid |",
-        "|---|---|---|---|---|",
+        "",
     ]
-    for r in rows:
-        if "error" in r:
-            lines.append(f"| {r['model']} | {r['exporter']} | {r['error']} | | |")
-            continue
-        before, after = r["macs"]
-        ratio = f"{before / after:.2f}×" if before and after else "n/a"
-        found, pruned, pinned = r["groups"]
-        valid = "ok" if r["valid"] else "**FAILED**"
-        lines.append(
-            f"| {r['model']} | {r['exporter']} | {found} / {pruned} / {pinned} | {ratio} | {valid} |"
-        )
+    lines += table(rows)
     args.out.write_text("\n".join([*lines, ""]))
 
 

@@ -25,8 +25,6 @@ import json
 import logging
 import platform
 import re
-import time
-import traceback
 import warnings
 from pathlib import Path
 
@@ -35,6 +33,7 @@ import onnxruntime
 import timm
 import torch
 from machine import cpu_model
+from sweep_rows import prune_row, table
 
 import onnxprune
 
@@ -147,45 +146,8 @@ def study(name: str, cache: Path, ratio: float) -> list[dict]:
             path.unlink(missing_ok=True)
             rows.append(row)
             continue
-        try:
-            started = time.perf_counter()
-            result = onnxprune.prune(str(path), ratio=ratio)
-            row["prune_s"] = time.perf_counter() - started
-            check = onnxprune.validate(str(path), result.model, result.plan)
-            report = result.report
-            row.update(
-                valid=bool(check),
-                groups=[report.groups_found, report.groups_pruned, report.groups_pinned],
-                macs=[report.macs_before, report.macs_after],
-                prunable_macs=report.prunable_macs_fraction,
-                barriers=report.barriers[:3],
-            )
-            if not check:
-                row["report"] = str(check)
-        except Exception:
-            row["error"] = "onnxprune: " + traceback.format_exc().splitlines()[-1][:200]
-        rows.append(row)
+        rows.append(prune_row(row, path, ratio))
     return rows
-
-
-def table(rows: list[dict]) -> list[str]:
-    lines = [
-        "| model | exporter | groups found / pruned / pinned | MACs ratio | prunable MACs | valid |",
-        "|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        if "error" in r:
-            lines.append(f"| {r['model']} | {r['exporter']} | {r['error']} | | | |")
-            continue
-        before, after = r["macs"]
-        ratio = f"{before / after:.2f}×" if before and after else "n/a"
-        share = f"{r['prunable_macs']:.2f}" if r["prunable_macs"] is not None else "n/a"
-        found, pruned, pinned = r["groups"]
-        lines.append(
-            f"| {r['model']} | {r['exporter']} | {found} / {pruned} / {pinned} | {ratio} | {share} | "
-            f"{'ok' if r['valid'] else '**FAILED**'} |"
-        )
-    return lines
 
 
 def main() -> None:
