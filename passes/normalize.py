@@ -134,10 +134,7 @@ class BypassConstantIdentities(Pass):
     def call(self, model: onnx.ModelProto) -> PassResult:
         graph = model.graph
         constants = {t.name for t in graph.initializer}
-        fixed = {o.name for o in graph.output}
-        for node in graph.node:
-            if node.attribute:
-                fixed |= subgraph_reads(node)
+        fixed = _outputs_and_subgraph_reads(graph)
         source: dict[str, str] = {}  # an Identity's output -> the constant it passes on
         for node in graph.node:
             if (
@@ -188,10 +185,7 @@ class UnshareVectorConstants(Pass):
         graph = model.graph
         inits = {t.name: t for t in graph.initializer}
         outputs = {o.name for o in graph.output}
-        fixed = self.keep | outputs
-        for node in graph.node:
-            if node.attribute:
-                fixed |= subgraph_reads(node)
+        fixed = self.keep | _outputs_and_subgraph_reads(graph)
         candidates = {
             name
             for name, t in inits.items()
@@ -231,6 +225,16 @@ class UnshareVectorConstants(Pass):
             del graph.node[:]
             graph.node.extend(keep_nodes)
         return PassResult(self.name, bool(copies), {"constants_unshared": copies})
+
+
+def _outputs_and_subgraph_reads(graph: onnx.GraphProto) -> set[str]:
+    """Names no pass may rename or copy away: the graph outputs and what If/Loop/Scan bodies read
+    from the outer scope."""
+    names = {o.name for o in graph.output}
+    for node in graph.node:
+        if node.attribute:
+            names |= subgraph_reads(node)
+    return names
 
 
 # (op type, input index) where a per-channel constant is read element by element, never summed
