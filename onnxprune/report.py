@@ -8,16 +8,11 @@ True
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import onnx
 
 from onnxprune.analysis import DependencyAnalysis
-from onnxprune.metrics import count_params
-from onnxprune.targets import UniformRatio
-
-if TYPE_CHECKING:
-    from onnxprune.session import PruneSession
 
 
 @dataclass
@@ -46,35 +41,6 @@ class PruneReport:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
-
-    @classmethod
-    def of(cls, session: PruneSession) -> PruneReport:
-        """The report of a session whose stages have run (`ratio` and `round_to` are the uniform
-        target's, None and 1 for a replayed plan)."""
-        analysis, results = session.analysis, session.pass_results
-        target = session.options.target
-        uniform = target if isinstance(target, UniformRatio) else None
-        stats = {k: v for r in results for k, v in r.stats.items()}
-        return cls(
-            source=session.source.name,
-            ratio=uniform.ratio if uniform else None,
-            criterion=session.options.importance.name,
-            round_to=uniform.round_to if uniform else 1,
-            groups_found=len(analysis.groups),
-            groups_prunable=len(analysis.prunable_groups),
-            groups_pruned=len(session.decisions),
-            groups_pinned=len(analysis.pinned_groups),
-            params_before=session.params_before,
-            params_after=count_params(session.output),
-            macs_before=session.macs_before,
-            macs_after=session.macs_after,
-            tensors_sliced=stats.get("tensors_sliced", 0),
-            rewrites=len(session.plan.rewrites),
-            barriers=[str(b) for b in analysis.barriers],
-            passes=[{"name": r.name, "modified": r.modified, **r.stats} for r in results],
-            prunable_macs_fraction=session.prunable_macs_fraction,
-            stage_seconds=dict(session.stage_seconds),
-        )
 
 
 def prunable_macs_fraction(

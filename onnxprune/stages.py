@@ -26,7 +26,7 @@ import onnx
 from onnxprune.analysis import RuleContext, analyze_model
 from onnxprune.errors import UsageError
 from onnxprune.io import read_model
-from onnxprune.metrics import macs_by_node
+from onnxprune.metrics import count_params, macs_by_node
 from onnxprune.passes import (
     InferShapes,
     RemoveDeadNodes,
@@ -40,7 +40,7 @@ from onnxprune.plan import Plan
 from onnxprune.report import PruneReport, prunable_macs_fraction
 from onnxprune.selection import build_plan, dim_keeps
 from onnxprune.session import PruneSession
-from onnxprune.targets import ReplayPlan
+from onnxprune.targets import ReplayPlan, UniformRatio
 
 
 class Stage(ABC):
@@ -225,7 +225,30 @@ class Report(Stage):
     writes = ("report",)
 
     def run(self, session: PruneSession) -> None:
-        session.report = PruneReport.of(session)
+        analysis, results = session.analysis, session.pass_results
+        target = session.options.target
+        uniform = target if isinstance(target, UniformRatio) else None  # a replayed plan: None, 1
+        stats = {k: v for r in results for k, v in r.stats.items()}
+        session.report = PruneReport(
+            source=session.source.name,
+            ratio=uniform.ratio if uniform else None,
+            criterion=session.options.importance.name,
+            round_to=uniform.round_to if uniform else 1,
+            groups_found=len(analysis.groups),
+            groups_prunable=len(analysis.prunable_groups),
+            groups_pruned=len(session.decisions),
+            groups_pinned=len(analysis.pinned_groups),
+            params_before=session.params_before,
+            params_after=count_params(session.output),
+            macs_before=session.macs_before,
+            macs_after=session.macs_after,
+            tensors_sliced=stats.get("tensors_sliced", 0),
+            rewrites=len(session.plan.rewrites),
+            barriers=[str(b) for b in analysis.barriers],
+            passes=[{"name": r.name, "modified": r.modified, **r.stats} for r in results],
+            prunable_macs_fraction=session.prunable_macs_fraction,
+            stage_seconds=dict(session.stage_seconds),
+        )
 
 
 def default_stages() -> list[Stage]:
