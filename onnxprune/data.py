@@ -86,7 +86,8 @@ def _cast(array: np.ndarray, spec: InputSpec, where: str) -> np.ndarray:
         f"only float to float and integer to integer (values in range): convert it yourself"
     )
     if src.kind == "f" and dst.kind == "f":
-        cast = array.astype(dst)
+        with np.errstate(over="ignore"):
+            cast = array.astype(dst)
         if not np.isfinite(cast).all() and np.isfinite(array).all():
             raise UsageError(
                 f"{where}: input '{spec.name}' overflows {dst.name} when converted from {src.name}"
