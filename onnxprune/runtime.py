@@ -195,7 +195,7 @@ def make_feeds(
 
 @dataclass(frozen=True)
 class RandomLoader(DataLoader):
-    """Random feeds from the model's own inputs (`make_feeds`): one per seed at each batch size.
+    """Random feeds from the model's own inputs (`make_feeds`): one per seed, at most `limit` feeds.
 
     >>> m = onnx.parser.parse_model('''<ir_version: 8, opset_import: ["" : 17]>
     ... g (float[N, 2] x) => (float[N, 2] y) { y = Relu(x) }''')
@@ -211,7 +211,8 @@ class RandomLoader(DataLoader):
 
     def raw_feeds(self, model: onnx.ModelProto) -> Iterator[dict[str, np.ndarray]]:
         shapes = dict(self.input_shapes) if self.input_shapes else None
-        for seed in self.seeds:
+        seeds = list(self.seeds) if self.limit is None else list(self.seeds)[: self.limit]
+        for seed in seeds:
             yield make_feeds(model, seed=seed, input_shapes=shapes, batch=self.batch)
 
 

@@ -149,6 +149,8 @@ def test_iterable_of_feed_dicts_and_random_loader() -> None:
     random = list(RandomLoader(seeds=(0, 1), batch=3, input_shapes={"x": [3, 3, 5, 5]}).feeds(m))
     assert [f["x"].shape for f in random] == [(3, 3, 5, 5)] * 2
     assert not np.array_equal(random[0]["x"], random[1]["x"])
+    limited = RandomLoader(seeds=(0, 1, 2), input_shapes={"x": [1, 3, 2, 2]}, limit=1)
+    assert len(list(limited.feeds(m))) == 1
 
 
 def write_npz(path: Path, **arrays: np.ndarray) -> Path:
