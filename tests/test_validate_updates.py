@@ -185,3 +185,22 @@ def test_the_oracle_accepts_a_plan_with_updates_and_refuses_unlisted_changes(
     )
     code, figures = oracle("unlisted.json")
     assert code == 1 and any("b1" in fail for fail in figures["fails"])
+
+
+@pytest.mark.skipif(
+    not ORACLE.exists() and not os.environ.get("CI"),
+    reason=f"the independent checker is not at {ORACLE}",
+)
+def test_the_oracle_reads_dropped_branches_as_written(tmp_path: Path) -> None:
+    assert ORACLE.exists(), f"CI needs the independent checker at {ORACLE}"
+    onnx.save(residual(), tmp_path / "orig.onnx")
+    onnx.save(
+        build("g (float[N, 4] x) => (float[N, 4] y) { y = Identity(x) }", {}), tmp_path / "shallow.onnx"
+    )
+    Plan(dropped=(DroppedBranch("add0", "r"),)).save(tmp_path / "plan.json")
+    args = [str(tmp_path / name) for name in ("orig.onnx", "shallow.onnx", "plan.json")]
+    done = subprocess.run(
+        [sys.executable, str(ORACLE), *args, "--runs", "2"], capture_output=True, text=True, check=False
+    )
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    assert done.returncode == 0 and figures["parity_rel_err"] == 0.0, figures
