@@ -26,18 +26,14 @@ import onnx.inliner
 import onnx.shape_inference
 
 from onnxprune.errors import ModelError, UsageError
+from onnxprune.graph import FLOAT_TYPES, is_default_domain
+from onnxprune.graph import static_dims as tensor_dims
 from onnxprune.weights import weight_tensors
-
-FLOAT_TYPES = frozenset(
-    {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
-)
 
 # Float weights with more elements than this are handed to shape inference as typed graph inputs
 # instead of initializers: inference needs their shapes, never their values, and copying and
 # serializing hundreds of MB of weights for it would be wasted work (and fails past 2 GB).
 _INFERENCE_WEIGHT_LIMIT = 1024
-
-_DEFAULT_DOMAINS = ("", "ai.onnx")
 
 
 class ShapeUnknownError(ModelError, ValueError):
@@ -68,18 +64,6 @@ def count_params(model: onnx.ModelProto) -> int:
     2
     """
     return sum(math.prod(t.dims) for t in weight_tensors(model).values() if t.data_type in FLOAT_TYPES)
-
-
-def tensor_dims(info: onnx.ValueInfoProto) -> list[int | None] | None:
-    """Dims of a tensor value (None where a dim is not a known number), or None if rank is unknown.
-
-    >>> import onnx
-    >>> tensor_dims(onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 3]))
-    [None, 3]
-    """
-    if not info.type.HasField("tensor_type") or not info.type.tensor_type.HasField("shape"):
-        return None
-    return [d.dim_value if d.HasField("dim_value") else None for d in info.type.tensor_type.shape.dim]
 
 
 def concrete_shape(
@@ -219,7 +203,7 @@ def _inference_copy(
 
 
 def _big_constant(node: onnx.NodeProto) -> onnx.TensorProto | None:
-    if node.op_type != "Constant" or node.domain not in _DEFAULT_DOMAINS or not node.output:
+    if node.op_type != "Constant" or not is_default_domain(node.domain) or not node.output:
         return None
     for attr in node.attribute:
         if (
@@ -391,7 +375,7 @@ def macs_by_node(
 def _macs_of_nodes(model: onnx.ModelProto, shapes: Mapping[str, list[int] | None]) -> dict[str, int]:
     found: dict[str, int] = {}
     for position, node in enumerate(model.graph.node):
-        if node.op_type in _MAC_OPS and node.domain in _DEFAULT_DOMAINS and node.output:
+        if node.op_type in _MAC_OPS and is_default_domain(node.domain) and node.output:
             macs = _node_macs(node, position, shapes)
             if macs:
                 found[node.output[0]] = found.get(node.output[0], 0) + macs

@@ -9,9 +9,16 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from onnxprune.metrics import FLOAT_TYPES
-from onnxprune.passes.base import Pass, PassResult, fresh_name
-from onnxprune.passes.cleanup import subgraph_reads
+from onnxprune.analysis.flow import RuleContext
+from onnxprune.analysis.rules.layout import reshape_output
+from onnxprune.graph import (
+    FLOAT_TYPES,
+    fresh_name,
+    is_default_domain,
+    outputs_and_subgraph_reads,
+    static_dims,
+)
+from onnxprune.passes.base import Pass, PassResult
 
 _FOLDABLE = {
     "Gather",
@@ -63,7 +70,7 @@ class ConstantsToInitializers(Pass):
         graph = model.graph
         keep, moved = [], 0
         for node in graph.node:
-            if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and len(node.attribute) == 1:
+            if node.op_type == "Constant" and is_default_domain(node.domain) and len(node.attribute) == 1:
                 tensor = _constant_value(node)
                 if tensor is not None:
                     tensor.name = node.output[0]
@@ -134,12 +141,12 @@ class BypassConstantIdentities(Pass):
     def call(self, model: onnx.ModelProto) -> PassResult:
         graph = model.graph
         constants = {t.name for t in graph.initializer}
-        fixed = _outputs_and_subgraph_reads(graph)
+        fixed = outputs_and_subgraph_reads(graph)
         source: dict[str, str] = {}  # an Identity's output -> the constant it passes on
         for node in graph.node:
             if (
                 node.op_type == "Identity"
-                and node.domain in ("", "ai.onnx")
+                and is_default_domain(node.domain)
                 and len(node.input) == 1
                 and node.output[0] not in fixed
             ):
@@ -185,7 +192,7 @@ class UnshareVectorConstants(Pass):
         graph = model.graph
         inits = {t.name: t for t in graph.initializer}
         outputs = {o.name for o in graph.output}
-        fixed = self.keep | _outputs_and_subgraph_reads(graph)
+        fixed = self.keep | outputs_and_subgraph_reads(graph)
         candidates = {
             name
             for name, t in inits.items()
@@ -227,16 +234,6 @@ class UnshareVectorConstants(Pass):
         return PassResult(self.name, bool(copies), {"constants_unshared": copies})
 
 
-def _outputs_and_subgraph_reads(graph: onnx.GraphProto) -> set[str]:
-    """Names no pass may rename or copy away: the graph outputs and what If/Loop/Scan bodies read
-    from the outer scope."""
-    names = {o.name for o in graph.output}
-    for node in graph.node:
-        if node.attribute:
-            names |= subgraph_reads(node)
-    return names
-
-
 # (op type, input index) where a per-channel constant is read element by element, never summed
 # over: its entries for removed channels go with those channels and never need masking
 _PER_CHANNEL_INPUTS = {
@@ -253,7 +250,7 @@ _ELEMENTWISE = frozenset({"Add", "Sub", "Mul", "Div", "Max", "Min", "Identity"})
 
 
 def _per_channel_operand(node: onnx.NodeProto, index: int) -> bool:
-    if node.domain not in ("", "ai.onnx"):
+    if not is_default_domain(node.domain):
         return False
     if node.op_type in _ELEMENTWISE:
         return True
@@ -306,7 +303,7 @@ class FoldShapes(Pass):
         remaining = []
         for node in nodes:
             value = None
-            if node.domain not in ("", "ai.onnx"):
+            if not is_default_domain(node.domain):
                 remaining.append(node)
                 continue
             if node.op_type == "Shape":
@@ -331,12 +328,12 @@ class FoldShapes(Pass):
 
 
 def _shapes(model: onnx.ModelProto) -> dict[str, list[int | None]]:
+    graph = model.graph
     out = {}
-    for vi in [*model.graph.input, *model.graph.value_info, *model.graph.output]:
-        if vi.type.HasField("tensor_type") and vi.type.tensor_type.HasField("shape"):
-            out[vi.name] = [
-                d.dim_value if d.HasField("dim_value") else None for d in vi.type.tensor_type.shape.dim
-            ]
+    for vi in [*graph.input, *graph.value_info, *graph.output]:
+        dims = static_dims(vi)
+        if dims is not None:
+            out[vi.name] = dims
     return out
 
 
@@ -407,14 +404,12 @@ class SimplifyReshapeTargets(Pass):
     """
 
     def call(self, model: onnx.ModelProto) -> PassResult:
-        from onnxprune.analysis import RuleContext
-
         graph = model.graph
         consts = {t.name for t in graph.initializer}
         ctx = RuleContext(model)  # its shape_entries reads Concat-built targets, as the analyzer does
         simplified = 0
         for node in graph.node:
-            if node.op_type != "Reshape" or node.domain not in ("", "ai.onnx") or node.input[1] in consts:
+            if node.op_type != "Reshape" or not is_default_domain(node.domain) or node.input[1] in consts:
                 continue
             entries = ctx.shape_entries(node.input[1])
             if entries is None:
@@ -451,14 +446,11 @@ class ResolveReshapeShapes(Pass):
     """
 
     def call(self, model: onnx.ModelProto) -> PassResult:
-        from onnxprune.analysis import RuleContext
-        from onnxprune.analysis.rules.layout import reshape_output
-
         ctx = RuleContext(model)
         infos = {vi.name: vi for vi in model.graph.value_info}
         resolved = 0
         for node in model.graph.node:
-            if node.op_type != "Reshape" or node.domain not in ("", "ai.onnx"):
+            if node.op_type != "Reshape" or not is_default_domain(node.domain):
                 continue
             y = node.output[0]
             current, x_shape = ctx.shape(y), ctx.shape(node.input[0])
@@ -505,8 +497,6 @@ class FoldReshapeRoundTrips(Pass):
     """
 
     def call(self, model: onnx.ModelProto) -> PassResult:
-        from onnxprune.analysis import RuleContext
-
         ctx = RuleContext(model)
         replaced: dict[str, onnx.NodeProto] = {}  # name of the closing Reshape's output -> new Transpose
         dropped: set[int] = set()
@@ -533,7 +523,7 @@ class FoldReshapeRoundTrips(Pass):
 
 
 def _round_trip(first: onnx.NodeProto, ctx) -> tuple[list[onnx.NodeProto], onnx.NodeProto, list[int]] | None:
-    if first.op_type != "Reshape" or first.domain not in ("", "ai.onnx"):
+    if first.op_type != "Reshape" or not is_default_domain(first.domain):
         return None
     x_shape, merged = ctx.shape(first.input[0]), ctx.shape(first.output[0])
     if x_shape is None or merged is None or None in x_shape or None in merged:

@@ -13,7 +13,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from onnxprune.analysis import Dim, RuleContext
-from onnxprune.passes.base import fresh_name
+from onnxprune.graph import fresh_name, reader_counts
 from onnxprune.plan import Rewrite
 
 _REWRITERS: dict[str, Callable[[onnx.NodeProto, NodeEditor], list[Rewrite]]] = {}
@@ -49,12 +49,7 @@ class NodeEditor:
         self.keeps = keeps
         self._read = read  # values read out of the model earlier: a tensor edited in place leaves it
         self._inits = {t.name: t for t in model.graph.initializer}
-        self._readers: dict[str, int] = {}
-        for node in model.graph.node:
-            for name in node.input:
-                self._readers[name] = self._readers.get(name, 0) + 1
-        for out in model.graph.output:
-            self._readers[out.name] = self._readers.get(out.name, 0) + 1
+        self._readers = reader_counts(model.graph)
         self._names: set[str] | None = None  # every tensor name, gathered when a node is cloned
         self.inserted: list[tuple[onnx.NodeProto, list[onnx.NodeProto]]] = []
         """Nodes cloned for one reader (see `private_concat`), each list to go right before its node."""

@@ -29,7 +29,7 @@ from onnxprune.analysis import rules  # noqa: F401  (registers every op rule)
 from onnxprune.analysis.flow import ChannelFlow, Dim, Link, RuleContext
 from onnxprune.analysis.index_map import OFFSET_KINDS, offset_pairs
 from onnxprune.analysis.registry import lookup
-from onnxprune.io import attribute_graphs
+from onnxprune.graph import subgraph_reads
 
 
 class Barrier(NamedTuple):
@@ -213,7 +213,7 @@ def _collect(model: onnx.ModelProto, ctx: RuleContext, excluded: re.Pattern | No
             pin(p.dim, Barrier(name, op_type, p.dim[0], p.dim[1], p.reason))
             touched.add(p.dim)
         if node.attribute:
-            for tensor in sorted(_outer_scope_reads(node)):
+            for tensor in sorted(subgraph_reads(node)):
                 why = f"read inside a subgraph of {op_type}: the body expects its current shape"
                 pin((tensor, -1), Barrier(name, op_type, tensor, -1, why))
         reason = None
@@ -414,19 +414,6 @@ def _identity_classes(dims: list[Dim], sizes: dict[Dim, int], links: list[Link])
     for d, label in zip(dims, labels, strict=True):
         classes.setdefault(dims[label], []).append(d)
     return classes
-
-
-def _outer_scope_reads(node: onnx.NodeProto) -> set[str]:
-    """Tensors an If/Loop/Scan body reads from the enclosing graph without listing them as inputs."""
-    names: set[str] = set()
-    for attr in node.attribute:
-        for g in attribute_graphs(attr):
-            local = {vi.name for vi in g.input} | {t.name for t in g.initializer}
-            local |= {o for n in g.node for o in n.output}
-            for inner in g.node:
-                names |= {i for i in inner.input if i and i not in local}
-                names |= _outer_scope_reads(inner) - local
-    return names
 
 
 _NO_FLOW = ChannelFlow()  # a node without a rule maps nothing: every axis it touches is pinned
