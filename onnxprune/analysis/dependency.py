@@ -25,11 +25,10 @@ import networkx as nx
 import numpy as np
 import onnx
 
-from onnxprune.analysis import rules  # noqa: F401  (registers every op rule)
 from onnxprune.analysis.flow import ChannelFlow, Dim, Link, RuleContext
 from onnxprune.analysis.index_map import OFFSET_KINDS, offset_pairs
-from onnxprune.analysis.registry import lookup
 from onnxprune.graph import subgraph_reads
+from onnxprune.optable import OpTable, default_op_table
 
 
 class Barrier(NamedTuple):
@@ -152,14 +151,18 @@ class _Collected:
     divisors: set[str] = field(default_factory=set)
 
 
-def analyze_model(model: onnx.ModelProto, *, exclude: str | None = None) -> DependencyAnalysis:
-    """Analyse a normalized model (initializers for constants, shapes inferred).
+def analyze_model(
+    model: onnx.ModelProto, *, exclude: str | None = None, table: OpTable | None = None
+) -> DependencyAnalysis:
+    """Analyse a normalized model (initializers for constants, shapes inferred) with the channel
+    rules of `table` (default: `default_op_table()`).
 
     Where a rule offers alternatives (which factor of a merged or split axis carries the
     channels), each is tried in turn, keeping the one that leaves the most weights prunable.
     """
     ctx = RuleContext(model)
-    collected = _collect(model, ctx, re.compile(exclude) if exclude else None)
+    excluded = re.compile(exclude) if exclude else None
+    collected = _collect(model, ctx, excluded, table)
     float_types = (
         onnx.TensorProto.FLOAT,
         onnx.TensorProto.FLOAT16,
@@ -192,7 +195,10 @@ def analyze_model(model: onnx.ModelProto, *, exclude: str | None = None) -> Depe
     )
 
 
-def _collect(model: onnx.ModelProto, ctx: RuleContext, excluded: re.Pattern | None) -> _Collected:
+def _collect(
+    model: onnx.ModelProto, ctx: RuleContext, excluded: re.Pattern | None, table: OpTable | None = None
+) -> _Collected:
+    table = table or default_op_table()
     out = _Collected()
     pins = out.pins
 
@@ -202,7 +208,8 @@ def _collect(model: onnx.ModelProto, ctx: RuleContext, excluded: re.Pattern | No
     for index, node in enumerate(model.graph.node):
         op_type = node.op_type
         name = node.name or f"{op_type}_{index}"
-        rule = lookup(node.domain, op_type)
+        entry = table.lookup(node.domain, op_type, ctx.opset_of(node.domain))
+        rule = entry.rule if entry is not None else None
         flow = rule(node, ctx) if rule is not None else _NO_FLOW
         touched = {link.a for link in flow.links}
         touched.update(link.b for link in flow.links)

@@ -27,6 +27,7 @@ from onnxprune.graph import (
     consumers,
     default_opset,
     is_default_domain,
+    norm_domain,
     producers,
     shape_of,
     value_infos,
@@ -135,6 +136,7 @@ class RuleContext:
     def __init__(self, model: onnx.ModelProto) -> None:
         graph = model.graph
         self.opset = default_opset(model)
+        self.opsets = {norm_domain(o.domain): o.version for o in model.opset_import}
         self._consts: dict[str, onnx.TensorProto] = {t.name: t for t in graph.initializer}
         self._const_cache: dict[str, np.ndarray] = {}
         # shapes are read from the protos when first asked for (most tensors never are, and some
@@ -146,6 +148,10 @@ class RuleContext:
         self._nodes = graph.node
         self._consumers: dict[str, list[onnx.NodeProto]] | None = None  # built when first asked for
         self._producers: dict[str, onnx.NodeProto] | None = None
+
+    def opset_of(self, domain: str) -> int:
+        """The opset version the model imports for `domain` (0 when it imports none)."""
+        return self.opsets.get(norm_domain(domain), 0)
 
     def is_graph_output(self, tensor: str) -> bool:
         return tensor in self._graph_outputs
