@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 
 from onnxprune.analysis import DependencyAnalysis, RuleContext, analyze_model
-from onnxprune.errors import ModelError, UsageError
+from onnxprune.errors import ModelError, PlanError, UsageError
 from onnxprune.importance import CRITERIA, Criterion
 from onnxprune.io import ModelLike, has_external_data, materialize, read_model, save_model
 from onnxprune.metrics import count_params, macs_by_node
@@ -433,8 +433,6 @@ def _check_replay(given: Plan, derived: Plan) -> None:
     got = {(s.tensor, s.axis): s.keep for s in derived.slices}
     for key in sorted(set(want) | set(got)):
         if want.get(key) != got.get(key):
-            from onnxprune.errors import PlanError
-
             raise PlanError(
                 f"plan does not fit this model: slice of {key[0]} axis {key[1]} "
                 f"{'is not implied by the plan' if key not in want else 'differs from the model'}"
