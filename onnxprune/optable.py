@@ -9,6 +9,12 @@ imports; the analysis and the passes take it as a parameter. Building refuses tw
 one op whose opset ranges overlap, a rewriter or formula for an op without a rule, and an op
 that declares channel counts but has no rewriter.
 
+To add an op: give its rule in the family module under `analysis/rules/` a
+`@channel_rule("Op", counts=..., per_channel=...)` tag (a new family module goes into
+`RULE_MODULES`); if its nodes store channel counts, tag a rewriter in `onnxprune/rewriters.py`
+with `@rewrites("Op")`; if pruning makes it cheaper, tag a formula in `onnxprune/macs.py` with
+`@macs_of("Op")`; add a case to `tests/test_rules_<family>.py` and a row to README's op table.
+
 >>> table = default_op_table()
 >>> entry = table.lookup("", "Split", 18)
 >>> entry.counts, entry.rewriter.__name__
@@ -22,7 +28,7 @@ True
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from types import ModuleType
 
@@ -157,7 +163,7 @@ def default_op_table() -> OpTable:
     return OpTable.from_modules(RULE_MODULES, REWRITER_MODULES, MACS_MODULES)
 
 
-def _defined_in(modules: Sequence[ModuleType]) -> list:
+def _defined_in(modules: Sequence[ModuleType]) -> list[Callable[..., object]]:
     """The functions each module defines itself (not those it imports), in definition order."""
     return [
         fn
@@ -167,8 +173,11 @@ def _defined_in(modules: Sequence[ModuleType]) -> list:
     ]
 
 
-def _tagged(modules: Sequence[ModuleType], ops_of, what: str) -> dict[tuple[str, str], object]:
-    found: dict[tuple[str, str], object] = {}
+def _tagged(
+    modules: Sequence[ModuleType], ops_of: Callable[[object], tuple[tuple[str, str], ...]], what: str
+) -> dict[tuple[str, str], Callable[..., object]]:
+    """The functions of `modules` tagged for each (domain, op type); a second one is an error."""
+    found: dict[tuple[str, str], Callable[..., object]] = {}
     for fn in _defined_in(modules):
         for key in ops_of(fn):
             if key in found:
