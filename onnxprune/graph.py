@@ -168,7 +168,14 @@ def node_subgraphs(node: onnx.NodeProto) -> Iterator[onnx.GraphProto]:
 
 def graph_defines(graph: onnx.GraphProto) -> set[str]:
     """Names a graph defines for itself: its inputs, initializers and node outputs (names its
-    nested subgraphs define are local to those)."""
+    nested subgraphs define are local to those); a new tensor name must avoid them.
+
+    >>> import onnx
+    >>> m = onnx.parser.parse_model('''<ir_version: 8, opset_import: ["" : 17]>
+    ... g (float[2] x) => (float[2] y) <float[2] b = {1.0, 2.0}> { y = Add(x, b) }''')
+    >>> sorted(graph_defines(m.graph))
+    ['b', 'x', 'y']
+    """
     names = {vi.name for vi in graph.input} | {t.name for t in graph.initializer}
     names |= {s.values.name for s in graph.sparse_initializer}
     names |= {o for n in graph.node for o in n.output if o}

@@ -20,7 +20,7 @@ from onnx import helper, numpy_helper
 
 from onnxprune.analysis.flow import Dim, RuleContext
 from onnxprune.analysis.rules.attention import KV_HEADS, Q_HEADS, ROPE_HEADS
-from onnxprune.graph import fresh_name, node_label, norm_domain, reader_counts
+from onnxprune.graph import fresh_name, graph_defines, node_label, norm_domain, reader_counts
 from onnxprune.plan import Rewrite
 
 _TAG = "__rewrites__"
@@ -99,8 +99,7 @@ class NodeEditor:
             return path[0][0]
         if self._names is None:
             graph = self.model.graph
-            self._names = {o for n in graph.node for o in n.output} | set(self._inits)
-            self._names |= {vi.name for vi in graph.input} | {n.name for n in graph.node}
+            self._names = graph_defines(graph) | {n.name for n in graph.node}
         clones, previous = [], None
         for original, follow in path:
             clone = onnx.NodeProto()

@@ -16,6 +16,7 @@ from onnxprune.graph import (
     FLOAT_TYPES,
     default_opset,
     fresh_name,
+    graph_defines,
     is_default_domain,
     outputs_and_subgraph_reads,
 )
@@ -163,8 +164,7 @@ class UnshareVectorConstants(Pass):
                     copies += 1
                 elif id(node) != nodes[0]:  # the first reader keeps the constant itself
                     if taken is None:
-                        taken = set(inits) | {o for n in graph.node for o in n.output}
-                        taken |= {i.name for i in graph.input}
+                        taken = graph_defines(graph)
                     clone = fresh_name(f"{name}__{node.name or node.op_type}", taken)
                     taken.add(clone)
                     graph.initializer.append(_copy_tensor(source, clone))

@@ -27,7 +27,7 @@ import onnx
 
 from onnxprune.analysis.flow import ChannelFlow, Dim, Link, RuleContext
 from onnxprune.analysis.index_map import OFFSET_KINDS, offset_pairs
-from onnxprune.graph import subgraph_reads
+from onnxprune.graph import FLOAT_TYPES, subgraph_reads
 from onnxprune.optable import OpTable, default_op_table
 
 
@@ -163,14 +163,8 @@ def analyze_model(
     ctx = RuleContext(model)
     excluded = re.compile(exclude) if exclude else None
     collected = _collect(model, ctx, excluded, table)
-    float_types = (
-        onnx.TensorProto.FLOAT,
-        onnx.TensorProto.FLOAT16,
-        onnx.TensorProto.DOUBLE,
-        onnx.TensorProto.BFLOAT16,
-    )
     weights = {  # float weights make a group worth reporting; int constants are shape arithmetic
-        t.name: tuple(int(d) for d in t.dims) for t in model.graph.initializer if t.data_type in float_types
+        t.name: tuple(int(d) for d in t.dims) for t in model.graph.initializer if t.data_type in FLOAT_TYPES
     }
     state = [0] * len(collected.choices)
     cache: dict = {}
