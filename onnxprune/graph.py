@@ -207,8 +207,10 @@ def subgraph_reads(node: onnx.NodeProto) -> set[str]:
     """Names the If/Loop/Scan bodies of `node` read from the scope `node` is in (see
     `outer_reads`); empty for a node without subgraphs."""
     names: set[str] = set()
-    for graph in node_subgraphs(node):
-        names |= outer_reads(graph)
+    for attr in node.attribute:  # (asked for every node by cleanup: plain attributes skip fast)
+        if attr.type not in PLAIN_ATTRIBUTES:
+            for graph in attribute_graphs(attr):
+                names |= outer_reads(graph)
     return names
 
 

@@ -328,7 +328,7 @@ def _macs_of_nodes(
 
 def _formula(node: onnx.NodeProto, table: OpTable, opset: int):
     """The MAC formula of a default-domain node, or None."""
-    if not is_default_domain(node.domain):
+    if not table.has_macs(node.op_type) or not is_default_domain(node.domain):
         return None
     entry = table.lookup(node.domain, node.op_type, opset)
     return None if entry is None else entry.macs

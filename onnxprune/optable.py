@@ -107,13 +107,22 @@ class OpTable:
             if clash is not None:
                 raise OpTableError(f"{entry} is already registered (as {clash})")
             same.append(entry)
+        self._costed = frozenset(k for k, same in self._by_op.items() if any(e.macs for e in same))
+
+    def has_macs(self, op_type: str) -> bool:
+        """True when some entry of `op_type` in the default domain has a MAC formula (a quick
+        test before `lookup`)."""
+        return ("", op_type) in self._costed
 
     def lookup(self, domain: str, op_type: str, opset: int) -> OpEntry | None:
         """The entry for `op_type` of `domain` whose range holds `opset`, or None (the analyzer
         then pins every axis the node touches, and nothing rewrites or counts the node)."""
-        for entry in self._by_op.get((norm_domain(domain), op_type), ()):
-            if entry.covers(opset):
-                return entry
+        same = self._by_op.get((domain, op_type) if domain != "ai.onnx" else ("", op_type))
+        if same is not None:  # (called for every node by every pass that asks: kept lean)
+            for entry in same:
+                first, last = entry.opsets
+                if first <= opset and (last is None or opset <= last):
+                    return entry
         return None
 
     def entries(self) -> list[OpEntry]:

@@ -25,7 +25,8 @@ class RemoveDeadNodes(Pass):
             if any(o in live for o in node.output):
                 kept.append(node)
                 live.update(i for i in node.input if i)
-                live.update(subgraph_reads(node))
+                if node.attribute:
+                    live.update(subgraph_reads(node))
         kept.reverse()
         removed_nodes = len(graph.node) - len(kept)
         dead = [i for i, t in enumerate(graph.initializer) if t.name not in live and t.name not in self.keep]

@@ -137,6 +137,7 @@ class RuleContext:
         graph = model.graph
         self.opset = default_opset(model)
         self.opsets = {norm_domain(o.domain): o.version for o in model.opset_import}
+        self.opsets["ai.onnx"] = self.opsets.get("", 0)  # both spellings of the default domain
         self._consts: dict[str, onnx.TensorProto] = {t.name: t for t in graph.initializer}
         self._const_cache: dict[str, np.ndarray] = {}
         # shapes are read from the protos when first asked for (most tensors never are, and some
@@ -151,7 +152,7 @@ class RuleContext:
 
     def opset_of(self, domain: str) -> int:
         """The opset version the model imports for `domain` (0 when it imports none)."""
-        return self.opsets.get(norm_domain(domain), 0)
+        return self.opsets.get(domain, 0)
 
     def is_graph_output(self, tensor: str) -> bool:
         return tensor in self._graph_outputs
