@@ -104,3 +104,26 @@ def test_attribute_graphs_of_plain_attributes_are_empty():
     assert g.attribute_graphs(attr) == []
     node = helper.make_node("Relu", ["x"], ["y"])
     assert list(g.node_subgraphs(node)) == [] and g.subgraph_reads(node) == set()
+
+
+def test_the_analyzer_pins_what_a_nested_body_reads_from_the_main_graph():
+    # `h` (a conv output) is read only by Ifs nested in another If's branches: its channels stay
+    from onnxprune.analysis import analyze_model
+    from onnxprune.passes import PassManager, normalization_passes
+    from tests.rule_cases import build
+
+    model = build("""g (float[1, 3, 4, 4] x, bool c) => (float[1, 2, 4, 4] y, float[1, 4, 4, 4] z)
+        <float[4, 3, 1, 1] w1, float[2, 4, 1, 1] w2> {
+        h = Conv(x, w1)
+        y = Conv(h, w2)
+        z = If(c) <then_branch = t () => (float[1, 4, 4, 4] a) {
+                a = If(c) <then_branch = t2 () => (float[1, 4, 4, 4] a2) { a2 = Relu(h) },
+                           else_branch = e2 () => (float[1, 4, 4, 4] d2) { d2 = Neg(h) }> },
+                   else_branch = e () => (float[1, 4, 4, 4] d) {
+                d = If(c) <then_branch = t3 () => (float[1, 4, 4, 4] a3) { a3 = Sigmoid(h) },
+                           else_branch = e3 () => (float[1, 4, 4, 4] d3) { d3 = Abs(h) }> }> }""")
+    PassManager(normalization_passes()).run(model)
+    analysis = analyze_model(model)
+    pinned = [b for b in analysis.barriers if b.tensor == "h" and b.op_type == "If"]
+    assert pinned, analysis.barriers
+    assert not any(m.key == "w1:0" for g in analysis.prunable_groups for m in g.members)
