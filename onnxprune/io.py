@@ -34,6 +34,7 @@ import onnx.numpy_helper
 from google.protobuf.message import DecodeError
 
 from onnxprune.errors import ModelError, UsageError
+from onnxprune.graph import PLAIN_ATTRIBUTES as _PLAIN_ATTRIBUTES
 from onnxprune.weights import (
     ExternalRef,
     _copy_field,
@@ -179,27 +180,6 @@ def _graph_tensors(graph: onnx.GraphProto, *, initializers: bool = True) -> Iter
         yield sparse.indices
     for node in graph.node:
         yield from _node_tensors(node)
-
-
-_PLAIN_ATTRIBUTES = frozenset(
-    {
-        onnx.AttributeProto.FLOAT,
-        onnx.AttributeProto.INT,
-        onnx.AttributeProto.STRING,
-        onnx.AttributeProto.FLOATS,
-        onnx.AttributeProto.INTS,
-        onnx.AttributeProto.STRINGS,
-        onnx.AttributeProto.TYPE_PROTO,
-        onnx.AttributeProto.TYPE_PROTOS,
-    }
-)
-
-
-def attribute_graphs(attr: onnx.AttributeProto) -> list[onnx.GraphProto]:
-    """The subgraphs an attribute holds (an If branch, a Loop body); none for plain values."""
-    if attr.type in _PLAIN_ATTRIBUTES:
-        return []
-    return ([attr.g] if attr.HasField("g") else []) + list(attr.graphs)
 
 
 def _node_tensors(node: onnx.NodeProto) -> Iterator[onnx.TensorProto]:

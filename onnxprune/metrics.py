@@ -20,28 +20,23 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import onnx
 import onnx.inliner
 import onnx.shape_inference
 
-from onnxprune.errors import ModelError, UsageError
+from onnxprune.errors import UsageError
+from onnxprune.folding import constants_to_initializers, fold_shapes
+from onnxprune.graph import FLOAT_TYPES, default_opset, is_default_domain
+from onnxprune.graph import static_dims as tensor_dims
+from onnxprune.macs import NodeShapes, ShapeUnknownError
+from onnxprune.optable import OpTable, default_op_table
+from onnxprune.shapeinfer import ShapeMemo, infer_value_info
 from onnxprune.weights import weight_tensors
-
-FLOAT_TYPES = frozenset(
-    {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
-)
 
 # Float weights with more elements than this are handed to shape inference as typed graph inputs
 # instead of initializers: inference needs their shapes, never their values, and copying and
 # serializing hundreds of MB of weights for it would be wasted work (and fails past 2 GB).
 _INFERENCE_WEIGHT_LIMIT = 1024
-
-_DEFAULT_DOMAINS = ("", "ai.onnx")
-
-
-class ShapeUnknownError(ModelError, ValueError):
-    """Shape inference could not give a shape that a MAC count needs (names the node and op)."""
 
 
 @dataclass(frozen=True)
@@ -68,18 +63,6 @@ def count_params(model: onnx.ModelProto) -> int:
     2
     """
     return sum(math.prod(t.dims) for t in weight_tensors(model).values() if t.data_type in FLOAT_TYPES)
-
-
-def tensor_dims(info: onnx.ValueInfoProto) -> list[int | None] | None:
-    """Dims of a tensor value (None where a dim is not a known number), or None if rank is unknown.
-
-    >>> import onnx
-    >>> tensor_dims(onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 3]))
-    [None, 3]
-    """
-    if not info.type.HasField("tensor_type") or not info.type.tensor_type.HasField("shape"):
-        return None
-    return [d.dim_value if d.HasField("dim_value") else None for d in info.type.tensor_type.shape.dim]
 
 
 def concrete_shape(
@@ -219,7 +202,7 @@ def _inference_copy(
 
 
 def _big_constant(node: onnx.NodeProto) -> onnx.TensorProto | None:
-    if node.op_type != "Constant" or node.domain not in _DEFAULT_DOMAINS or not node.output:
+    if node.op_type != "Constant" or not is_default_domain(node.domain) or not node.output:
         return None
     for attr in node.attribute:
         if (
@@ -255,70 +238,6 @@ def _known_shapes(
     return shapes
 
 
-def _label(node: onnx.NodeProto, position: int) -> str:
-    return node.name or f"#{position} (unnamed)"
-
-
-def _shape(
-    shapes: Mapping[str, list[int] | None],
-    node: onnx.NodeProto,
-    position: int,
-    index: int,
-    *,
-    output: bool = False,
-) -> list[int]:
-    names = node.output if output else node.input
-    name = names[index] if index < len(names) else ""
-    shape = shapes.get(name) if name else None
-    if shape is None:
-        kind = "output" if output else "input"
-        raise ShapeUnknownError(
-            f"shape inference gives no static shape for {kind} {index} ('{name}'), needed to count "
-            "MACs; give the graph's dynamic input dims in input_shapes",
-            node=_label(node, position),
-            op_type=node.op_type,
-        )
-    return shape
-
-
-def _node_macs(node: onnx.NodeProto, position: int, shapes: Mapping[str, list[int] | None]) -> int:
-    op = node.op_type
-    if op == "Conv":
-        weight = _shape(shapes, node, position, 1)
-        return math.prod(_shape(shapes, node, position, 0, output=True)) * math.prod(weight[1:])
-    if op == "ConvTranspose":
-        weight = _shape(shapes, node, position, 1)
-        return math.prod(_shape(shapes, node, position, 0)) * math.prod(weight[1:])
-    if op == "Gemm":  # M x N x K from A and B alone
-        a, b = _shape(shapes, node, position, 0), _shape(shapes, node, position, 1)
-        if len(a) != 2 or len(b) != 2:
-            raise ShapeUnknownError(
-                f"Gemm inputs have shapes {a} and {b}, expected rank 2",
-                node=_label(node, position),
-                op_type=op,
-            )
-        trans_a = any(attr.name == "transA" and attr.i for attr in node.attribute)
-        trans_b = any(attr.name == "transB" and attr.i for attr in node.attribute)
-        (m, k), n = (a[::-1] if trans_a else a), (b[0] if trans_b else b[1])
-        return m * n * k
-    if op == "MatMul":  # numpy matmul: broadcast batch x M x N x K; a 1-D operand has no M (N)
-        a, b = _shape(shapes, node, position, 0), _shape(shapes, node, position, 1)
-        if not a or not b:
-            raise ShapeUnknownError(
-                f"MatMul inputs have shapes {a} and {b}", node=_label(node, position), op_type=op
-            )
-        try:
-            batch = math.prod(np.broadcast_shapes(tuple(a[:-2]), tuple(b[:-2])))
-        except ValueError as exc:
-            raise ShapeUnknownError(
-                f"MatMul inputs {a} and {b} do not broadcast", node=_label(node, position), op_type=op
-            ) from exc
-        m = a[-2] if len(a) > 1 else 1
-        n = b[-1] if len(b) > 1 else 1
-        return batch * m * n * a[-1]
-    return 0
-
-
 def count_macs(
     model: onnx.ModelProto,
     input_shapes: dict[str, list[int]] | None = None,
@@ -351,6 +270,7 @@ def macs_by_node(
     batch: int = 1,
     dynamic_default: int = 1,
     shapes_inferred: bool = False,
+    table: OpTable | None = None,
 ) -> dict[str, int]:
     """MACs of every Conv, ConvTranspose, Gemm and MatMul node, keyed by its first output name.
 
@@ -358,47 +278,60 @@ def macs_by_node(
     `shapes_inferred`, the caller vouches that the model's value_info comes from shape inference
     on its current graph (as after ``InferShapes``): the counts then come from those shapes, with
     symbolic dims of the graph inputs made concrete, and inference runs only if one is missing.
+    The formulas are those of `table` (default: `default_op_table()`).
     """
-    from onnxprune.passes import (
-        ConstantsToInitializers,
-        FoldShapes,
-        InferShapes,
-        PassManager,
-        Repeat,
-        ShapeMemo,
-    )
-
     check_input_names(model, input_shapes)
+    table = table or default_op_table()
     if shapes_inferred and not model.functions:
-        shapes = _declared_shapes(model, input_shapes, batch, dynamic_default)
+        shapes = _declared_shapes(model, input_shapes, batch, dynamic_default, table)
         if shapes is not None:
             try:
-                return _macs_of_nodes(model, shapes)
+                return _macs_of_nodes(model, shapes, table)
             except ShapeUnknownError:
                 pass  # a shape inference left symbolic or open: infer at concrete input sizes
     inferred = _inference_copy(model, input_shapes, batch, dynamic_default)
     try:
         # with concrete input sizes every shape computation folds to constants (legacy exports
         # compute Reshape targets from Shape, Gather and Constant nodes), however deep the chain
-        memo = ShapeMemo()
-        passes = [ConstantsToInitializers(), Repeat([InferShapes(memo=memo), FoldShapes()])]
-        PassManager(passes).run(inferred)
-    except ModelError as exc:
+        constants_to_initializers(inferred)
+        _infer_and_fold(inferred)
+    except Exception as exc:  # as the pass manager did: any failure here means no shapes
         raise ShapeUnknownError(f"shape inference failed, cannot count MACs: {exc}") from exc
-    return _macs_of_nodes(inferred, _known_shapes(inferred))
+    return _macs_of_nodes(inferred, _known_shapes(inferred), table)
 
 
-def _macs_of_nodes(model: onnx.ModelProto, shapes: Mapping[str, list[int] | None]) -> dict[str, int]:
+def _infer_and_fold(model: onnx.ModelProto, max_rounds: int = 64) -> None:
+    """Shape inference and shape folding in turn until neither changes the model (a fixed
+    point of both), or `max_rounds` rounds have run."""
+    memo = ShapeMemo()
+    steps = (lambda: infer_value_info(model, memo), lambda: fold_shapes(model) > 0)
+    unchanged = count = 0
+    while unchanged < len(steps) and count < max_rounds * len(steps):
+        changed = steps[count % len(steps)]()
+        count += 1
+        unchanged = 0 if changed else unchanged + 1
+
+
+def _macs_of_nodes(
+    model: onnx.ModelProto, shapes: Mapping[str, list[int] | None], table: OpTable
+) -> dict[str, int]:
     found: dict[str, int] = {}
+    opset = default_opset(model)
     for position, node in enumerate(model.graph.node):
-        if node.op_type in _MAC_OPS and node.domain in _DEFAULT_DOMAINS and node.output:
-            macs = _node_macs(node, position, shapes)
+        formula = _formula(node, table, opset)
+        if formula is not None and node.output:
+            macs = formula(node, NodeShapes(shapes, node, position))
             if macs:
                 found[node.output[0]] = found.get(node.output[0], 0) + macs
     return found
 
 
-_MAC_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
+def _formula(node: onnx.NodeProto, table: OpTable, opset: int):
+    """The MAC formula of a default-domain node, or None."""
+    if not table.has_macs(node.op_type) or not is_default_domain(node.domain):
+        return None
+    entry = table.lookup(node.domain, node.op_type, opset)
+    return None if entry is None else entry.macs
 
 
 def _declared_shapes(
@@ -406,6 +339,7 @@ def _declared_shapes(
     input_shapes: Mapping[str, Sequence[int]] | None,
     batch: int,
     dynamic_default: int,
+    table: OpTable,
 ) -> dict[str, list[int] | None] | None:
     """Shapes from the model's own value_info, each symbolic dim replaced by the concrete size its
     graph input takes (see `concrete_shape`); None if a graph input has an unnamed dynamic dim or
@@ -428,7 +362,9 @@ def _declared_shapes(
     # annotations (a static batch of 1); a Conv whose output is one makes the caller infer.
     # Only the tensors the counted ops read and write: the other shapes are never looked at.
     graph = model.graph
-    needed = {name for node in graph.node if node.op_type in _MAC_OPS for name in (*node.input, *node.output)}
+    opset = default_opset(model)
+    counted = [node for node in graph.node if _formula(node, table, opset) is not None]
+    needed = {name for node in counted for name in (*node.input, *node.output)}
     infos = [info for info in (*graph.input, *graph.value_info) if info.name in needed]
     return _known_shapes(model, infos, symbols)
 

@@ -26,11 +26,12 @@ import onnx
 from onnx import numpy_helper
 
 from onnxprune.errors import ModelError
+from onnxprune.graph import is_default_domain
 
 
 def _constant_value(node: onnx.NodeProto) -> onnx.AttributeProto | None:
     """The ``value`` attribute of a Constant node of the default domain, if it has one."""
-    if node.op_type != "Constant" or node.domain not in ("", "ai.onnx") or not node.output:
+    if node.op_type != "Constant" or not is_default_domain(node.domain) or not node.output:
         return None
     for attr in node.attribute:
         if attr.name == "value" and attr.type == onnx.AttributeProto.TENSOR:

@@ -2,6 +2,7 @@
 
 from collections.abc import Iterable
 
+from onnxprune.optable import OpTable
 from onnxprune.passes.apply import RewriteNodes, ShrinkValueInfo, SliceWeights
 from onnxprune.passes.base import Pass, PassManager, PassResult, Repeat
 from onnxprune.passes.cleanup import RemoveDeadNodes
@@ -43,10 +44,13 @@ __all__ = [
 ]
 
 
-def normalization_passes(memo: ShapeMemo | None = None, keep: Iterable[str] = ()) -> list[Pass]:
+def normalization_passes(
+    memo: ShapeMemo | None = None, keep: Iterable[str] = (), table: OpTable | None = None
+) -> list[Pass]:
     """The passes that make a model analyzable without changing what it computes. Their shape
     inferences share `memo` (a fresh one if not given); initializers in `keep` stay even when
-    nothing reads them."""
+    nothing reads them; `table` (default: `default_op_table()`) says which inputs of an op
+    are read per channel."""
     memo = memo if memo is not None else ShapeMemo()
     return [
         InlineFunctions(),
@@ -54,7 +58,7 @@ def normalization_passes(memo: ShapeMemo | None = None, keep: Iterable[str] = ()
         ConstantsToInitializers(),
         DropInitializerInputs(),
         BypassConstantIdentities(),
-        UnshareVectorConstants(keep),
+        UnshareVectorConstants(keep, table),
         Repeat(
             [
                 InferShapes(keep_resolved=True, symbolic=True, memo=memo),

@@ -10,10 +10,11 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from onnxprune.analysis import Dim, RuleContext
+from onnxprune.analysis.flow import Dim, RuleContext
+from onnxprune.optable import OpTable, default_op_table
 from onnxprune.passes.base import Pass, PassResult
-from onnxprune.passes.rewriters import NodeEditor, lookup_rewriter
 from onnxprune.plan import Rewrite
+from onnxprune.rewriters import NodeEditor
 from onnxprune.weights import tensor_array, tensor_array_dtype
 
 
@@ -100,26 +101,32 @@ class ShrinkValueInfo(Pass):
 
 
 class RewriteNodes(Pass):
-    """Fix attributes and shape constants (Conv group, Split, Slice, Reshape, Resize).
+    """Fix attributes and shape constants (Conv group, Split, Slice, Reshape, Resize, head
+    counts) with the rewriters of `table` (default: `default_op_table()`).
 
     `read` (shared with SliceWeights) holds values read out of the model earlier; a constant
     rewritten in place is dropped from it, so that nothing slices its old values.
     """
 
     def __init__(
-        self, keeps: dict[Dim, np.ndarray], ctx: RuleContext, read: dict[str, np.ndarray] | None = None
+        self,
+        keeps: dict[Dim, np.ndarray],
+        ctx: RuleContext,
+        read: dict[str, np.ndarray] | None = None,
+        table: OpTable | None = None,
     ) -> None:
         self.keeps = keeps
         self.ctx = ctx
         self.read = read
+        self.table = table or default_op_table()
         self.rewrites: list[Rewrite] = []
 
     def call(self, model: onnx.ModelProto) -> PassResult:
         edit = NodeEditor(model, self.ctx, self.keeps, self.read)
         for node in model.graph.node:
-            fn = lookup_rewriter(node.op_type) if node.domain in ("", "ai.onnx") else None
-            if fn is not None:
-                self.rewrites.extend(fn(node, edit))
+            entry = self.table.lookup(node.domain, node.op_type, self.ctx.opset_of(node.domain))
+            if entry is not None and entry.rewriter is not None:
+                self.rewrites.extend(entry.rewriter(node, edit))
         if edit.inserted:  # shape computations cloned for one reader go right before it
             before = {id(node): clones for node, clones in edit.inserted}
             nodes = [n for node in model.graph.node for n in (*before.get(id(node), ()), node)]

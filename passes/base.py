@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import onnx
 
 from onnxprune.errors import ModelError
+from onnxprune.graph import fresh_name  # noqa: F401  (passes name fresh tensors with it)
 
 
 @dataclass
@@ -93,11 +94,3 @@ class PassManager:
                     f"pass {p.name} failed ({type(exc).__name__}: {exc}); passes run before: {done}"
                 ) from exc
         return results
-
-
-def fresh_name(base: str, taken) -> str:
-    """`base`, or `base_1`, `base_2`, ... : the first not in `taken`."""
-    name, k = base, 1
-    while name in taken:
-        name, k = f"{base}_{k}", k + 1
-    return name

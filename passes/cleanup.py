@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 import onnx
 
-from onnxprune.io import attribute_graphs
+from onnxprune.graph import subgraph_reads
 from onnxprune.passes.base import Pass, PassResult
 
 
@@ -25,7 +25,8 @@ class RemoveDeadNodes(Pass):
             if any(o in live for o in node.output):
                 kept.append(node)
                 live.update(i for i in node.input if i)
-                live.update(subgraph_reads(node))
+                if node.attribute:
+                    live.update(subgraph_reads(node))
         kept.reverse()
         removed_nodes = len(graph.node) - len(kept)
         dead = [i for i, t in enumerate(graph.initializer) if t.name not in live and t.name not in self.keep]
@@ -45,14 +46,3 @@ class RemoveDeadNodes(Pass):
             bool(removed_nodes or removed_inits),
             {"nodes_removed": removed_nodes, "initializers_removed": removed_inits},
         )
-
-
-def subgraph_reads(node: onnx.NodeProto) -> set[str]:
-    """Names read from the outer scope by If/Loop/Scan bodies."""
-    names: set[str] = set()
-    for attr in node.attribute:
-        for g in attribute_graphs(attr):
-            for n in g.node:
-                names.update(i for i in n.input if i)
-                names.update(subgraph_reads(n))
-    return names

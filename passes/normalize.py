@@ -9,39 +9,19 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from onnxprune.metrics import FLOAT_TYPES
-from onnxprune.passes.base import Pass, PassResult, fresh_name
-from onnxprune.passes.cleanup import subgraph_reads
-
-_FOLDABLE = {
-    "Gather",
-    "Unsqueeze",
-    "Squeeze",
-    "Concat",
-    "Cast",
-    "Slice",
-    "Mul",
-    "Add",
-    "Sub",
-    "Div",
-    "Identity",
-    "Reshape",
-    "Equal",
-    "Where",
-    "Floor",
-    "Ceil",
-    "Max",
-    "Min",
-    "Neg",
-    "Abs",
-    "ConstantOfShape",
-    "Range",
-    "Expand",
-    "Mod",
-    "ReduceProd",
-    "Transpose",
-}
-_MAX_FOLDED = 1024  # elements: shape arithmetic, never weights
+from onnxprune.analysis.flow import RuleContext
+from onnxprune.analysis.rules.layout import reshape_output
+from onnxprune.folding import constants_to_initializers, fold_shapes
+from onnxprune.graph import (
+    FLOAT_TYPES,
+    default_opset,
+    fresh_name,
+    graph_defines,
+    is_default_domain,
+    outputs_and_subgraph_reads,
+)
+from onnxprune.optable import OpTable, default_op_table
+from onnxprune.passes.base import Pass, PassResult
 
 
 class InlineFunctions(Pass):
@@ -60,39 +40,8 @@ class ConstantsToInitializers(Pass):
     """Constant nodes become initializers of the same name (weights in Constant nodes included)."""
 
     def call(self, model: onnx.ModelProto) -> PassResult:
-        graph = model.graph
-        keep, moved = [], 0
-        for node in graph.node:
-            if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and len(node.attribute) == 1:
-                tensor = _constant_value(node)
-                if tensor is not None:
-                    tensor.name = node.output[0]
-                    graph.initializer.append(tensor)
-                    moved += 1
-                    continue
-            keep.append(node)
-        if moved:
-            del graph.node[:]
-            graph.node.extend(keep)
+        moved = constants_to_initializers(model)
         return PassResult(self.name, bool(moved), {"constants_moved": moved})
-
-
-def _constant_value(node: onnx.NodeProto) -> onnx.TensorProto | None:
-    attr = node.attribute[0]
-    value = helper.get_attribute_value(attr)
-    if attr.name == "value":
-        out = onnx.TensorProto()
-        out.CopyFrom(value)
-        return out
-    dtype = {
-        "value_float": np.float32,
-        "value_int": np.int64,
-        "value_floats": np.float32,
-        "value_ints": np.int64,
-    }.get(attr.name)
-    if dtype is None:
-        return None
-    return numpy_helper.from_array(np.asarray(value, dtype=dtype))
 
 
 class UniqueNodeNames(Pass):
@@ -134,12 +83,12 @@ class BypassConstantIdentities(Pass):
     def call(self, model: onnx.ModelProto) -> PassResult:
         graph = model.graph
         constants = {t.name for t in graph.initializer}
-        fixed = _outputs_and_subgraph_reads(graph)
+        fixed = outputs_and_subgraph_reads(graph)
         source: dict[str, str] = {}  # an Identity's output -> the constant it passes on
         for node in graph.node:
             if (
                 node.op_type == "Identity"
-                and node.domain in ("", "ai.onnx")
+                and is_default_domain(node.domain)
                 and len(node.input) == 1
                 and node.output[0] not in fixed
             ):
@@ -178,14 +127,16 @@ class UnshareVectorConstants(Pass):
     and as per-channel operands their removed entries never need masking.
     """
 
-    def __init__(self, keep: Iterable[str] = ()) -> None:
+    def __init__(self, keep: Iterable[str] = (), table: OpTable | None = None) -> None:
         self.keep = frozenset(keep)
+        self.table = table or default_op_table()
 
     def call(self, model: onnx.ModelProto) -> PassResult:
         graph = model.graph
+        opset = default_opset(model)
         inits = {t.name: t for t in graph.initializer}
         outputs = {o.name for o in graph.output}
-        fixed = self.keep | _outputs_and_subgraph_reads(graph)
+        fixed = self.keep | outputs_and_subgraph_reads(graph)
         candidates = {
             name
             for name, t in inits.items()
@@ -199,7 +150,7 @@ class UnshareVectorConstants(Pass):
         taken: set[str] | None = None  # every name in the graph, gathered when a copy needs one
         copies, folded = 0, set()
         for name, uses in readers.items():
-            if not all(_per_channel_operand(node, index) for node, index in uses):
+            if not all(_per_channel_operand(node, index, self.table, opset) for node, index in uses):
                 continue
             nodes = list(dict.fromkeys(id(node) for node, _ in uses))
             if len(nodes) < 2:
@@ -213,8 +164,7 @@ class UnshareVectorConstants(Pass):
                     copies += 1
                 elif id(node) != nodes[0]:  # the first reader keeps the constant itself
                     if taken is None:
-                        taken = set(inits) | {o for n in graph.node for o in n.output}
-                        taken |= {i.name for i in graph.input}
+                        taken = graph_defines(graph)
                     clone = fresh_name(f"{name}__{node.name or node.op_type}", taken)
                     taken.add(clone)
                     graph.initializer.append(_copy_tensor(source, clone))
@@ -227,37 +177,13 @@ class UnshareVectorConstants(Pass):
         return PassResult(self.name, bool(copies), {"constants_unshared": copies})
 
 
-def _outputs_and_subgraph_reads(graph: onnx.GraphProto) -> set[str]:
-    """Names no pass may rename or copy away: the graph outputs and what If/Loop/Scan bodies read
-    from the outer scope."""
-    names = {o.name for o in graph.output}
-    for node in graph.node:
-        if node.attribute:
-            names |= subgraph_reads(node)
-    return names
-
-
-# (op type, input index) where a per-channel constant is read element by element, never summed
-# over: its entries for removed channels go with those channels and never need masking
-_PER_CHANNEL_INPUTS = {
-    "Conv": {2},
-    "ConvTranspose": {2},
-    "Gemm": {2},
-    "BatchNormalization": {1, 2, 3, 4},
-    "InstanceNormalization": {1, 2},
-    "LayerNormalization": {1, 2},
-    "GroupNormalization": {1, 2},
-    "PRelu": {1},
-}
-_ELEMENTWISE = frozenset({"Add", "Sub", "Mul", "Div", "Max", "Min", "Identity"})
-
-
-def _per_channel_operand(node: onnx.NodeProto, index: int) -> bool:
-    if node.domain not in ("", "ai.onnx"):
+def _per_channel_operand(node: onnx.NodeProto, index: int, table: OpTable, opset: int) -> bool:
+    """True when `node` reads input `index` element by element along the channels: its entries
+    for removed channels go with those channels and never need masking."""
+    if not is_default_domain(node.domain):
         return False
-    if node.op_type in _ELEMENTWISE:
-        return True
-    return index in _PER_CHANNEL_INPUTS.get(node.op_type, ())
+    entry = table.lookup(node.domain, node.op_type, opset)
+    return entry is not None and entry.reads_per_channel(index)
 
 
 def _is_vector(dims) -> bool:
@@ -295,106 +221,8 @@ class FoldShapes(Pass):
     """
 
     def call(self, model: onnx.ModelProto) -> PassResult:
-        from onnx.reference import ReferenceEvaluator
-
-        graph = model.graph
-        consts = {t.name: t for t in graph.initializer}
-        shapes = _shapes(model)
-        folded = 0
-        shape_reads: dict[str, list[int | None] | None] = {}
-        nodes = list(graph.node)
-        remaining = []
-        for node in nodes:
-            value = None
-            if node.domain not in ("", "ai.onnx"):
-                remaining.append(node)
-                continue
-            if node.op_type == "Shape":
-                value = _static_shape_value(node, shapes)
-                if value is None:
-                    shape_reads[node.output[0]] = _shape_slice(node, shapes)
-            elif node.op_type == "Gather" and node.input[0] in shape_reads and node.input[1] in consts:
-                value = _gather_static_dims(shape_reads[node.input[0]], consts[node.input[1]])
-            elif node.op_type in _FOLDABLE and node.input and all((not i) or i in consts for i in node.input):
-                value = _evaluate(ReferenceEvaluator, node, consts, model)
-            if value is None or len(node.output) != 1:
-                remaining.append(node)
-                continue
-            tensor = numpy_helper.from_array(value, node.output[0])
-            graph.initializer.append(tensor)
-            consts[node.output[0]] = tensor
-            folded += 1
-        if folded:
-            del graph.node[:]
-            graph.node.extend(remaining)
+        folded = fold_shapes(model)
         return PassResult(self.name, bool(folded), {"nodes_folded": folded})
-
-
-def _shapes(model: onnx.ModelProto) -> dict[str, list[int | None]]:
-    out = {}
-    for vi in [*model.graph.input, *model.graph.value_info, *model.graph.output]:
-        if vi.type.HasField("tensor_type") and vi.type.tensor_type.HasField("shape"):
-            out[vi.name] = [
-                d.dim_value if d.HasField("dim_value") else None for d in vi.type.tensor_type.shape.dim
-            ]
-    return out
-
-
-def _static_shape_value(node: onnx.NodeProto, shapes) -> np.ndarray | None:
-    dims = _shape_slice(node, shapes)
-    if dims is None or any(d is None for d in dims):
-        return None
-    return np.asarray(dims, dtype=np.int64)
-
-
-def _gather_static_dims(dims: list[int | None] | None, indices: onnx.TensorProto) -> np.ndarray | None:
-    """Gather(Shape(x), i) where the dims read are static, even if other dims of x are not."""
-    if dims is None:
-        return None
-    idx = numpy_helper.to_array(indices)
-    if idx.size > _MAX_FOLDED or idx.dtype.kind not in "iu":
-        return None
-    flat = [int(i) + len(dims) if int(i) < 0 else int(i) for i in idx.reshape(-1)]
-    if any(not 0 <= i < len(dims) or dims[i] is None for i in flat):
-        return None
-    return np.asarray([dims[i] for i in flat], dtype=np.int64).reshape(idx.shape)
-
-
-def _shape_slice(node: onnx.NodeProto, shapes) -> list[int | None] | None:
-    shape = shapes.get(node.input[0])
-    if shape is None:
-        return None
-    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-    rank = len(shape)
-    start, end = attrs.get("start", 0), attrs.get("end", rank)
-    start = max(0, start + rank if start < 0 else start)
-    end = min(rank, end + rank if end < 0 else end)
-    return shape[start:end]
-
-
-def _evaluate(evaluator_cls, node, consts, model) -> np.ndarray | None:
-    feeds = {}
-    for name in node.input:
-        if name:
-            t = consts[name]
-            if math.prod(t.dims) > _MAX_FOLDED:
-                return None
-            feeds[name] = numpy_helper.to_array(t)
-    try:
-        result = evaluator_cls(_single_node_model(node, model)).run(None, feeds)[0]
-    except Exception:  # not foldable: leave the node as it is
-        return None
-    result = np.asarray(result)
-    if result.size > _MAX_FOLDED or result.dtype.kind not in "iub":
-        return None
-    return result
-
-
-def _single_node_model(node: onnx.NodeProto, model: onnx.ModelProto) -> onnx.ModelProto:
-    inputs = [helper.make_tensor_value_info(i, onnx.TensorProto.UNDEFINED, None) for i in node.input if i]
-    outputs = [helper.make_tensor_value_info(o, onnx.TensorProto.UNDEFINED, None) for o in node.output]
-    graph = helper.make_graph([node], "fold", inputs, outputs)
-    return helper.make_model(graph, opset_imports=list(model.opset_import), ir_version=model.ir_version)
 
 
 class SimplifyReshapeTargets(Pass):
@@ -407,14 +235,12 @@ class SimplifyReshapeTargets(Pass):
     """
 
     def call(self, model: onnx.ModelProto) -> PassResult:
-        from onnxprune.analysis import RuleContext
-
         graph = model.graph
         consts = {t.name for t in graph.initializer}
         ctx = RuleContext(model)  # its shape_entries reads Concat-built targets, as the analyzer does
         simplified = 0
         for node in graph.node:
-            if node.op_type != "Reshape" or node.domain not in ("", "ai.onnx") or node.input[1] in consts:
+            if node.op_type != "Reshape" or not is_default_domain(node.domain) or node.input[1] in consts:
                 continue
             entries = ctx.shape_entries(node.input[1])
             if entries is None:
@@ -451,14 +277,11 @@ class ResolveReshapeShapes(Pass):
     """
 
     def call(self, model: onnx.ModelProto) -> PassResult:
-        from onnxprune.analysis import RuleContext
-        from onnxprune.analysis.rules.layout import reshape_output
-
         ctx = RuleContext(model)
         infos = {vi.name: vi for vi in model.graph.value_info}
         resolved = 0
         for node in model.graph.node:
-            if node.op_type != "Reshape" or node.domain not in ("", "ai.onnx"):
+            if node.op_type != "Reshape" or not is_default_domain(node.domain):
                 continue
             y = node.output[0]
             current, x_shape = ctx.shape(y), ctx.shape(node.input[0])
@@ -505,8 +328,6 @@ class FoldReshapeRoundTrips(Pass):
     """
 
     def call(self, model: onnx.ModelProto) -> PassResult:
-        from onnxprune.analysis import RuleContext
-
         ctx = RuleContext(model)
         replaced: dict[str, onnx.NodeProto] = {}  # name of the closing Reshape's output -> new Transpose
         dropped: set[int] = set()
@@ -533,7 +354,7 @@ class FoldReshapeRoundTrips(Pass):
 
 
 def _round_trip(first: onnx.NodeProto, ctx) -> tuple[list[onnx.NodeProto], onnx.NodeProto, list[int]] | None:
-    if first.op_type != "Reshape" or first.domain not in ("", "ai.onnx"):
+    if first.op_type != "Reshape" or not is_default_domain(first.domain):
         return None
     x_shape, merged = ctx.shape(first.input[0]), ctx.shape(first.output[0])
     if x_shape is None or merged is None or None in x_shape or None in merged:

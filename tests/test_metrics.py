@@ -7,7 +7,7 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-import onnxprune.passes.shapes as shapes_mod
+import onnxprune.shapeinfer as shapes_mod
 from onnxprune.errors import UsageError
 from onnxprune.io import read_model
 from onnxprune.metrics import (

@@ -10,7 +10,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import onnxprune
-import onnxprune.passes.shapes as shapes_mod
+import onnxprune.shapeinfer as shapes_mod
 from onnxprune.passes import (
     BypassConstantIdentities,
     InferShapes,

@@ -3,7 +3,7 @@ added without a case fails here."""
 
 from __future__ import annotations
 
-from onnxprune.analysis import registered_ops
+from onnxprune.optable import default_op_table
 from tests import (
     test_rules_attention,
     test_rules_conv,
@@ -32,13 +32,13 @@ def all_cases() -> list[Case]:
 
 def test_every_registered_op_has_a_case():
     covered = set().union(*(case.op_types() for case in all_cases()))
-    missing = [f"{d or 'ai.onnx'}::{op}" for d, op in registered_ops() if (d, op) not in covered]
+    missing = [f"{d or 'ai.onnx'}::{op}" for d, op in default_op_table().ops() if (d, op) not in covered]
     assert not missing, f"ops with a channel rule but no case in tests/test_rules_*.py: {missing}"
 
 
 def test_every_registered_op_has_a_case_onnx_runtime_runs():
     covered = set().union(*(case.op_types() for case in all_cases() if case.runs))
-    missing = [op for d, op in registered_ops() if (d, op) not in covered]
+    missing = [op for d, op in default_op_table().ops() if (d, op) not in covered]
     assert not missing, f"ops whose cases are all analysis-only (no pruning run): {missing}"
 
 

@@ -3,7 +3,6 @@
 from onnxprune.analysis.dependency import Barrier, DependencyAnalysis, Group, Member, analyze_model
 from onnxprune.analysis.flow import ChannelFlow, Dim, FlowBuilder, RuleContext
 from onnxprune.analysis.index_map import IndexMap
-from onnxprune.analysis.registry import lookup, register, registered_ops
 
 __all__ = [
     "Barrier",
@@ -16,7 +15,4 @@ __all__ = [
     "Member",
     "RuleContext",
     "analyze_model",
-    "lookup",
-    "register",
-    "registered_ops",
 ]

@@ -25,11 +25,10 @@ import networkx as nx
 import numpy as np
 import onnx
 
-from onnxprune.analysis import rules  # noqa: F401  (registers every op rule)
 from onnxprune.analysis.flow import ChannelFlow, Dim, Link, RuleContext
 from onnxprune.analysis.index_map import OFFSET_KINDS, offset_pairs
-from onnxprune.analysis.registry import lookup
-from onnxprune.io import attribute_graphs
+from onnxprune.graph import FLOAT_TYPES, subgraph_reads
+from onnxprune.optable import OpTable, default_op_table
 
 
 class Barrier(NamedTuple):
@@ -153,24 +152,24 @@ class _Collected:
 
 
 def analyze_model(
-    model: onnx.ModelProto, *, exclude: str | None = None, ctx: RuleContext | None = None
+    model: onnx.ModelProto,
+    *,
+    exclude: str | None = None,
+    table: OpTable | None = None,
+    ctx: RuleContext | None = None,
 ) -> DependencyAnalysis:
-    """Analyse a normalized model (initializers for constants, shapes inferred).
+    """Analyse a normalized model (initializers for constants, shapes inferred) with the channel
+    rules of `table` (default: `default_op_table()`).
 
     Where a rule offers alternatives (which factor of a merged or split axis carries the
     channels), each is tried in turn, keeping the one that leaves the most weights prunable.
     `ctx` is the rule context of `model` when the caller made one (to reuse it after).
     """
     ctx = RuleContext(model) if ctx is None else ctx
-    collected = _collect(model, ctx, re.compile(exclude) if exclude else None)
-    float_types = (
-        onnx.TensorProto.FLOAT,
-        onnx.TensorProto.FLOAT16,
-        onnx.TensorProto.DOUBLE,
-        onnx.TensorProto.BFLOAT16,
-    )
+    excluded = re.compile(exclude) if exclude else None
+    collected = _collect(model, ctx, excluded, table)
     weights = {  # float weights make a group worth reporting; int constants are shape arithmetic
-        t.name: tuple(int(d) for d in t.dims) for t in model.graph.initializer if t.data_type in float_types
+        t.name: tuple(int(d) for d in t.dims) for t in model.graph.initializer if t.data_type in FLOAT_TYPES
     }
     state = [0] * len(collected.choices)
     cache: dict = {}
@@ -195,7 +194,10 @@ def analyze_model(
     )
 
 
-def _collect(model: onnx.ModelProto, ctx: RuleContext, excluded: re.Pattern | None) -> _Collected:
+def _collect(
+    model: onnx.ModelProto, ctx: RuleContext, excluded: re.Pattern | None, table: OpTable | None = None
+) -> _Collected:
+    table = table or default_op_table()
     out = _Collected()
     pins = out.pins
 
@@ -205,7 +207,8 @@ def _collect(model: onnx.ModelProto, ctx: RuleContext, excluded: re.Pattern | No
     for index, node in enumerate(model.graph.node):
         op_type = node.op_type
         name = node.name or f"{op_type}_{index}"
-        rule = lookup(node.domain, op_type)
+        entry = table.lookup(node.domain, op_type, ctx.opset_of(node.domain))
+        rule = entry.rule if entry is not None else None
         flow = rule(node, ctx) if rule is not None else _NO_FLOW
         touched = {link.a for link in flow.links}
         touched.update(link.b for link in flow.links)
@@ -216,7 +219,7 @@ def _collect(model: onnx.ModelProto, ctx: RuleContext, excluded: re.Pattern | No
             pin(p.dim, Barrier(name, op_type, p.dim[0], p.dim[1], p.reason))
             touched.add(p.dim)
         if node.attribute:
-            for tensor in sorted(_outer_scope_reads(node)):
+            for tensor in sorted(subgraph_reads(node)):
                 why = f"read inside a subgraph of {op_type}: the body expects its current shape"
                 pin((tensor, -1), Barrier(name, op_type, tensor, -1, why))
         reason = None
@@ -417,19 +420,6 @@ def _identity_classes(dims: list[Dim], sizes: dict[Dim, int], links: list[Link])
     for d, label in zip(dims, labels, strict=True):
         classes.setdefault(dims[label], []).append(d)
     return classes
-
-
-def _outer_scope_reads(node: onnx.NodeProto) -> set[str]:
-    """Tensors an If/Loop/Scan body reads from the enclosing graph without listing them as inputs."""
-    names: set[str] = set()
-    for attr in node.attribute:
-        for g in attribute_graphs(attr):
-            local = {vi.name for vi in g.input} | {t.name for t in g.initializer}
-            local |= {o for n in g.node for o in n.output}
-            for inner in g.node:
-                names |= {i for i in inner.input if i and i not in local}
-                names |= _outer_scope_reads(inner) - local
-    return names
 
 
 _NO_FLOW = ChannelFlow()  # a node without a rule maps nothing: every axis it touches is pinned

@@ -22,6 +22,16 @@ import onnx
 from onnx import helper, numpy_helper
 
 from onnxprune.analysis.index_map import IndexMap
+from onnxprune.graph import (
+    Shape,
+    consumers,
+    default_opset,
+    is_default_domain,
+    norm_domain,
+    producers,
+    shape_of,
+    value_infos,
+)
 
 Dim = tuple[str, int]
 """A channel axis: (tensor name, non-negative axis). Virtual dims use a tensor name with '::'."""
@@ -120,16 +130,14 @@ class FlowBuilder:
         )
 
 
-Shape = tuple[int | str | None, ...]
-"""Static sizes are ints; dynamic ones are their symbolic name (str) or None if unnamed."""
-
-
 class RuleContext:
     """Read-only facts about the graph a rule may ask for: shapes, constants, attributes."""
 
     def __init__(self, model: onnx.ModelProto) -> None:
         graph = model.graph
-        self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+        self.opset = default_opset(model)
+        self.opsets = {norm_domain(o.domain): o.version for o in model.opset_import}
+        self.opsets["ai.onnx"] = self.opsets.get("", 0)  # both spellings of the default domain
         self._consts: dict[str, onnx.TensorProto] = {t.name: t for t in graph.initializer}
         self._const_cache: dict[str, np.ndarray] = {}
         # shapes are read from the protos when first asked for (most tensors never are, and some
@@ -142,13 +150,17 @@ class RuleContext:
         self._consumers: dict[str, list[onnx.NodeProto]] | None = None  # built when first asked for
         self._producers: dict[str, onnx.NodeProto] | None = None
 
+    def opset_of(self, domain: str) -> int:
+        """The opset version the model imports for `domain` (0 when it imports none)."""
+        return self.opsets.get(domain, 0)
+
     def is_graph_output(self, tensor: str) -> bool:
         return tensor in self._graph_outputs
 
     def producer(self, tensor: str) -> onnx.NodeProto | None:
         """The node that computes `tensor` (None for graph inputs and initializers)."""
         if self._producers is None:
-            self._producers = {name: node for node in self._nodes for name in node.output}
+            self._producers = producers(self._nodes)
         return self._producers.get(tensor)
 
     def shape_entries(self, tensor: str) -> list[int | Dim | None] | None:
@@ -160,7 +172,7 @@ class RuleContext:
         if const is not None:
             return [int(v) for v in const.reshape(-1)]
         node = self.producer(tensor)
-        if node is None or node.domain not in ("", "ai.onnx"):
+        if node is None or not is_default_domain(node.domain):
             return None
         if node.op_type in ("Cast", "Identity") or (node.op_type == "Reshape" and self.rank(tensor) == 1):
             return self.shape_entries(node.input[0])  # a cast or flattened shape vector (tf2onnx, torch)
@@ -266,11 +278,7 @@ class RuleContext:
     def consumers(self, tensor: str) -> list[onnx.NodeProto]:
         """Nodes that read `tensor` (empty for graph outputs nobody else reads)."""
         if self._consumers is None:
-            self._consumers = {}
-            for node in self._nodes:
-                for name in node.input:
-                    if name:
-                        self._consumers.setdefault(name, []).append(node)
+            self._consumers = consumers(self._nodes)
         return self._consumers.get(tensor, [])
 
     def shape(self, tensor: str) -> Shape | None:
@@ -279,16 +287,9 @@ class RuleContext:
             return self._shapes[tensor]
         except KeyError:
             if self._infos is None:
-                graph = self._graph
-                self._infos = {vi.name: vi for vi in [*graph.input, *graph.value_info, *graph.output]}
-                self._infos.update(self._consts)
+                self._infos = {**value_infos(self._graph), **self._consts}
             info = self._infos.get(tensor)
-            if info is None:
-                shape = None
-            elif isinstance(info, onnx.TensorProto):
-                shape = tuple(info.dims)  # protobuf gives the int64 dims as ints
-            else:
-                shape = _shape_of(info)
+            shape = None if info is None else shape_of(info)
             self._shapes[tensor] = shape
             return shape
 
@@ -329,12 +330,3 @@ class RuleContext:
             if a.name == name:
                 return helper.get_attribute_value(a)
         return default
-
-
-def _shape_of(vi: onnx.ValueInfoProto) -> Shape | None:
-    t = vi.type
-    if not t.HasField("tensor_type") or not t.tensor_type.HasField("shape"):
-        return None
-    return tuple(
-        d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in t.tensor_type.shape.dim
-    )

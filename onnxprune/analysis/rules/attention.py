@@ -11,7 +11,7 @@ import onnx
 
 from onnxprune.analysis.flow import ChannelFlow, FlowBuilder, RuleContext
 from onnxprune.analysis.index_map import IndexMap
-from onnxprune.analysis.registry import register
+from onnxprune.analysis.registry import channel_rule
 from onnxprune.analysis.rules._common import opt_input
 
 Q_HEADS = "::attention_q_heads"
@@ -19,7 +19,7 @@ KV_HEADS = "::attention_kv_heads"
 ROPE_HEADS = "::rotary_heads"
 
 
-@register("Attention")
+@channel_rule("Attention", counts=("q_num_heads", "kv_num_heads"))
 def attention(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
     """Y = softmax(Q Kᵀ * scale + mask) V, per head; K/V heads serve groups of query heads (GQA).
 
@@ -83,7 +83,7 @@ def attention(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
     return flow.build()
 
 
-@register("RotaryEmbedding")
+@channel_rule("RotaryEmbedding", counts=("num_heads",))
 def rotary_embedding(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
     """Rotates pairs of positions inside each head: the head dim is pinned, heads pass through.
 

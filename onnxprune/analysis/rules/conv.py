@@ -6,11 +6,11 @@ import onnx
 
 from onnxprune.analysis.flow import ChannelFlow, FlowBuilder, RuleContext
 from onnxprune.analysis.index_map import IndexMap
-from onnxprune.analysis.registry import register
+from onnxprune.analysis.registry import channel_rule
 from onnxprune.analysis.rules._common import opt_input
 
 
-@register("Conv")
+@channel_rule("Conv", counts=("group",), per_channel=(2,))
 def conv(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
     """Y[:, o] = sum over the input channels of o's group of W[o, i] * X[:, i].
 
@@ -46,7 +46,7 @@ def conv(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
     return flow.build()
 
 
-@register("ConvTranspose")
+@channel_rule("ConvTranspose", counts=("group",), per_channel=(2,))
 def conv_transpose(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
     """W is [C_in, C_out / group, k...]: input channels <-> W axis 0, output channels <-> W axis 1."""
     flow = FlowBuilder()

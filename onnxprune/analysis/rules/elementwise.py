@@ -5,7 +5,7 @@ from __future__ import annotations
 import onnx
 
 from onnxprune.analysis.flow import ChannelFlow, FlowBuilder, RuleContext
-from onnxprune.analysis.registry import register
+from onnxprune.analysis.registry import channel_rule
 from onnxprune.analysis.rules._common import link_same_axes
 
 UNARY = (
@@ -55,7 +55,8 @@ UNARY = (
 )
 
 
-@register(*UNARY)
+@channel_rule(*(op for op in UNARY if op != "Identity"))
+@channel_rule("Identity", per_channel="all")
 def unary(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
     """Y = f(X) elementwise: every axis of X maps to the same axis of Y."""
     flow = FlowBuilder()
@@ -63,7 +64,7 @@ def unary(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
     return flow.build()
 
 
-@register("Clip", "Dropout")
+@channel_rule("Clip", "Dropout")
 def unary_with_scalars(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
     """Clip(X, min, max) and Dropout(X, ratio, training): X passes through; the rest are scalars."""
     flow = FlowBuilder()
@@ -73,18 +74,13 @@ def unary_with_scalars(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
     return flow.build()
 
 
-@register(
-    "Add",
-    "Sub",
-    "Mul",
-    "Div",
+@channel_rule("Add", "Sub", "Mul", "Div", "Max", "Min", per_channel="all")
+@channel_rule("PRelu", per_channel=(1,))
+@channel_rule(
     "Pow",
-    "Max",
-    "Min",
     "Sum",
     "Mean",
     "Where",
-    "PRelu",
     "Mod",
     "Equal",
     "Greater",

@@ -9,11 +9,11 @@ import onnx
 
 from onnxprune.analysis.flow import ChannelFlow, FlowBuilder, Link, RuleContext, Shape
 from onnxprune.analysis.index_map import IndexMap
-from onnxprune.analysis.registry import register
+from onnxprune.analysis.registry import channel_rule
 from onnxprune.analysis.rules._common import int_list, link_same_axes, norm_axis, opt_input
 
 
-@register("Transpose")
+@channel_rule("Transpose")
 def transpose(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
     """Output axis i is input axis perm[i]."""
     flow = FlowBuilder()
@@ -27,7 +27,7 @@ def transpose(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
     return flow.build()
 
 
-@register("Squeeze", "Unsqueeze")
+@channel_rule("Squeeze", "Unsqueeze")
 def squeeze(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
     """The axes that stay keep their order; squeezed or inserted axes have size 1."""
     flow = FlowBuilder()
@@ -54,7 +54,7 @@ def squeeze(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
     return flow.build()
 
 
-@register("Flatten")
+@channel_rule("Flatten")
 def flatten(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
     """[d0 .. d(a-1)] and [da .. dn] each merge into one axis (see `_merge`)."""
     flow = FlowBuilder()
@@ -68,7 +68,7 @@ def flatten(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
     return flow.build()
 
 
-@register("Reshape")
+@channel_rule("Reshape", counts=(1,))
 def reshape(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
     """A constant-target Reshape regroups axes whose sizes multiply alike.
 
@@ -274,7 +274,7 @@ def _merge(flow: FlowBuilder, src: str, shape: Shape, axes: list[int], merged: t
     flow.choose(alternatives)
 
 
-@register("Expand")
+@channel_rule("Expand", counts=(1,))
 def expand(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
     """Broadcast to a target shape: axes the input already has at full size pass through (their
     target entries are rewritten); axes broadcast from size 1 are pinned."""
@@ -293,7 +293,7 @@ def expand(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
     return flow.build()
 
 
-@register("Concat")
+@channel_rule("Concat")
 def concat(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
     """Input k sits at the running offset along the concat axis; other axes are shared."""
     flow = FlowBuilder()
@@ -315,7 +315,7 @@ def concat(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
     return flow.build()
 
 
-@register("Split")
+@channel_rule("Split", counts=("split", "num_outputs", 1))
 def split(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
     """Output k is the range of the input at the running offset; its sizes are rewritten."""
     flow = FlowBuilder()
@@ -336,7 +336,7 @@ def split(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
     return flow.build()
 
 
-@register("Slice")
+@channel_rule("Slice", counts=("starts", "ends", 1, 2))
 def slice_(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
     """A unit-step range along an axis maps output i to input start + i; bounds are rewritten."""
     flow = FlowBuilder()
@@ -364,7 +364,7 @@ def slice_(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
     return flow.build()
 
 
-@register("Gather")
+@channel_rule("Gather")
 def gather(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
     """Axes of the data other than the gathered one pass through; the gathered axis is pinned."""
     flow = FlowBuilder()
@@ -383,7 +383,7 @@ def gather(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
     return flow.build()
 
 
-@register("Pad")
+@channel_rule("Pad")
 def pad(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
     """Axes that get no padding pass through; padded axes are pinned."""
     flow = FlowBuilder()
@@ -400,7 +400,8 @@ def pad(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
     return flow.build()
 
 
-@register("Resize", "Upsample")
+@channel_rule("Resize", counts=(3,))
+@channel_rule("Upsample")
 def resize(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
     """Axes whose size does not change (batch, channels) pass through; constant `sizes` are
     rewritten, and a run-time `sizes` entry must copy a dim (`Concat(Shape(x)[:2], hw)`, as

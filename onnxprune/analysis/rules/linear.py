@@ -5,11 +5,11 @@ from __future__ import annotations
 import onnx
 
 from onnxprune.analysis.flow import ChannelFlow, FlowBuilder, RuleContext
-from onnxprune.analysis.registry import register
+from onnxprune.analysis.registry import channel_rule
 from onnxprune.analysis.rules._common import opt_input
 
 
-@register("Gemm")
+@channel_rule("Gemm", per_channel=(2,))
 def gemm(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
     """Y[M, N] = A[M, K] @ B[K, N] + C, with transA / transB; one operand a constant weight.
 
@@ -49,7 +49,7 @@ def gemm(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
     return flow.build()
 
 
-@register("MatMul")
+@channel_rule("MatMul")
 def matmul(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
     """Y[..., M, N] = A[..., M, K] @ B[..., K, N] with a constant 2-D weight on one side.
 

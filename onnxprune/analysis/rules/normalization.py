@@ -5,11 +5,12 @@ from __future__ import annotations
 import onnx
 
 from onnxprune.analysis.flow import ChannelFlow, FlowBuilder, RuleContext
-from onnxprune.analysis.registry import register
+from onnxprune.analysis.registry import channel_rule
 from onnxprune.analysis.rules._common import link_same_axes, norm_axis, opt_input
 
 
-@register("BatchNormalization", "InstanceNormalization")
+@channel_rule("BatchNormalization", per_channel=(1, 2, 3, 4))
+@channel_rule("InstanceNormalization", per_channel=(1, 2))
 def per_channel_norm(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
     """Y = scale[c] * normalize(X)[c] + B[c]: every channel on its own; parameters follow axis 1."""
     flow = FlowBuilder()
@@ -25,7 +26,8 @@ def per_channel_norm(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
     return flow.build()
 
 
-@register("LayerNormalization", "RMSNormalization")
+@channel_rule("LayerNormalization", per_channel=(1, 2))
+@channel_rule("RMSNormalization")
 def layer_norm(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
     """Normalizes over axes [axis, rank): those axes are pinned, statistics would change."""
     flow = FlowBuilder()
@@ -43,7 +45,8 @@ def layer_norm(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
     return flow.build()
 
 
-@register("GroupNormalization", "LpNormalization", "LRN", "MeanVarianceNormalization")
+@channel_rule("GroupNormalization", per_channel=(1, 2))
+@channel_rule("LpNormalization", "LRN", "MeanVarianceNormalization")
 def cross_channel_norm(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
     """Statistics across channels (or over axes given by attribute): those axes are pinned."""
     flow = FlowBuilder()

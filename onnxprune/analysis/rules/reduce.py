@@ -5,11 +5,11 @@ from __future__ import annotations
 import onnx
 
 from onnxprune.analysis.flow import ChannelFlow, FlowBuilder, RuleContext
-from onnxprune.analysis.registry import register
+from onnxprune.analysis.registry import channel_rule
 from onnxprune.analysis.rules._common import int_list, link_same_axes, norm_axis
 
 
-@register("MaxPool", "AveragePool", "LpPool", "GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool")
+@channel_rule("MaxPool", "AveragePool", "LpPool", "GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool")
 def pool(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
     """Pooling works per channel over spatial axes: batch and channels pass through.
 
@@ -40,7 +40,7 @@ REDUCES = (
 )
 
 
-@register(*REDUCES)
+@channel_rule(*REDUCES)
 def reduce(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
     """Reduced axes are pinned (every position contributes); the others pass through.
 
@@ -71,7 +71,7 @@ def reduce(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
     return flow.build()
 
 
-@register("Softmax", "LogSoftmax", "Hardmax")
+@channel_rule("Softmax", "LogSoftmax", "Hardmax")
 def softmax(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
     """Normalizes across `axis` (opset < 13: across all axes from `axis` on): those are pinned."""
     flow = FlowBuilder()
@@ -89,7 +89,7 @@ def softmax(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
     return flow.build()
 
 
-@register("ArgMax", "ArgMin", "TopK", "CumSum", "ReverseSequence")
+@channel_rule("ArgMax", "ArgMin", "TopK", "CumSum", "ReverseSequence")
 def along_axis(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
     """Ops whose result depends on position along `axis`: that axis is pinned, others pass."""
     flow = FlowBuilder()
@@ -121,7 +121,7 @@ def along_axis(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
     return flow.build()
 
 
-@register("Shape", "Size")
+@channel_rule("Shape", "Size")
 def shape_query(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
     """A run-time shape read: the axes whose size it reads are pinned.
 
