@@ -24,6 +24,7 @@ from onnxprune.analysis import DependencyAnalysis, Dim, RuleContext
 from onnxprune.importance import Importance, UnitScores, default_importances
 from onnxprune.io import LoadedModel, ModelLike, read_model
 from onnxprune.metrics import count_params
+from onnxprune.optable import OpTable, default_op_table
 from onnxprune.passes import PassManager, PassResult
 from onnxprune.plan import Plan
 from onnxprune.targets import Decisions, Target
@@ -37,11 +38,12 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class PruneOptions:
     """What the user asked for: the target (None to analyze only), the importance criterion,
-    the exclusions."""
+    the exclusions; and the op table every stage reads op rules, rewriters and MAC formulas from."""
 
     target: Target | None
     importance: Importance = field(default_factory=lambda: default_importances().get("l1"))
     exclude: str | None = None
+    op_table: OpTable = field(default_factory=default_op_table)
 
 
 @dataclass(eq=False)

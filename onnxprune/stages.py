@@ -28,6 +28,7 @@ from onnxprune.analysis import RuleContext, analyze_model
 from onnxprune.errors import UsageError
 from onnxprune.io import read_model
 from onnxprune.metrics import count_params, macs_by_node
+from onnxprune.optable import OpTable
 from onnxprune.passes import (
     InferShapes,
     RemoveDeadNodes,
@@ -89,7 +90,8 @@ class Normalize(Stage):
     def run(self, session: PruneSession) -> None:
         session.node_metadata = detach_node_metadata(session.model.graph)
         memo = ShapeMemo()  # shape inference results of this run, shared by its passes
-        session.run_passes(normalization_passes(memo, keep=session.weight_inputs))
+        table = session.options.op_table
+        session.run_passes(normalization_passes(memo, keep=session.weight_inputs, table=table))
         session.normalized = True
 
 
@@ -103,7 +105,10 @@ class Analyze(Stage):
 
     def run(self, session: PruneSession) -> None:
         ctx = RuleContext(session.model)
-        session.analysis = analyze_model(session.model, exclude=session.options.exclude, ctx=ctx)
+        options = session.options
+        session.analysis = analyze_model(
+            session.model, exclude=options.exclude, table=options.op_table, ctx=ctx
+        )
         session.rule_context = ctx
 
 
@@ -157,7 +162,7 @@ class Count(Stage):
     reads = ("analysis",)
 
     def run(self, session: PruneSession) -> None:
-        per_node = safe_macs_by_node(session.model)
+        per_node = safe_macs_by_node(session.model, session.options.op_table)
         session.prunable_macs_fraction = prunable_macs_fraction(session.model, session.analysis, per_node)
         session.macs_before = sum(per_node.values()) if per_node is not None else None
 
@@ -177,7 +182,7 @@ class Apply(Stage):
             return
         ctx = session.rule_context or RuleContext(session.model)
         read = session.weights.kept  # values scoring copied out already
-        rewrite = RewriteNodes(session.keeps, ctx, read)
+        rewrite = RewriteNodes(session.keeps, ctx, read, table=session.options.op_table)
         session.run_passes(
             [
                 rewrite,
@@ -210,7 +215,7 @@ class Cleanup(Stage):
             ]
         )
         session.weights.release()
-        per_node_after = safe_macs_by_node(session.model)
+        per_node_after = safe_macs_by_node(session.model, session.options.op_table)
         reattach_node_metadata(session.model.graph, session.node_metadata)
         restore_weight_inputs(session.model.graph, session.declared_inputs)
         session.output = session.model
@@ -256,10 +261,10 @@ def default_stages() -> list[Stage]:
     return [Normalize(), Analyze(), Score(), Select(), BuildPlan(), Count(), Apply(), Cleanup(), Report()]
 
 
-def safe_macs_by_node(model: onnx.ModelProto) -> dict[str, int] | None:
+def safe_macs_by_node(model: onnx.ModelProto, table: OpTable) -> dict[str, int] | None:
     """MACs per node of a model whose shapes the passes inferred, or None where unknown."""
     try:
-        return macs_by_node(model, shapes_inferred=True)
+        return macs_by_node(model, shapes_inferred=True, table=table)
     except (ValueError, KeyError, IndexError):
         return None
 
