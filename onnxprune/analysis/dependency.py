@@ -98,11 +98,6 @@ class Group:
         blocks = [m.positions.shape[1] for m in self.weight_members]
         return "heads" if blocks and min(blocks) > 1 else "channels"
 
-    @property
-    def channels_per_unit(self) -> int:
-        """Positions one unit occupies in its widest weight axis (1 for plain channels)."""
-        return max((m.positions.shape[1] for m in self.weight_members), default=1)
-
     def describe(self) -> str:
         head = ", ".join(m.key for m in self.weight_members[:3])
         more = len(self.weight_members) - 3

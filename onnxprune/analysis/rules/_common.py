@@ -7,11 +7,6 @@ import onnx
 from onnxprune.analysis.flow import FlowBuilder, RuleContext
 
 
-def inputs(node: onnx.NodeProto) -> list[str]:
-    """The node's inputs with empty optional slots kept as ''."""
-    return list(node.input)
-
-
 def opt_input(node: onnx.NodeProto, index: int) -> str | None:
     """Name of optional input `index`, or None when absent."""
     return node.input[index] if len(node.input) > index and node.input[index] else None
