@@ -60,7 +60,7 @@ from torch import nn
 
 import onnxprune
 from onnxprune.metrics import count_macs
-from onnxprune.selection import kept_count
+from onnxprune.targets import kept_count
 from onnxprune.validate import masked_model
 
 HERE = Path(__file__).resolve().parent

@@ -1,7 +1,8 @@
-"""Where the tool's own time goes: CPU time of each phase of `onnxprune.prune` + save.
+"""Where the tool's own time goes: CPU time of each stage of `onnxprune.prune` + save.
 
-Wraps the pipeline's phases (read, normalize, analyze, select, keeps, plan, MACs, apply)
-and the save, runs `--repeats` prunes of each model in one process, and prints the median CPU
+Reads the CPU time of each stage (load, normalize, analyze, score, select, plan, count, apply,
+cleanup: `PruneReport.stage_seconds`) and times the save, runs `--repeats` prunes of each
+model in one process, and prints the median CPU
 milliseconds of each phase next to a plain `onnx.load` + `onnx.save` of the same file. CPU time
 (``time.process_time``) rather than wall time, so that other jobs on a shared machine weigh less.
 
@@ -14,36 +15,11 @@ import argparse
 import statistics
 import tempfile
 import time
-from collections import defaultdict
-from collections.abc import Callable
 from pathlib import Path
 
 import onnx
 
 import onnxprune
-from onnxprune import pipeline
-from onnxprune.passes import base
-
-# pipeline functions timed as phases, in pipeline order
-PHASES = {
-    "read_model": "read",
-    "analyze_model": "analyze",
-    "select_units": "select",
-    "dim_keeps": "keeps",
-    "build_plan": "plan",
-    "_safe_macs_by_node": "MACs",  # before and after
-}
-
-
-def timed(record: dict[str, float], label: str, fn: Callable) -> Callable:
-    def wrapper(*args, **kwargs):
-        start = time.process_time()
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            record[label] += time.process_time() - start
-
-    return wrapper
 
 
 def main() -> None:
@@ -53,38 +29,28 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args()
 
-    record: dict[str, float] = defaultdict(float)
-    for name, label in PHASES.items():
-        setattr(pipeline, name, timed(record, label, getattr(pipeline, name)))
-    run_passes = base.PassManager.run
-
-    def run(self, model):  # normalization is the first pass list of a prune, apply the second
-        label = "normalize" if any(p.name == "Repeat" for p in self.passes) else "apply"
-        return timed(record, label, run_passes)(self, model)
-
-    base.PassManager.run = run
-
     with tempfile.TemporaryDirectory() as scratch:
         out = Path(scratch) / "pruned.onnx"
         for path in args.models:
             runs: list[dict[str, float]] = []
             plain: list[float] = []
             for _ in range(args.repeats + 1):  # the first run warms caches and lazy imports
-                record.clear()
                 start = time.process_time()
                 result = onnxprune.prune(str(path), ratio=args.ratio)
                 save_start = time.process_time()
                 result.save(out, force=True)
+                record = dict(result.report.stage_seconds)
                 record["save"] = time.process_time() - save_start
                 record["total"] = time.process_time() - start
-                runs.append(dict(record))
+                runs.append(record)
                 start = time.process_time()
                 onnx.save(onnx.load(str(path)), str(Path(scratch) / "plain.onnx"))
                 plain.append(time.process_time() - start)
             runs, plain = runs[1:], plain[1:]
             total = statistics.median(r["total"] for r in runs)
             print(f"\n{path.name}, ratio {args.ratio}: CPU ms, median of {args.repeats}")
-            labels = [*PHASES.values(), "normalize", "apply", "save"]
+            labels = list(runs[0])
+            labels.remove("total")
             for label in sorted(labels, key=lambda k: -statistics.median(r.get(k, 0.0) for r in runs)):
                 ms = 1000 * statistics.median(r.get(label, 0.0) for r in runs)
                 print(f"  {label:12s} {ms:7.1f}  {100 * ms / (1000 * total):4.0f} %")

@@ -21,7 +21,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from onnxprune.errors import EXIT_CHECK_FAILED, EXIT_INTERNAL, EXIT_OK, OnnxPruneError, UsageError
-from onnxprune.selection import DEFAULT_ROUND_TO
+from onnxprune.importance import default_importances
+from onnxprune.targets import DEFAULT_ROUND_TO
 
 SUBCOMMANDS = ("prune", "analyze", "validate", "bench")
 
@@ -44,7 +45,13 @@ def _prune_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--ffn-ratio", type=float, help="fraction of other channels (FFN, filters) removed (default: --ratio)"
     )
-    p.add_argument("--criterion", choices=["l1", "l2"], default="l1", help="weight magnitude criterion")
+    importances = default_importances()
+    p.add_argument(
+        "--criterion",
+        choices=importances.names(),
+        default="l1",
+        help="unit importance: " + "; ".join(f"{c.name}: {c.summary}" for c in importances) + " (default l1)",
+    )
     p.add_argument(
         "--round-to",
         type=int,

@@ -255,14 +255,14 @@ def test_prune_and_analyze_leave_the_garbage_collector_as_they_found_it(enabled,
     try:
         gc.enable() if enabled else gc.disable()
         seen = []
-        original = onnxprune.pipeline.analyze_model
+        original = onnxprune.stages.analyze_model
 
         def spy(*args, **kwargs):
             seen.append(gc.isenabled())
             return original(*args, **kwargs)
 
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(onnxprune.pipeline, "analyze_model", spy)
+            patch.setattr(onnxprune.stages, "analyze_model", spy)
             onnxprune.prune(model_path, ratio=0.4)
             onnxprune.analyze(model_path)
         assert seen == [False, False]

@@ -6,6 +6,7 @@ maps disagree is pinned alone; axes that share positions keep the same channels.
 from __future__ import annotations
 
 from functools import cache
+from types import SimpleNamespace
 
 import networkx as nx
 import numpy as np
@@ -15,9 +16,11 @@ import pytest
 from onnxprune.analysis import coupling, dependency, units
 from onnxprune.analysis.flow import Link, RuleContext
 from onnxprune.analysis.index_map import IndexMap, offset_pairs
+from onnxprune.importance import default_importances
 from onnxprune.io import read_model
 from onnxprune.passes import PassManager, normalization_passes
-from onnxprune.selection import dim_keeps, select_units
+from onnxprune.selection import dim_keeps
+from onnxprune.targets import UniformRatio
 
 from .conftest import MODELS
 
@@ -122,7 +125,10 @@ def test_kept_positions_of_shared_axes_are_computed_as_for_any_axis(path):
     model = normalized(path)
     analysis = dependency.analyze_model(model)
     weights = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
-    decisions = select_units(analysis, weights, ratio=0.4, round_to=1)
+    target = UniformRatio(0.4, round_to=1)
+    inputs = SimpleNamespace(weights=weights, activations=None)
+    scores = default_importances().get("l1").score(target.groups_to_score(analysis), inputs)
+    decisions = target.select(analysis, scores)
     keeps = dim_keeps(analysis, decisions)
     # without the shortcut: every member's dropped positions cleared in its own mask
     expected: dict[tuple, np.ndarray] = {}

@@ -5,6 +5,7 @@ many groups, ShuffleNet's channel shuffle, attention heads of several columns ea
 from __future__ import annotations
 
 from functools import cache
+from types import SimpleNamespace
 
 import numpy as np
 import onnx
@@ -13,8 +14,14 @@ from onnx import numpy_helper
 
 from onnxprune.analysis import Group
 from onnxprune.analysis.dependency import Member
-from onnxprune.importance import CRITERIA, unit_scores
+from onnxprune.cli import _prune_parser
+from onnxprune.errors import UsageError
+from onnxprune.importance import Importance, ImportanceRegistry, UnitScores, default_importances
+from onnxprune.importance.magnitude import member_table
 from onnxprune.pipeline import analyze
+from onnxprune.session import PruneOptions, PruneSession
+from onnxprune.stages import default_stages, run_stages
+from onnxprune.targets import UniformRatio
 
 from .conftest import MODELS
 
@@ -25,6 +32,14 @@ PATHS = [
     MODELS / "transformers" / "bert_dynamo.onnx",  # heads of 16 columns
     MODELS / "transformers" / "vit_torchscript.onnx",  # heads, and members on axis 2
 ]
+
+
+CRITERIA = default_importances().names()
+
+
+def unit_scores(group: Group, weights, criterion: str, norms: dict | None = None) -> np.ndarray:
+    """What the uniform target ranks a group's units by: the magnitude table, member-normalized."""
+    return UnitScores(member_table(group, weights, criterion, norms)).member_normalized()
 
 
 def reference_scores(group: Group, weights: dict[str, np.ndarray], criterion: str) -> np.ndarray:
@@ -150,10 +165,9 @@ def test_a_group_without_float_weights_scores_zero():
     np.testing.assert_array_equal(unit_scores(group, weights, "l1"), np.zeros(4))
 
 
-def test_unknown_criterion_is_refused():
-    group = Group(0, 1, (), True)
-    with pytest.raises(ValueError, match="l3"):
-        unit_scores(group, {}, "l3")
+def test_unknown_criterion_is_refused_naming_the_known_ones():
+    with pytest.raises(UsageError, match=r"'l3' is not one of l1, l2"):
+        default_importances().get("l3")
 
 
 @pytest.mark.parametrize("criterion", CRITERIA)
@@ -165,3 +179,82 @@ def test_float16_weights_are_reduced_in_float64(criterion):
     scores = unit_scores(group, {"w": w}, criterion)
     assert np.all(np.isfinite(scores)) and np.all(scores > 0)
     np.testing.assert_allclose(scores, reference_scores(group, {"w": w}, criterion), rtol=1e-9)
+
+
+# --- the registry and the interface ---------------------------------------------------------
+
+
+class _Constant(Importance):
+    """A criterion scoring every unit alike (a stand-in for a criterion added by a new module)."""
+
+    def __init__(self, name: str, needs_activations: bool = False) -> None:
+        self.name = name
+        self.summary = "every unit alike"
+        self.needs_activations = needs_activations
+
+    def score(self, groups, inputs):
+        return {g.id: UnitScores(np.ones((1, g.size))) for g in groups}
+
+
+def test_every_module_with_criteria_contributes_them():
+    registry = default_importances()
+    assert registry.names() == ("l1", "l2")
+    assert all(isinstance(c, Importance) for c in registry)
+    assert "l1" in registry and "taylor" not in registry
+
+
+def test_a_name_registered_twice_is_refused():
+    registry = ImportanceRegistry([_Constant("flat")])
+    with pytest.raises(ValueError, match="already registered"):
+        registry.add(_Constant("flat"))
+
+
+def test_cli_choices_come_from_the_registry():
+    action = next(a for a in _prune_parser()._actions if a.dest == "criterion")
+    assert tuple(action.choices) == default_importances().names()
+    assert all(c.summary in action.help for c in default_importances())
+
+
+def test_magnitude_scores_every_group_asked_for_on_the_weights_scale():
+    groups, weights = loaded(MODELS / "default.onnx")
+    asked = [g for g in groups if g.weight_members][:3]
+    inputs = SimpleNamespace(weights=weights, activations=None)
+    scores = default_importances().get("l1").score(asked, inputs)
+    assert sorted(scores) == sorted(g.id for g in asked)
+    for group in asked:
+        table = scores[group.id].table
+        assert table.shape == (len(group.weight_members), group.size)
+        # row i is the L1 norm of each unit's slice of member i, unnormalized: weights doubled,
+        # scores doubled
+        doubled = {name: 2 * w for name, w in weights.items()}
+        twice = (
+            default_importances().get("l1").score([group], SimpleNamespace(weights=doubled, activations=None))
+        )
+        np.testing.assert_allclose(twice[group.id].table, 2 * table, rtol=1e-12)
+
+
+def test_unit_scores_reductions():
+    scores = UnitScores(np.array([[1.0, 3.0], [10.0, 10.0], [0.0, 0.0]]))
+    np.testing.assert_array_equal(scores.member_normalized(), [1.5, 2.5])  # the zero row adds nothing
+    np.testing.assert_array_equal(scores.total(), [11.0, 13.0])
+    assert scores.size == 2
+    empty = UnitScores(np.zeros((0, 3)))
+    np.testing.assert_array_equal(empty.member_normalized(), np.zeros(3))
+
+
+def test_a_criterion_that_needs_activations_is_refused_without_data():
+    options = PruneOptions(UniformRatio(0.4), importance=_Constant("act", needs_activations=True))
+    session = PruneSession.open(MODELS / "default.onnx", options)
+    with pytest.raises(UsageError, match="'act' needs calibration data"):
+        run_stages(session, default_stages())
+
+
+def test_a_new_criterion_prunes_through_the_whole_pipeline():
+    """A criterion object passed in options is what ranks the units: a constant score keeps the
+    first units of every group (stable ties)."""
+    options = PruneOptions(UniformRatio(0.5, round_to=1), importance=_Constant("flat"))
+    session = run_stages(PruneSession.open(MODELS / "default.onnx", options), default_stages())
+    assert session.decisions
+    for gid, kept in session.decisions.items():
+        np.testing.assert_array_equal(kept, np.arange(len(kept)), err_msg=str(gid))
+    assert session.report.criterion == "flat"

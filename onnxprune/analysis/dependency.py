@@ -54,13 +54,16 @@ class _Collected:
     divisors: set[str] = field(default_factory=set)
 
 
-def analyze_model(model: onnx.ModelProto, *, exclude: str | None = None) -> DependencyAnalysis:
+def analyze_model(
+    model: onnx.ModelProto, *, exclude: str | None = None, ctx: RuleContext | None = None
+) -> DependencyAnalysis:
     """Analyse a normalized model (initializers for constants, shapes inferred).
 
     Where a rule offers alternatives (which factor of a merged or split axis carries the
     channels), each is tried in turn, keeping the one that leaves the most weights prunable.
+    `ctx` is the rule context of `model` when the caller made one (to reuse it after).
     """
-    ctx = RuleContext(model)
+    ctx = RuleContext(model) if ctx is None else ctx
     collected = _collect(model, ctx, re.compile(exclude) if exclude else None)
     float_types = (
         onnx.TensorProto.FLOAT,

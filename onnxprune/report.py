@@ -1,0 +1,64 @@
+"""What a pruning run did, in plain figures (`asdict` gives the JSON report).
+
+>>> result = prune("models/default.onnx", ratio=0.4)  # doctest: +SKIP
+>>> result.report.params_after < result.report.params_before  # doctest: +SKIP
+True
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import onnx
+
+from onnxprune.analysis import DependencyAnalysis
+
+
+@dataclass
+class PruneReport:
+    """What a pruning run did, in plain figures (``asdict`` gives the JSON report)."""
+
+    source: str
+    ratio: float | None
+    criterion: str
+    round_to: int
+    groups_found: int
+    groups_prunable: int
+    groups_pruned: int
+    groups_pinned: int
+    params_before: int
+    params_after: int
+    macs_before: int | None
+    macs_after: int | None
+    prunable_macs_fraction: float | None = None
+    tensors_sliced: int = 0
+    rewrites: int = 0
+    barriers: list[str] = field(default_factory=list)
+    passes: list[dict[str, Any]] = field(default_factory=list)
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    """CPU seconds of each stage (onnxprune.stages), the report's own excluded."""
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def prunable_macs_fraction(
+    model: onnx.ModelProto, analysis: DependencyAnalysis, per_node: dict[str, int] | None
+) -> float | None:
+    """Share of the model's MACs in nodes whose weights belong to a prunable group (None if unknown).
+    `per_node` is `metrics.macs_by_node(model)`, None when it could not be counted."""
+    if per_node is None:
+        return None
+    total = sum(per_node.values())
+    if not total:
+        return None
+    prunable = {m.tensor for g in analysis.prunable_groups for m in g.weight_members}
+    covered = sum(
+        macs
+        for node in model.graph.node
+        if node.output
+        and (macs := per_node.get(node.output[0]))
+        and any(name in prunable for name in node.input[:2])
+    )
+    return covered / total

@@ -1,0 +1,122 @@
+"""The pruning session: one object that carries a run from load to the result.
+
+Every stage (`onnxprune.stages`) reads and writes fields of the session, and declares which;
+`run_stages` checks those declarations as it goes. The session owns the working model (the
+input's copy, normalized and then pruned in place), the weight store, the analysis, the scores,
+the decisions, the plan and the figures the report is made of. Cached analyses (the rule context
+the dependency analysis built) are reused until a pass changes the graph (`graph_changed`).
+
+>>> session = PruneSession.open("models/default.onnx", PruneOptions(UniformRatio(0.4)))  # doctest: +SKIP
+>>> run_stages(session, default_stages())  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import onnx
+
+from onnxprune.analysis import DependencyAnalysis, Dim, RuleContext
+from onnxprune.importance import Importance, UnitScores, default_importances
+from onnxprune.io import LoadedModel, ModelLike, read_model
+from onnxprune.metrics import count_params
+from onnxprune.passes import PassManager, PassResult
+from onnxprune.plan import Plan
+from onnxprune.targets import Decisions, Target
+from onnxprune.weights import weight_tensors
+from onnxprune.weightstore import WeightStore
+
+if TYPE_CHECKING:
+    from onnxprune.report import PruneReport
+
+
+@dataclass(frozen=True)
+class PruneOptions:
+    """What the user asked for: the target (None to analyze only), the importance criterion,
+    the exclusions."""
+
+    target: Target | None
+    importance: Importance = field(default_factory=lambda: default_importances().get("l1"))
+    exclude: str | None = None
+
+
+@dataclass(eq=False)
+class PruneSession:
+    """The state of one pruning run. Fields are None until the stage that writes them ran."""
+
+    input: ModelLike
+    """The model as the caller gave it (never modified)."""
+    source: LoadedModel
+    options: PruneOptions
+    model: onnx.ModelProto
+    """The working model: the input's own copy, normalized and pruned in place."""
+    weights: WeightStore
+    declared_inputs: list[str]
+    """Graph input names of the input model, in order (weights among them are overridable)."""
+    input_weights: frozenset[str]
+    """Weight names of the input model: the only tensors a plan names."""
+    params_before: int
+    activations: Mapping[str, Any] | None = None
+    """Calibration statistics by tensor name, when data was given."""
+    normalized: bool = False
+    analysis: DependencyAnalysis | None = None
+    rule_context: RuleContext | None = None
+    """The context the analysis read the graph through; None once a pass changed the graph."""
+    scores: dict[int, UnitScores] | None = None
+    decisions: Decisions | None = None
+    keeps: dict[Dim, np.ndarray] | None = None
+    plan: Plan | None = None
+    macs_before: int | None = None
+    prunable_macs_fraction: float | None = None
+    output: onnx.ModelProto | None = None
+    macs_after: int | None = None
+    report: PruneReport | None = None
+    pass_results: list[PassResult] = field(default_factory=list)
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    """CPU seconds of each stage run so far (`load` is the time `open` took)."""
+    node_metadata: dict[str, onnx.NodeProto] = field(default_factory=dict)
+
+    @classmethod
+    def open(cls, model: ModelLike, options: PruneOptions) -> PruneSession:
+        """Load `model` (a path, bytes or a ModelProto, never modified) into a new session.
+
+        Large external weights stay on disk (read lazily, one tensor at a time); the loaded
+        proto is the session's own, so it is normalized and pruned in place, never copied again.
+        """
+        start = time.process_time()
+        loaded = read_model(model, lazy=True)
+        work = loaded.model
+        session = cls(
+            input=model,
+            source=loaded,
+            options=options,
+            model=work,
+            weights=WeightStore(work, loaded.base_dir),
+            declared_inputs=[vi.name for vi in work.graph.input],
+            input_weights=frozenset(weight_tensors(work)),
+            params_before=count_params(work),
+        )
+        session.stage_seconds["load"] = time.process_time() - start
+        return session
+
+    @property
+    def weight_inputs(self) -> set[str]:
+        """Weights the input model also declared as graph inputs: they stay, read or not."""
+        return set(self.declared_inputs) & self.input_weights
+
+    def run_passes(self, passes: list) -> list[PassResult]:
+        """Run graph passes on the working model; a pass that changed it drops cached analyses."""
+        results = PassManager(passes).run(self.model)
+        self.pass_results += results
+        if any(r.modified for r in results):
+            self.graph_changed()
+        return results
+
+    def graph_changed(self) -> None:
+        """Forget what was read off the graph before a pass changed it."""
+        self.rule_context = None
+        self.weights.graph_changed()

@@ -1,0 +1,313 @@
+"""The stages of a pruning run, in the order of shared/DESIGN.md's pipeline.
+
+```
+load ─► normalize ─► analyze ─► score ─► select ─► plan ─► count ─► apply ─► cleanup ─► report
+```
+
+Each stage is a small object with one job: it declares the session fields it `reads` (they must
+be set before it runs) and the ones it `writes` (set after it ran); `run_stages` checks both, so
+a stage placed before its inputs exist fails loudly, naming itself. Loading is
+`PruneSession.open`; validation and saving happen on the result (`onnxprune.validate`,
+`PruneResult.save`). A stage that changes weight values after slicing (compensation) runs after
+cleanup, writes through `session.weights.write` and lists each tensor in the plan's `updates`.
+
+>>> [stage.name for stage in default_stages()]  # doctest: +NORMALIZE_WHITESPACE
+['normalize', 'analyze', 'score', 'select', 'plan', 'count', 'apply', 'cleanup', 'report']
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+import onnx
+
+from onnxprune.analysis import RuleContext, analyze_model
+from onnxprune.errors import UsageError
+from onnxprune.io import read_model
+from onnxprune.metrics import count_params, macs_by_node
+from onnxprune.passes import (
+    InferShapes,
+    RemoveDeadNodes,
+    RewriteNodes,
+    ShapeMemo,
+    ShrinkValueInfo,
+    SliceWeights,
+    normalization_passes,
+)
+from onnxprune.plan import Plan
+from onnxprune.report import PruneReport, prunable_macs_fraction
+from onnxprune.selection import build_plan, dim_keeps
+from onnxprune.session import PruneSession
+from onnxprune.targets import ReplayPlan, UniformRatio
+
+
+class Stage(ABC):
+    """One step of the pipeline over a `PruneSession`."""
+
+    name: ClassVar[str]
+    reads: ClassVar[tuple[str, ...]] = ()
+    writes: ClassVar[tuple[str, ...]] = ()
+
+    @abstractmethod
+    def run(self, session: PruneSession) -> None:
+        """Do the stage's job, reading and writing the declared fields of `session`."""
+
+
+class StageOrderError(RuntimeError):
+    """A stage ran before a field it reads was written, or did not write what it declares."""
+
+
+def run_stages(session: PruneSession, stages: list[Stage]) -> PruneSession:
+    """Run `stages` in order over `session`, checking what each reads and writes; the CPU
+    seconds of each go to `session.stage_seconds`."""
+    for stage in stages:
+        missing = [f for f in stage.reads if not _is_set(getattr(session, f))]
+        if missing:
+            raise StageOrderError(f"stage {stage.name} reads {', '.join(missing)}, not written yet")
+        start = time.process_time()
+        stage.run(session)
+        session.stage_seconds[stage.name] = time.process_time() - start
+        unwritten = [f for f in stage.writes if not _is_set(getattr(session, f))]
+        if unwritten:
+            raise StageOrderError(f"stage {stage.name} did not write {', '.join(unwritten)}")
+    return session
+
+
+def _is_set(value: object) -> bool:
+    return value is not None and value is not False
+
+
+class Normalize(Stage):
+    """Make the graph analyzable without changing what it computes (passes/normalize.py)."""
+
+    name = "normalize"
+    reads = ("model",)
+    writes = ("normalized",)
+
+    def run(self, session: PruneSession) -> None:
+        session.node_metadata = detach_node_metadata(session.model.graph)
+        memo = ShapeMemo()  # shape inference results of this run, shared by its passes
+        session.run_passes(normalization_passes(memo, keep=session.weight_inputs))
+        session.normalized = True
+
+
+class Analyze(Stage):
+    """Coupling groups and barriers (onnxprune/analysis/); keeps the rule context it read the
+    graph through for the rewriters, until a pass changes the graph."""
+
+    name = "analyze"
+    reads = ("normalized",)
+    writes = ("analysis", "rule_context")
+
+    def run(self, session: PruneSession) -> None:
+        ctx = RuleContext(session.model)
+        session.analysis = analyze_model(session.model, exclude=session.options.exclude, ctx=ctx)
+        session.rule_context = ctx
+
+
+class Score(Stage):
+    """Per-unit scores of the groups the target needs, from the session's importance."""
+
+    name = "score"
+    reads = ("analysis",)
+    writes = ("scores",)
+
+    def run(self, session: PruneSession) -> None:
+        groups = session.options.target.groups_to_score(session.analysis)
+        importance = session.options.importance
+        if importance.needs_activations and session.activations is None:
+            raise UsageError(f"criterion {importance.name!r} needs calibration data (--calib)")
+        session.scores = importance.score(groups, session) if groups else {}
+
+
+class Select(Stage):
+    """The kept units of every group that loses some, chosen by the target."""
+
+    name = "select"
+    reads = ("analysis", "scores")
+    writes = ("decisions",)
+
+    def run(self, session: PruneSession) -> None:
+        session.decisions = session.options.target.select(session.analysis, session.scores)
+
+
+class BuildPlan(Stage):
+    """Kept positions of every axis, and the plan's slices and groups (naming only weights of the
+    input model: not the per-reader copies normalization made, nor constants it folded). A
+    replayed plan must be the one rebuilt from the units it keeps."""
+
+    name = "plan"
+    reads = ("analysis", "decisions")
+    writes = ("keeps", "plan")
+
+    def run(self, session: PruneSession) -> None:
+        session.keeps = dim_keeps(session.analysis, session.decisions)
+        names = {t.name for t in session.model.graph.initializer} & session.input_weights
+        session.plan = build_plan(session.analysis, session.decisions, names, session.keeps)
+        if isinstance(session.options.target, ReplayPlan):
+            session.options.target.check(session.plan)
+
+
+class Count(Stage):
+    """MACs of the normalized model, and the share of them in prunable groups."""
+
+    name = "count"
+    reads = ("analysis",)
+
+    def run(self, session: PruneSession) -> None:
+        per_node = safe_macs_by_node(session.model)
+        session.prunable_macs_fraction = prunable_macs_fraction(session.model, session.analysis, per_node)
+        session.macs_before = sum(per_node.values()) if per_node is not None else None
+
+
+class Apply(Stage):
+    """Rewrite the nodes that store channel counts, drop what is dead, slice the weights.
+
+    Slicing comes after dead-node removal: RemoveDeadNodes rebuilds the initializer list, which
+    copies every initializer, and before slicing the large ones are still external references
+    (a few bytes each) when the model was read lazily."""
+
+    name = "apply"
+    reads = ("keeps", "plan")
+
+    def run(self, session: PruneSession) -> None:
+        if not session.keeps:
+            return
+        ctx = session.rule_context or RuleContext(session.model)
+        read = session.weights.kept  # values scoring copied out already
+        rewrite = RewriteNodes(session.keeps, ctx, read)
+        session.run_passes(
+            [
+                rewrite,
+                RemoveDeadNodes(keep=session.weight_inputs),
+                SliceWeights(session.keeps, session.weights.base_dir, read=read),
+            ]
+        )
+        plan = session.plan
+        session.plan = Plan(slices=plan.slices, rewrites=tuple(rewrite.rewrites), groups=plan.groups)
+
+
+class Cleanup(Stage):
+    """Recorded shapes that lost positions, re-inferred shapes, node metadata and the input's
+    declared weight inputs back: the output model. With nothing removed, the output is the input
+    as it was, not its normalized form."""
+
+    name = "cleanup"
+    reads = ("keeps",)
+    writes = ("output",)
+
+    def run(self, session: PruneSession) -> None:
+        if not session.keeps:
+            session.output = read_model(session.input, lazy=True).model
+            session.macs_after = session.macs_before
+            return
+        session.run_passes(
+            [
+                ShrinkValueInfo(session.keeps),  # shapes normalization resolved carry over, checked
+                InferShapes(keep_resolved=True, memo=ShapeMemo(capacity=0)),  # new skeleton: no recall
+            ]
+        )
+        session.weights.release()
+        per_node_after = safe_macs_by_node(session.model)
+        reattach_node_metadata(session.model.graph, session.node_metadata)
+        restore_weight_inputs(session.model.graph, session.declared_inputs)
+        session.output = session.model
+        session.macs_after = sum(per_node_after.values()) if per_node_after is not None else None
+
+
+class Report(Stage):
+    """The run's figures (`PruneReport`)."""
+
+    name = "report"
+    reads = ("analysis", "decisions", "plan", "output")
+    writes = ("report",)
+
+    def run(self, session: PruneSession) -> None:
+        analysis, results = session.analysis, session.pass_results
+        target = session.options.target
+        uniform = target if isinstance(target, UniformRatio) else None  # a replayed plan: None, 1
+        stats = {k: v for r in results for k, v in r.stats.items()}
+        session.report = PruneReport(
+            source=session.source.name,
+            ratio=uniform.ratio if uniform else None,
+            criterion=session.options.importance.name,
+            round_to=uniform.round_to if uniform else 1,
+            groups_found=len(analysis.groups),
+            groups_prunable=len(analysis.prunable_groups),
+            groups_pruned=len(session.decisions),
+            groups_pinned=len(analysis.pinned_groups),
+            params_before=session.params_before,
+            params_after=count_params(session.output),
+            macs_before=session.macs_before,
+            macs_after=session.macs_after,
+            tensors_sliced=stats.get("tensors_sliced", 0),
+            rewrites=len(session.plan.rewrites),
+            barriers=[str(b) for b in analysis.barriers],
+            passes=[{"name": r.name, "modified": r.modified, **r.stats} for r in results],
+            prunable_macs_fraction=session.prunable_macs_fraction,
+            stage_seconds=dict(session.stage_seconds),
+        )
+
+
+def default_stages() -> list[Stage]:
+    """The structural pipeline, in order (a replayed plan scores no group)."""
+    return [Normalize(), Analyze(), Score(), Select(), BuildPlan(), Count(), Apply(), Cleanup(), Report()]
+
+
+def safe_macs_by_node(model: onnx.ModelProto) -> dict[str, int] | None:
+    """MACs per node of a model whose shapes the passes inferred, or None where unknown."""
+    try:
+        return macs_by_node(model, shapes_inferred=True)
+    except (ValueError, KeyError, IndexError):
+        return None
+
+
+def detach_node_metadata(graph: onnx.GraphProto) -> dict[str, onnx.NodeProto]:
+    """Take the nodes' metadata_props out while the passes run, by each node's first output.
+
+    The dynamo exporter gives every node its stack trace and module path: most of the bytes of a
+    graph without its weights, which every shape inference would otherwise serialize, hash,
+    parse and return. `reattach_node_metadata` gives each node that is still there its own back.
+    """
+    held: dict[str, onnx.NodeProto] = {}
+    for node in graph.node:
+        if node.metadata_props and node.output and node.output[0]:
+            keep = held[node.output[0]] = onnx.NodeProto()
+            keep.metadata_props.extend(node.metadata_props)
+            del node.metadata_props[:]
+    return held
+
+
+def reattach_node_metadata(graph: onnx.GraphProto, held: dict[str, onnx.NodeProto]) -> None:
+    """A node that has metadata now came from elsewhere (the body of an inlined function, which
+    writes the call's output): it keeps its own, not the call site's."""
+    for node in graph.node:
+        keep = held.get(node.output[0]) if node.output else None
+        if keep is not None and not node.metadata_props:
+            node.metadata_props.extend(keep.metadata_props)
+
+
+def restore_weight_inputs(graph: onnx.GraphProto, declared: list[str]) -> None:
+    """List again, in their places, the weights the input model also listed as graph inputs.
+
+    Normalization drops them from the inputs (a graph input is pinned, and such a weight is only
+    a default value the caller may override); the pruned model keeps the same interface, with
+    the sliced shapes. ONNX Runtime treats these as overridable and does not fold them into
+    fusions, as it did not for the input model.
+    """
+    current = {vi.name: vi for vi in graph.input}
+    weights = {t.name: t for t in graph.initializer}
+    inputs = []
+    for name in declared:
+        if name in current:
+            inputs.append(current[name])
+        elif name in weights:  # a weight declared as input, possibly sliced: its type as it is now
+            tensor = weights[name]
+            inputs.append(onnx.helper.make_tensor_value_info(name, tensor.data_type, list(tensor.dims)))
+    listed = set(declared)
+    inputs += [vi for name, vi in current.items() if name not in listed]
+    if [vi.name for vi in inputs] != list(current):
+        del graph.input[:]
+        graph.input.extend(inputs)
