@@ -1,11 +1,12 @@
 """Measured ONNX Runtime latency of a model, or of an original and its pruned version side by side.
 
-`benchmark` runs each model in its own CPU session (all graph optimisations, `threads` intra-op
-threads, one inter-op thread, thread-pool spinning off so an idle session does not steal cores
-from the one running) on the same random inputs. With two models the runs are interleaved,
-A B A B ..., so that drift in the machine's speed (frequency scaling, a neighbour's load) hits
-both alike. The report gives the latency of each model and, for two, the measured speedup next
-to the ideal one (the MAC ratio) and the fraction of it that was realised.
+`benchmark` runs each model in its own CPU session from `onnxprune.runtime` (all graph
+optimisations, `threads` intra-op threads, one inter-op thread, thread-pool spinning off so an
+idle session does not steal cores from the one running) on the same random inputs. With two
+models the runs are interleaved, A B A B ..., so that drift in the machine's speed (frequency
+scaling, a neighbour's load) hits both alike. The report gives the latency of each model and,
+for two, the measured speedup next to the ideal one (the MAC ratio) and the fraction of it that
+was realised.
 
 >>> report = benchmark("model.onnx", "pruned.onnx", runs=30)  # doctest: +SKIP
 >>> print(report)  # doctest: +SKIP
@@ -31,10 +32,8 @@ import onnxruntime as ort
 from onnxprune.errors import UsageError
 from onnxprune.io import ModelLike, load_model
 from onnxprune.metrics import ShapeUnknownError, count_macs, count_params, graph_inputs, tensor_dims
-from onnxprune.validate import make_feeds
+from onnxprune.runtime import GRAPH_OPTIMIZATION_LEVEL, PROVIDER, make_feeds, ort_session, session_options
 
-PROVIDER = "CPUExecutionProvider"
-GRAPH_OPTIMIZATION_LEVEL = "ORT_ENABLE_ALL"
 _FEED_SEED = 0
 
 
@@ -217,32 +216,10 @@ def check_same_inputs(model_a: onnx.ModelProto, model_b: onnx.ModelProto, names:
         )
 
 
-def session_options(threads: int) -> ort.SessionOptions:
-    """CPU session options used by `benchmark`: all optimisations, `threads` intra-op, no spinning."""
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.log_severity_level = 3
-    # Two sessions live side by side: with spinning on, the idle one's pool would busy-wait on
-    # the cores the running one needs.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-    return options
-
-
 def _session(proto: onnx.ModelProto, source: str | None, threads: int) -> ort.InferenceSession:
     # A file on disk is handed to ONNX Runtime as a path (it reads any external data itself);
     # an in-memory model is serialized to bytes.
-    options = session_options(threads)
-    if source is not None:
-        try:
-            return ort.InferenceSession(source, options, providers=[PROVIDER])
-        except Exception:  # e.g. an axes constant in external data, which ORT's loader cannot read
-            if proto.ByteSize() >= 2**31 - 1:
-                raise
-    return ort.InferenceSession(proto.SerializeToString(), options, providers=[PROVIDER])
+    return ort_session(source, threads, fallback=proto) if source is not None else ort_session(proto, threads)
 
 
 def _load(model: ModelLike) -> tuple[onnx.ModelProto, str, str | None]:
@@ -256,6 +233,41 @@ def _macs(model: onnx.ModelProto, shapes: dict[str, list[int]], batch: int) -> i
         return count_macs(model, shapes, batch=batch)
     except ShapeUnknownError:
         return None
+
+
+def _check_options(**options: int) -> None:
+    for label, low in (("runs", 1), ("warmup", 0), ("threads", 1), ("batch", 1)):
+        value = options[label]
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise UsageError(f"{label} must be an integer >= {low}, got {value!r}")
+
+
+def _time_interleaved(
+    sessions: Sequence[ort.InferenceSession], feeds: dict[str, np.ndarray], *, warmup: int, runs: int
+) -> list[LatencyStats]:
+    """`warmup` untimed then `runs` timed inferences of each session, in turn: A B A B ..."""
+    for _ in range(warmup):
+        for session in sessions:
+            session.run(None, feeds)
+    times: list[list[float]] = [[] for _ in sessions]
+    for _ in range(runs):
+        for session, record in zip(sessions, times, strict=True):
+            start = time.perf_counter_ns()
+            session.run(None, feeds)
+            record.append((time.perf_counter_ns() - start) / 1e6)
+    return [LatencyStats.from_times(record) for record in times]
+
+
+def _speedups(latency: list[LatencyStats], macs: list[int | None]) -> tuple[float | None, ...]:
+    """(speedup, ideal speedup, realised fraction) for two models; Nones for one."""
+    speedup = ideal = realised = None
+    if len(latency) == 2:
+        speedup = latency[0].median_ms / latency[1].median_ms if latency[1].median_ms > 0 else None
+        if macs[0] is not None and macs[1]:
+            ideal = macs[0] / macs[1]
+        if speedup is not None and ideal:
+            realised = speedup / ideal
+    return _finite(speedup), _finite(ideal), _finite(realised)
 
 
 def benchmark(
@@ -274,26 +286,19 @@ def benchmark(
     seed), made once from model A: a dynamic dim 0 is `batch`, any other dynamic dim comes from
     `input_shapes` (full shapes by input name), else UsageError naming the input. The two models
     must take the same inputs (names, element types, static dims), else UsageError. Each session
-    runs `warmup` untimed then `runs` timed inferences; with two, the order is A B A B ...
+    (`onnxprune.runtime.ort_session`) runs `warmup` untimed then `runs` timed inferences; with
+    two, the order is A B A B ...
 
     >>> report = benchmark("resnet.onnx", "resnet_pruned.onnx", batch=8)  # doctest: +SKIP
     >>> report.speedup > 1  # doctest: +SKIP
     True
     """
-    for label, value, low in (
-        ("runs", runs, 1),
-        ("warmup", warmup, 0),
-        ("threads", threads, 1),
-        ("batch", batch, 1),
-    ):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise UsageError(f"{label} must be an integer >= {low}, got {value!r}")
+    _check_options(runs=runs, warmup=warmup, threads=threads, batch=batch)
     loaded = [_load(model_a)] + ([] if model_b is None else [_load(model_b)])
     protos = [proto for proto, _, _ in loaded]
     names = [name for _, name, _ in loaded]
     if len(loaded) == 2:
-        labels = [f"model A ({names[0]})", f"model B ({names[1]})"]
-        check_same_inputs(protos[0], protos[1], labels)
+        check_same_inputs(protos[0], protos[1], [f"model A ({names[0]})", f"model B ({names[1]})"])
     feeds = make_feeds(protos[0], seed=_FEED_SEED, input_shapes=input_shapes, batch=batch)
     if batch != 1 and not any(
         (dims := tensor_dims(info)) and dims[0] is None for info in graph_inputs(protos[0])
@@ -302,27 +307,12 @@ def benchmark(
     shapes = {name: [int(d) for d in array.shape] for name, array in feeds.items()}
 
     sessions = [_session(proto, source, threads) for proto, _, source in loaded]
-    for _ in range(warmup):
-        for session in sessions:
-            session.run(None, feeds)
-    times: list[list[float]] = [[] for _ in sessions]
-    for _ in range(runs):
-        for session, record in zip(sessions, times, strict=True):
-            start = time.perf_counter_ns()
-            session.run(None, feeds)
-            record.append((time.perf_counter_ns() - start) / 1e6)
-    latency = [LatencyStats.from_times(record) for record in times]
+    latency = _time_interleaved(sessions, feeds, warmup=warmup, runs=runs)
     provider = sessions[0].get_providers()[0]
     del sessions
 
     macs = [_macs(proto, shapes, batch) for proto in protos]
-    speedup = ideal = realised = None
-    if len(latency) == 2:
-        speedup = latency[0].median_ms / latency[1].median_ms if latency[1].median_ms > 0 else None
-        if macs[0] is not None and macs[1]:
-            ideal = macs[0] / macs[1]
-        if speedup is not None and ideal:
-            realised = speedup / ideal
+    speedup, ideal, realised = _speedups(latency, macs)
     return BenchmarkReport(
         models=names,
         batch=batch,
@@ -340,9 +330,9 @@ def benchmark(
         macs=macs,
         params=[count_params(proto) for proto in protos],
         size_bytes=[proto.ByteSize() for proto in protos],
-        speedup=_finite(speedup),
-        ideal_speedup=_finite(ideal),
-        realised_fraction=_finite(realised),
+        speedup=speedup,
+        ideal_speedup=ideal,
+        realised_fraction=realised,
     )
 
 
@@ -351,6 +341,8 @@ def _finite(value: float | None) -> float | None:
 
 
 __all__ = [
+    "GRAPH_OPTIMIZATION_LEVEL",
+    "PROVIDER",
     "BenchmarkReport",
     "LatencyStats",
     "SessionInfo",

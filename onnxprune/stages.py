@@ -17,6 +17,7 @@ cleanup, writes through `session.weights.write` and lists each tensor in the pla
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from abc import ABC, abstractmethod
 from typing import ClassVar
@@ -36,7 +37,6 @@ from onnxprune.passes import (
     SliceWeights,
     normalization_passes,
 )
-from onnxprune.plan import Plan
 from onnxprune.report import PruneReport, prunable_macs_fraction
 from onnxprune.selection import build_plan, dim_keeps
 from onnxprune.session import PruneSession
@@ -186,7 +186,7 @@ class Apply(Stage):
             ]
         )
         plan = session.plan
-        session.plan = Plan(slices=plan.slices, rewrites=tuple(rewrite.rewrites), groups=plan.groups)
+        session.plan = dataclasses.replace(plan, rewrites=tuple(rewrite.rewrites))
 
 
 class Cleanup(Stage):
