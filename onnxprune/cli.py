@@ -88,6 +88,16 @@ def _validate_parser() -> argparse.ArgumentParser:
     p.add_argument("pruned")
     p.add_argument("--plan", required=True, metavar="PLAN.json")
     p.add_argument("--tolerance", type=float, default=1e-4, help="relative error allowed (default 1e-4)")
+    p.add_argument(
+        "--structural",
+        metavar="SLICED.onnx",
+        help="the model as sliced, before a pass changed values (plan `updates`): parity is checked on it",
+    )
+    p.add_argument(
+        "--data",
+        metavar="DATA",
+        help="samples (.npz file, or a folder of .npz/.npy) to report the pruned model's fidelity on",
+    )
     _add_input_shape(p)
     p.add_argument("--debug", action="store_true")
     return p
@@ -341,6 +351,8 @@ def _validate(args: argparse.Namespace, console: Console) -> int:
         Plan.load(args.plan),
         tolerance=args.tolerance,
         input_shapes=parse_input_shapes(args.input_shape),
+        structural=args.structural,
+        data=args.data,
     )
     console.print(str(report))
     return EXIT_OK if report else EXIT_CHECK_FAILED

@@ -14,6 +14,7 @@ import numpy as np
 import onnx
 import pytest
 
+from onnxprune.cli import main
 from onnxprune.fidelity import check_fidelity
 from onnxprune.parity import check_parity, masked_model
 from onnxprune.plan import DroppedBranch, Plan, TensorUpdate
@@ -204,3 +205,27 @@ def test_the_oracle_reads_dropped_branches_as_written(tmp_path: Path) -> None:
     )
     figures = json.loads(done.stdout.strip().splitlines()[-1])
     assert done.returncode == 0 and figures["parity_rel_err"] == 0.0, figures
+
+
+def test_cli_validate_checks_parity_on_the_structural_model_and_reports_fidelity(
+    original, structural, tmp_path, capsys
+):
+    paths = {}
+    for name, model in (("orig", original), ("sliced", structural), ("final", compensated(structural))):
+        paths[name] = tmp_path / f"{name}.onnx"
+        onnx.save(model, paths[name])
+    plan = tmp_path / "plan.json"
+    with_updates(UPDATE).save(plan)
+    data = tmp_path / "data.npz"
+    x = np.random.default_rng(0).standard_normal((5, *_input_shape(original))).astype(np.float32)
+    np.savez(data, **{original.graph.input[0].name: x})
+    common = [str(paths["orig"]), str(paths["final"]), "--plan", str(plan)]
+    assert main(["validate", *common, "--structural", str(paths["sliced"]), "--data", str(data)]) == 0
+    out = capsys.readouterr().out
+    assert "parity ok: structural prune" in out
+    assert "fidelity to the original on" in out and "(5 feeds)" in out
+    assert main(["validate", *common]) == 1  # with updates and no structural model: parity unchecked
+
+
+def _input_shape(model: onnx.ModelProto) -> list[int]:
+    return [d.dim_value or 1 for d in model.graph.input[0].type.tensor_type.shape.dim][1:]
