@@ -1,7 +1,7 @@
 """Errors onnxprune raises, each with the exit code the CLI returns for it.
 
-Usage errors (bad options, bad paths) and model errors (the model cannot be read or
-pruned) are distinct so that scripts can tell them apart.
+Usage errors (bad options, bad paths), model errors (the model cannot be read or pruned) and
+internal errors (a bug in onnxprune) are distinct so that scripts can tell them apart.
 """
 
 from __future__ import annotations
@@ -51,3 +51,21 @@ class PlanError(OnnxPruneError):
     """A plan file is malformed or does not fit the model it is applied to (exit code 3)."""
 
     exit_code = EXIT_MODEL
+
+
+class InternalError(OnnxPruneError):
+    """A bug in onnxprune, not a problem of the model or the options (exit code 4).
+
+    Raised for an exception inside a pass that the pass did not recognise as a model problem:
+    the message names the pass (`pass_name`) and, once a pass manager has seen it, the passes
+    run before it (`passes_run`, None until then); the original exception is the `__cause__`.
+    """
+
+    exit_code = EXIT_INTERNAL
+
+    def __init__(
+        self, message: str, *, pass_name: str | None = None, passes_run: tuple[str, ...] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.pass_name = pass_name
+        self.passes_run = passes_run

@@ -6,11 +6,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import onnx
 
-from onnxprune.errors import ModelError
+from onnxprune.errors import InternalError, OnnxPruneError
 from onnxprune.graph import fresh_name  # noqa: F401  (passes name fresh tensors with it)
 
 
@@ -25,6 +26,9 @@ class PassResult:
 
 class Pass:
     """A graph pass: subclasses implement `call(model) -> PassResult` and mutate in place.
+
+    A model the pass cannot handle is a `ModelError` naming the node and its op type; any other
+    exception escaping a pass is a bug, reported as an `InternalError` naming the pass.
 
     `idempotent` passes (running one twice in a row changes nothing the second time) are not
     run again by `Repeat` on a model no pass has changed since their own last run.
@@ -66,7 +70,12 @@ class Repeat(Pass):
             if p.idempotent and steps > len(self.passes) and unchanged_run >= len(self.passes) - 1:
                 unchanged_run += 1  # the model is as this pass itself left it
                 continue
-            result = p(model)
+            try:
+                result = p(model)
+            except OnnxPruneError:
+                raise
+            except Exception as exc:
+                raise pass_failure(f"{p.name} (in {self.name})", exc) from exc
             for key, value in result.stats.items():
                 stats[key] = stats.get(key, 0) + value
             unchanged_run = 0 if result.modified else unchanged_run + 1
@@ -76,7 +85,9 @@ class Repeat(Pass):
 
 
 class PassManager:
-    """Runs passes in order; a failure is re-raised naming the pass and those run before it."""
+    """Runs passes in order. A model or usage error a pass raises goes through as it is; any other
+    exception becomes an `InternalError` (exit code 4) naming the pass and those run before it,
+    chained to the original."""
 
     def __init__(self, passes: list[Pass]) -> None:
         self.passes = list(passes)
@@ -86,11 +97,28 @@ class PassManager:
         for p in self.passes:
             try:
                 results.append(p(model))
-            except ModelError:
+            except InternalError as exc:
+                if exc.passes_run is not None:  # another manager's, complete
+                    raise
+                done = [r.name for r in results]
+                if exc.pass_name is None:  # raised by the pass itself
+                    raise pass_failure(p.name, exc, done) from exc
+                cause = exc.__cause__ or exc  # a pass inside `p` (Repeat): name it
+                raise pass_failure(exc.pass_name, cause, done) from cause
+            except OnnxPruneError:
                 raise
             except Exception as exc:
-                done = ", ".join(r.name for r in results) or "none"
-                raise ModelError(
-                    f"pass {p.name} failed ({type(exc).__name__}: {exc}); passes run before: {done}"
-                ) from exc
+                raise pass_failure(p.name, exc, [r.name for r in results]) from exc
         return results
+
+
+def pass_failure(name: str, exc: BaseException, done: Sequence[str] | None = None) -> InternalError:
+    """The internal error for `exc` escaping pass `name`, after the passes `done` (unknown when
+    None: a pass manager fills them in)."""
+    before = "" if done is None else f"; passes run before: {', '.join(done) or 'none'}"
+    return InternalError(
+        f"internal error in pass {name} ({type(exc).__name__}: {exc}){before}. This is a bug in "
+        "onnxprune, not in the model: please report it (rerun with --debug for the traceback)",
+        pass_name=name,
+        passes_run=None if done is None else tuple(done),
+    )

@@ -1,17 +1,19 @@
-"""The analyzer's core (onnxprune/analysis/dependency.py), beyond single op rules: resolving all
-components in one pass gives the groups resolving each on its own gives; a component whose
-index maps disagree is pinned alone; axes that share positions keep the same channels."""
+"""The analyzer's core (onnxprune/analysis/dependency.py, coupling.py, units.py), beyond single op
+rules: the coupling components come from the networkx graph in link order; resolving all
+components in one pass gives the groups resolving each on its own gives; a component whose index
+maps disagree is pinned alone; axes that share positions keep the same channels."""
 
 from __future__ import annotations
 
 from functools import cache
 from types import SimpleNamespace
 
+import networkx as nx
 import numpy as np
 import onnx
 import pytest
 
-from onnxprune.analysis import dependency
+from onnxprune.analysis import coupling, dependency, units
 from onnxprune.analysis.flow import Link, RuleContext
 from onnxprune.analysis.index_map import IndexMap, offset_pairs
 from onnxprune.importance import default_importances
@@ -74,11 +76,11 @@ def test_a_component_whose_maps_disagree_is_pinned_alone(misfit):
     good = ([("a", 1), ("w", 0)], [Link(("a", 1), ("w", 0), IndexMap.identity())])
     bad = ([("b", 1), ("v", 0)], [Link(("b", 1), ("v", 0), misfit)])
     weights = {"w": (4, 2), "v": (8, 2)}
-    groups, _ = dependency._batch_groups([good, bad], sizes, weights, {}, {})
+    groups, _ = units.batch_groups([good, bad], sizes, weights, {}, {})
     assert [(g.id, g.size, g.prunable) for g in groups] == [(0, 4, True), (1, 0, False)]
     assert [m.key for m in groups[0].members] == ["a:1", "w:0"]
     assert "inconsistent sizes" in groups[1].barriers[0].reason
-    alone, _ = dependency._batch_groups([good], sizes, weights, {}, {})
+    alone, _ = units.batch_groups([good], sizes, weights, {}, {})
     assert described(alone) == described(groups[:1])
 
 
@@ -91,7 +93,7 @@ def test_offset_maps_join_the_positions_they_name():
         Link(("s", 1), ("c", 1), IndexMap.at_offset(0, step=2)),
     ]
     dims = sorted(sizes)
-    labels, offsets = dependency._merge_elements(dims, sizes, links)
+    labels, offsets = units.merge_elements(dims, sizes, links)
     position = {(d, i): offsets[d] + i for d in dims for i in range(sizes[d])}
     same = [(("x", 1), 0), (("c", 1), 0), (("s", 1), 0)]
     assert len({labels[position[p]] for p in same}) == 1
@@ -164,3 +166,49 @@ def test_offset_pairs_of_many_maps_are_the_pairs_of_each():
         want_a, want_b = index_map.pairs(sizes_a[k], sizes_b[k])
         np.testing.assert_array_equal(ia[which == k], want_a)
         np.testing.assert_array_equal(ib[which == k], want_b)
+
+
+def test_components_come_in_the_order_their_first_axis_is_linked():
+    links = [
+        Link(("c", 1), ("d", 1), IndexMap.identity()),
+        Link(("a", 1), ("b", 0), IndexMap.identity()),
+        Link(("e", 0), ("a", 1), IndexMap.identity()),
+        Link(("d", 1), ("f", 2), IndexMap.identity()),
+    ]
+    graph = coupling.coupling_graph(links)
+    assert list(graph) == [("c", 1), ("d", 1), ("a", 1), ("b", 0), ("e", 0), ("f", 2)]
+    assert coupling.coupling_components(graph) == [
+        [("c", 1), ("d", 1), ("f", 2)],
+        [("a", 1), ("b", 0), ("e", 0)],
+    ]
+
+
+def test_a_trial_extension_leaves_the_graph_as_it_was_and_sees_what_a_fresh_graph_sees():
+    base = [Link(("a", 1), ("b", 0), IndexMap.identity()), Link(("c", 1), ("d", 0), IndexMap.identity())]
+    more = [
+        Link(("x", 0), ("c", 1), IndexMap.identity()),
+        Link(("a", 1), ("b", 0), IndexMap.at_offset(0)),  # an edge the graph already has
+        Link(("b", 0), ("y", 0), IndexMap.identity()),
+    ]
+    graph = coupling.coupling_graph(base)
+    before = (list(graph.nodes), sorted(graph.edges))
+    with coupling.extended(graph, more) as trial:
+        fresh = coupling.coupling_graph(base + more)
+        assert list(trial.nodes) == list(fresh.nodes)
+        assert coupling.coupling_components(trial) == coupling.coupling_components(fresh)
+    assert (list(graph.nodes), sorted(graph.edges)) == before
+
+
+@pytest.mark.parametrize("path", PATHS, ids=lambda p: p.name)
+def test_the_analysis_keeps_the_graph_its_groups_come_from(path):
+    analysis = dependency.analyze_model(normalized(path))
+    graph = analysis.graph
+    assert nx.is_frozen(graph)
+    assert set(graph.nodes) == {d for link in analysis.links for d in (link.a, link.b)}
+    component_of = {d: i for i, c in enumerate(nx.connected_components(graph)) for d in c}
+    first_component = []
+    for group in analysis.groups:
+        found = {component_of[(m.tensor, m.axis)] for m in group.members}
+        assert len(found) == 1, group.describe()  # a group never spans two components
+        first_component.append(found.pop())
+    assert first_component == sorted(first_component)  # group ids follow the component order
