@@ -6,9 +6,10 @@
 """
 
 from onnxprune.analysis import Barrier, DependencyAnalysis, Group
-from onnxprune.errors import ModelError, OnnxPruneError, PlanError, UsageError
+from onnxprune.errors import InternalError, ModelError, OnnxPruneError, PlanError, UsageError
 from onnxprune.pipeline import PruneReport, PruneResult, analyze, prune
-from onnxprune.plan import Plan, TensorSlice
+from onnxprune.plan import Plan, TensorSlice, TensorUpdate
+from onnxprune.targets import ReplayPlan, Target, UniformRatio
 from onnxprune.validate import ParityReport, ValidationReport, validate
 
 __version__ = "0.1.0"
@@ -17,6 +18,7 @@ __all__ = [
     "Barrier",
     "DependencyAnalysis",
     "Group",
+    "InternalError",
     "ModelError",
     "OnnxPruneError",
     "ParityReport",
@@ -24,7 +26,11 @@ __all__ = [
     "PlanError",
     "PruneReport",
     "PruneResult",
+    "ReplayPlan",
+    "Target",
     "TensorSlice",
+    "TensorUpdate",
+    "UniformRatio",
     "UsageError",
     "ValidationReport",
     "__version__",

@@ -5,7 +5,8 @@
     onnxprune validate orig.onnx pruned.onnx --plan PLAN.json
     onnxprune bench a.onnx [b.onnx] [--runs N] [--threads N] [--batch N]
 
-Exit codes: 0 success, 1 a validation check failed, 2 usage error, 3 model error.
+Exit codes: 0 success, 1 a validation check failed, 2 usage error, 3 model error, 4 internal
+error (a bug in onnxprune).
 """
 
 from __future__ import annotations

@@ -42,9 +42,16 @@ class ModelError(OnnxPruneError):
         if node is not None or op_type:
             where.append(f"node '{node or '<unnamed>'}' ({op_type or '?'})")
         super().__init__(f"{': '.join(where)}: {message}" if where else message)
+        self.message = message
         self.path = path
         self.node = node
         self.op_type = op_type
+
+    def located(self, path: str | None) -> ModelError:
+        """This error naming `path` as the file, when it names none yet (else itself)."""
+        if self.path or not path:
+            return self
+        return type(self)(self.message, path=path, node=self.node, op_type=self.op_type)
 
 
 class PlanError(OnnxPruneError):

@@ -18,7 +18,7 @@ from typing import ParamSpec, TypeVar
 import onnx
 
 from onnxprune.analysis import DependencyAnalysis
-from onnxprune.errors import UsageError
+from onnxprune.errors import ModelError, UsageError
 from onnxprune.importance import default_importances
 from onnxprune.io import ModelLike, has_external_data, materialize, save_model
 from onnxprune.plan import Plan
@@ -165,8 +165,15 @@ def prune(
         importance=default_importances().get(criterion),
         exclude=_check_exclude(exclude),
     )
-    session = run_stages(PruneSession.open(model, options), default_stages())
+    session = PruneSession.open(model, options)
     loaded = session.source
+    try:
+        run_stages(session, default_stages())
+    except ModelError as exc:  # a problem found deep in a stage: name the file it is in
+        located = exc.located(loaded.name)
+        if located is exc:
+            raise
+        raise located from exc
     return PruneResult(
         model=session.output,
         plan=session.plan,

@@ -256,9 +256,29 @@ def tensor_array(tensor: onnx.TensorProto, base_dir: str | os.PathLike | None = 
                 _copy_field(inline, field, value)
         inline.raw_data = read_external(ref)
         return numpy_helper.to_array(inline)
-    if dtype is not None and tensor.HasField("raw_data") and np.little_endian:
-        return np.frombuffer(tensor.raw_data, dtype=dtype).reshape(shape)
-    return numpy_helper.to_array(tensor)
+    try:
+        if dtype is not None and tensor.HasField("raw_data") and np.little_endian:
+            array = np.frombuffer(tensor.raw_data, dtype=dtype).reshape(shape)
+        else:
+            array = numpy_helper.to_array(tensor)
+    except (ValueError, TypeError, UnicodeDecodeError) as exc:
+        raise ModelError(
+            f"tensor '{tensor.name}' ({_type_name(tensor.data_type)}, dims {list(shape)}): its data "
+            f"does not fit its type and dims ({exc})"
+        ) from exc
+    if array.shape != shape:
+        raise ModelError(
+            f"tensor '{tensor.name}' ({_type_name(tensor.data_type)}, dims {list(shape)}) holds "
+            f"{array.size} values, not {math.prod(shape)}"
+        )
+    return array
+
+
+def _type_name(data_type: int) -> str:
+    try:
+        return onnx.TensorProto.DataType.Name(data_type)
+    except ValueError:
+        return f"data type {data_type}"
 
 
 def _copy_field(target, field, value) -> None:

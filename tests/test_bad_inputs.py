@@ -225,6 +225,11 @@ def _write_variant(kind: str, tmp_path, model_path):
         model = onnx.load(model_path)
         onnx.save_model(model, path, save_as_external_data=True, location="weights.bin", size_threshold=0)
         (tmp_path / "weights.bin").unlink()
+    elif kind == "weight-type-mismatch":  # float bytes declared as strings: no values decode
+        model = onnx.load(model_path)
+        weight = next(t for t in model.graph.initializer if len(t.dims) == 4)
+        weight.data_type = onnx.TensorProto.STRING
+        onnx.save(model, path)
     return path
 
 
@@ -235,6 +240,7 @@ def _write_variant(kind: str, tmp_path, model_path):
         ("tensor-not-model", EXIT_MODEL, "not an ONNX model"),
         ("directory", EXIT_USAGE, "is a directory"),
         ("missing-external-data", EXIT_MODEL, "external data"),
+        ("weight-type-mismatch", EXIT_MODEL, "(STRING, dims"),
     ],
 )
 def test_unreadable_models(kind, code, message, tmp_path, model_path, capsys):
