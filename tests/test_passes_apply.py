@@ -1,4 +1,4 @@
-"""Structured-removal passes (passes/apply.py, passes/rewriters.py): value_info shrinking after
+"""Structured-removal passes (passes/apply.py, onnxprune/rewriters.py): value_info shrinking after
 slicing, SliceWeights reusing values read before, constants rewritten in place."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from onnx import numpy_helper
 
 from onnxprune.analysis import RuleContext
 from onnxprune.passes import ShrinkValueInfo, SliceWeights
-from onnxprune.passes.rewriters import NodeEditor
+from onnxprune.rewriters import NodeEditor
 from tests.pass_models import conv_model, declare, parse, value_info
 
 # -- ShrinkValueInfo ------------------------------------------------------------------------
