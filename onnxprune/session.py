@@ -20,12 +20,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import onnx
 
-from onnxprune.analysis import DependencyAnalysis, Dim, RuleContext
+from onnxprune.analysis import DependencyAnalysis, Dim
 from onnxprune.importance import Importance, UnitScores, default_importances
 from onnxprune.io import LoadedModel, ModelLike, read_model
 from onnxprune.metrics import count_params
 from onnxprune.optable import OpTable, default_op_table
-from onnxprune.passes import PassManager, PassResult
+from onnxprune.passes import AnalysisCache, PassManager, PassResult
 from onnxprune.plan import Plan
 from onnxprune.targets import Decisions, Target
 from onnxprune.weights import weight_tensors
@@ -66,8 +66,9 @@ class PruneSession:
     """Calibration statistics by tensor name, when data was given."""
     normalized: bool = False
     analysis: DependencyAnalysis | None = None
-    rule_context: RuleContext | None = None
-    """The context the analysis read the graph through; None once a pass changed the graph."""
+    analyses: AnalysisCache = field(default_factory=AnalysisCache)
+    """Read-only analyses of the working model (its rule context), shared by the passes and the
+    stages, dropped when a pass changes the graph."""
     scores: dict[int, UnitScores] | None = None
     decisions: Decisions | None = None
     keeps: dict[Dim, np.ndarray] | None = None
@@ -112,7 +113,7 @@ class PruneSession:
 
     def run_passes(self, passes: list) -> list[PassResult]:
         """Run graph passes on the working model; a pass that changed it drops cached analyses."""
-        results = PassManager(passes).run(self.model)
+        results = PassManager(passes, analyses=self.analyses).run(self.model)
         self.pass_results += results
         if any(r.modified for r in results):
             self.graph_changed()
@@ -120,5 +121,5 @@ class PruneSession:
 
     def graph_changed(self) -> None:
         """Forget what was read off the graph before a pass changed it."""
-        self.rule_context = None
+        self.analyses.invalidate()
         self.weights.graph_changed()

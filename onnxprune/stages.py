@@ -24,7 +24,7 @@ from typing import ClassVar
 
 import onnx
 
-from onnxprune.analysis import RuleContext, analyze_model
+from onnxprune.analysis import analyze_model
 from onnxprune.errors import UsageError
 from onnxprune.io import read_model
 from onnxprune.metrics import count_params, macs_by_node
@@ -91,7 +91,10 @@ class Normalize(Stage):
         session.node_metadata = detach_node_metadata(session.model.graph)
         memo = ShapeMemo()  # shape inference results of this run, shared by its passes
         table = session.options.op_table
-        session.run_passes(normalization_passes(memo, keep=session.weight_inputs, table=table))
+        passes = normalization_passes(
+            memo, keep=session.weight_inputs, table=table, analyses=session.analyses
+        )
+        session.run_passes(passes)
         session.normalized = True
 
 
@@ -101,15 +104,14 @@ class Analyze(Stage):
 
     name = "analyze"
     reads = ("normalized",)
-    writes = ("analysis", "rule_context")
+    writes = ("analysis",)
 
     def run(self, session: PruneSession) -> None:
-        ctx = RuleContext(session.model)
+        ctx = session.analyses.rule_context(session.model)  # the last normalization pass's, if current
         options = session.options
         session.analysis = analyze_model(
             session.model, exclude=options.exclude, table=options.op_table, ctx=ctx
         )
-        session.rule_context = ctx
 
 
 class Score(Stage):
@@ -180,7 +182,7 @@ class Apply(Stage):
     def run(self, session: PruneSession) -> None:
         if not session.keeps:
             return
-        ctx = session.rule_context or RuleContext(session.model)
+        ctx = session.analyses.rule_context(session.model)  # the analysis's: the graph is as it read it
         read = session.weights.kept  # values scoring copied out already
         rewrite = RewriteNodes(session.keeps, ctx, read, table=session.options.op_table)
         session.run_passes(

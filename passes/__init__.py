@@ -4,7 +4,7 @@ from collections.abc import Iterable
 
 from onnxprune.optable import OpTable
 from onnxprune.passes.apply import RewriteNodes, ShrinkValueInfo, SliceWeights
-from onnxprune.passes.base import Pass, PassManager, PassResult, Repeat
+from onnxprune.passes.base import AnalysisCache, Pass, PassManager, PassResult, Repeat
 from onnxprune.passes.cleanup import RemoveDeadNodes
 from onnxprune.passes.normalize import (
     BypassConstantIdentities,
@@ -21,6 +21,7 @@ from onnxprune.passes.normalize import (
 from onnxprune.passes.shapes import InferShapes, ShapeMemo
 
 __all__ = [
+    "AnalysisCache",
     "BypassConstantIdentities",
     "ConstantsToInitializers",
     "DropInitializerInputs",
@@ -45,13 +46,18 @@ __all__ = [
 
 
 def normalization_passes(
-    memo: ShapeMemo | None = None, keep: Iterable[str] = (), table: OpTable | None = None
+    memo: ShapeMemo | None = None,
+    keep: Iterable[str] = (),
+    table: OpTable | None = None,
+    analyses: AnalysisCache | None = None,
 ) -> list[Pass]:
     """The passes that make a model analyzable without changing what it computes. Their shape
     inferences share `memo` (a fresh one if not given); initializers in `keep` stay even when
     nothing reads them; `table` (default: `default_op_table()`) says which inputs of an op
-    are read per channel."""
+    are read per channel; the passes that read the graph through a rule context share
+    `analyses` (run them with a `PassManager` holding the same cache)."""
     memo = memo if memo is not None else ShapeMemo()
+    analyses = analyses if analyses is not None else AnalysisCache()
     return [
         InlineFunctions(),
         UniqueNodeNames(),
@@ -63,10 +69,11 @@ def normalization_passes(
             [
                 InferShapes(keep_resolved=True, symbolic=True, memo=memo),
                 FoldShapes(),
-                SimplifyReshapeTargets(),
-                ResolveReshapeShapes(),
-                FoldReshapeRoundTrips(),
+                SimplifyReshapeTargets(analyses),
+                ResolveReshapeShapes(analyses),
+                FoldReshapeRoundTrips(analyses),
                 RemoveDeadNodes(keep),
-            ]
+            ],
+            analyses=analyses,
         ),
     ]

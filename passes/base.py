@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import onnx
 
+from onnxprune.analysis.flow import RuleContext
 from onnxprune.errors import InternalError, OnnxPruneError
 from onnxprune.graph import fresh_name  # noqa: F401  (passes name fresh tensors with it)
 
@@ -55,9 +56,12 @@ class Repeat(Pass):
     again: the last passes of a cycle that changed nothing need no second cycle after them.
     """
 
-    def __init__(self, passes: list[Pass], max_rounds: int = 64) -> None:
+    def __init__(
+        self, passes: list[Pass], max_rounds: int = 64, analyses: AnalysisCache | None = None
+    ) -> None:
         self.passes = list(passes)
         self.max_rounds = max_rounds
+        self.analyses = analyses
 
     def call(self, model: onnx.ModelProto) -> PassResult:
         stats: dict[str, int] = {}
@@ -78,25 +82,57 @@ class Repeat(Pass):
                 raise pass_failure(f"{p.name} (in {self.name})", exc) from exc
             for key, value in result.stats.items():
                 stats[key] = stats.get(key, 0) + value
+            if result.modified and self.analyses is not None:
+                self.analyses.invalidate()
             unchanged_run = 0 if result.modified else unchanged_run + 1
             modified |= result.modified
         stats["rounds"] = -(-steps // len(self.passes)) if self.passes else 0
         return PassResult(self.name, modified, stats)
 
 
+class AnalysisCache:
+    """Read-only analyses of the model passes run on (the `RuleContext` the channel rules and
+    several passes read the graph through), computed when first asked for and kept until a pass
+    reports that it changed the model: `PassManager` and `Repeat` call `invalidate` then.
+
+    >>> cache = AnalysisCache()
+    >>> ctx = cache.rule_context(model)  # doctest: +SKIP
+    >>> cache.rule_context(model) is ctx  # doctest: +SKIP
+    True
+    """
+
+    def __init__(self) -> None:
+        self._model: onnx.ModelProto | None = None
+        self._ctx: RuleContext | None = None
+        self.built = 0
+        """How many rule contexts this cache has built (for tests and tool-time studies)."""
+
+    def rule_context(self, model: onnx.ModelProto) -> RuleContext:
+        if self._ctx is None or self._model is not model:
+            self._ctx, self._model = RuleContext(model), model
+            self.built += 1
+        return self._ctx
+
+    def invalidate(self) -> None:
+        self._ctx = self._model = None
+
+
 class PassManager:
     """Runs passes in order. A model or usage error a pass raises goes through as it is; any other
     exception becomes an `InternalError` (exit code 4) naming the pass and those run before it,
-    chained to the original."""
+    chained to the original. A pass that changed the model drops the cached `analyses`."""
 
-    def __init__(self, passes: list[Pass]) -> None:
+    def __init__(self, passes: list[Pass], analyses: AnalysisCache | None = None) -> None:
         self.passes = list(passes)
+        self.analyses = analyses
 
     def run(self, model: onnx.ModelProto) -> list[PassResult]:
         results: list[PassResult] = []
         for p in self.passes:
             try:
                 results.append(p(model))
+                if results[-1].modified and self.analyses is not None:
+                    self.analyses.invalidate()
             except InternalError as exc:
                 if exc.passes_run is not None:  # another manager's, complete
                     raise

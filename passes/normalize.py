@@ -9,7 +9,6 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from onnxprune.analysis.flow import RuleContext
 from onnxprune.analysis.rules.layout import reshape_output
 from onnxprune.folding import constants_to_initializers, fold_shapes
 from onnxprune.graph import (
@@ -21,7 +20,7 @@ from onnxprune.graph import (
     outputs_and_subgraph_reads,
 )
 from onnxprune.optable import OpTable, default_op_table
-from onnxprune.passes.base import Pass, PassResult
+from onnxprune.passes.base import AnalysisCache, Pass, PassResult
 
 
 class InlineFunctions(Pass):
@@ -234,10 +233,13 @@ class SimplifyReshapeTargets(Pass):
     a constant the analyzer can read and the rewriter can edit, and dynamic dims stay dynamic.
     """
 
+    def __init__(self, analyses: AnalysisCache | None = None) -> None:
+        self.analyses = analyses if analyses is not None else AnalysisCache()
+
     def call(self, model: onnx.ModelProto) -> PassResult:
         graph = model.graph
         consts = {t.name for t in graph.initializer}
-        ctx = RuleContext(model)  # its shape_entries reads Concat-built targets, as the analyzer does
+        ctx = self.analyses.rule_context(model)  # shape_entries reads Concat-built targets, as analysis does
         simplified = 0
         for node in graph.node:
             if node.op_type != "Reshape" or not is_default_domain(node.domain) or node.input[1] in consts:
@@ -276,8 +278,11 @@ class ResolveReshapeShapes(Pass):
     downstream sees the static head count. Run with `InferShapes(keep_resolved=True)`.
     """
 
+    def __init__(self, analyses: AnalysisCache | None = None) -> None:
+        self.analyses = analyses if analyses is not None else AnalysisCache()
+
     def call(self, model: onnx.ModelProto) -> PassResult:
-        ctx = RuleContext(model)
+        ctx = self.analyses.rule_context(model)
         infos = {vi.name: vi for vi in model.graph.value_info}
         resolved = 0
         for node in model.graph.node:
@@ -327,8 +332,11 @@ class FoldReshapeRoundTrips(Pass):
     visible to the analyzer. The result computes the same values.
     """
 
+    def __init__(self, analyses: AnalysisCache | None = None) -> None:
+        self.analyses = analyses if analyses is not None else AnalysisCache()
+
     def call(self, model: onnx.ModelProto) -> PassResult:
-        ctx = RuleContext(model)
+        ctx = self.analyses.rule_context(model)
         replaced: dict[str, onnx.NodeProto] = {}  # name of the closing Reshape's output -> new Transpose
         dropped: set[int] = set()
         for first in model.graph.node:

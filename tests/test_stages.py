@@ -61,8 +61,8 @@ def test_stage_times_are_recorded_in_the_report():
 
 def test_the_rule_context_is_kept_until_a_pass_changes_the_graph():
     session = run_stages(_session(), [Normalize(), Analyze(), Score()])
-    ctx = session.rule_context
-    assert ctx is not None
+    ctx = session.analyses.rule_context(session.model)
+    built = session.analyses.built
 
     class Touch(Pass):
         def __init__(self, modified: bool) -> None:
@@ -72,6 +72,31 @@ def test_the_rule_context_is_kept_until_a_pass_changes_the_graph():
             return PassResult(self.name, self.modified)
 
     session.run_passes([Touch(False)])
-    assert session.rule_context is ctx
+    assert session.analyses.rule_context(session.model) is ctx
     session.run_passes([Touch(True)])
-    assert session.rule_context is None
+    assert session.analyses.rule_context(session.model) is not ctx
+    assert session.analyses.built == built + 1
+
+
+def test_analysis_and_rewriting_share_one_rule_context():
+    """The rewriters read the graph the analysis read: no second context between them; and the
+    normalization passes build one only after a pass changed the graph."""
+    built: list[int] = []
+
+    class Spy(Stage):
+        name = "spy"
+
+        def run(self, session):
+            built.append(session.analyses.built)
+
+    stages = default_stages()
+    stages.insert(2, Spy())  # after analyze
+    stages.insert(8, Spy())  # after apply
+    session = run_stages(_session(), stages)
+    assert [s.name for s in stages][1:3] == ["analyze", "spy"] and stages[8].name == "spy"
+    assert built[1] == built[0]  # apply reused the analysis's context
+    rounds = next(r.stats["rounds"] for r in session.pass_results if r.name == "Repeat")
+    # a context per round of normalization at most (the three passes that read one share it while
+    # none of them changes the graph), and analysis takes the last one over: 2 in 2 rounds here,
+    # where each of those passes and the analysis made its own before (3 x 2 + 1 + 1 for apply)
+    assert session.analyses.built <= rounds
