@@ -3,6 +3,8 @@ analysis's rule context is reused until a pass changes the graph."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from onnxprune.passes import Pass, PassResult
@@ -18,7 +20,7 @@ from onnxprune.stages import (
     run_stages,
 )
 from onnxprune.targets import UniformRatio
-from tests.conftest import MODELS
+from tests.conftest import MODELS, ROOT
 
 DEFAULT = MODELS / "default.onnx"
 
@@ -100,3 +102,21 @@ def test_analysis_and_rewriting_share_one_rule_context():
     # none of them changes the graph), and analysis takes the last one over: 2 in 2 rounds here,
     # where each of those passes and the analysis made its own before (3 x 2 + 1 + 1 for apply)
     assert session.analyses.built <= rounds
+
+
+def test_the_architecture_page_lists_every_stage_with_what_it_reads_and_writes():
+    rows = {
+        line.split("|")[1].strip(" `"): [cell.strip() for cell in line.split("|")[2:4]]
+        for line in (ROOT / "docs" / "ARCHITECTURE.md").read_text().splitlines()
+        if line.startswith("| `")
+    }
+
+    def declared(cell: str) -> tuple[str, ...]:  # names in backticks, not those in parentheses
+        return tuple(re.findall(r"`(\w+)`", re.sub(r"\(.*?\)", "", cell)))
+
+    for stage in default_stages():
+        name = type(stage).__name__
+        assert name in rows, f"docs/ARCHITECTURE.md has no row for stage {name}"
+        reads, writes = rows[name]
+        assert declared(reads) == stage.reads, name
+        assert declared(writes) == stage.writes, name
