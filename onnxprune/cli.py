@@ -12,13 +12,15 @@ error (a bug in onnxprune).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import Progress, SpinnerColumn, TextColumn
 from rich.table import Table
 
 from onnxprune.errors import EXIT_CHECK_FAILED, EXIT_INTERNAL, EXIT_OK, OnnxPruneError, UsageError
@@ -50,8 +52,29 @@ def _prune_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--criterion",
         choices=importances.names(),
-        default="l1",
-        help="unit importance: " + "; ".join(f"{c.name}: {c.summary}" for c in importances) + " (default l1)",
+        default=None,
+        help="unit importance: "
+        + "; ".join(f"{c.name}: {c.summary}" for c in importances)
+        + " (default: activation with --calib, l1 without)",
+    )
+    p.add_argument(
+        "--calib",
+        metavar="DATA",
+        help="calibration samples: an .npz file or a folder of .npz/.npy files (keys: graph input "
+        "names, first axis: samples)",
+    )
+    p.add_argument("--calib-samples", type=int, metavar="N", help="use at most N calibration samples")
+    p.add_argument(
+        "--eval-data",
+        metavar="DATA",
+        help="held-out samples to report fidelity on (default: a share of --calib, see --holdout)",
+    )
+    p.add_argument(
+        "--holdout",
+        type=float,
+        default=0.2,
+        metavar="F",
+        help="without --eval-data, this share of the --calib feeds is held out for fidelity (0.2)",
     )
     p.add_argument(
         "--round-to",
@@ -193,7 +216,9 @@ def _prune(args: argparse.Namespace, console: Console) -> int:
             "onnxprune: give --ratio R (or --head-ratio / --ffn-ratio, or --apply-plan PLAN.json)"
         )
     plan = Plan.load(args.apply_plan) if args.apply_plan else None
-    with console.status("pruning"):
+    if args.calib is None and (args.eval_data or args.calib_samples is not None):
+        raise UsageError("onnxprune: --eval-data and --calib-samples need --calib DATA")
+    with _progress(console, "pruning", "calibration samples" if args.calib else None) as tick:
         result = prune(
             args.input,
             ratio=args.ratio,
@@ -203,6 +228,11 @@ def _prune(args: argparse.Namespace, console: Console) -> int:
             round_to=args.round_to,
             exclude=args.exclude,
             plan=plan,
+            calibration=args.calib,
+            calibration_samples=args.calib_samples,
+            eval_data=args.eval_data,
+            holdout=args.holdout,
+            progress=tick,
         )
     ok = True
     validation = bench = None
@@ -241,6 +271,24 @@ def _prune(args: argparse.Namespace, console: Console) -> int:
     return EXIT_OK
 
 
+@contextlib.contextmanager
+def _progress(console: Console, what: str, counted: str | None) -> Iterator[Callable[[int], None] | None]:
+    """A spinner for `what`; with `counted`, a running count of those (a progress bar without a
+    known total: data folders and iterables do not say how many samples they hold)."""
+    if counted is None:
+        with console.status(what):
+            yield None
+        return
+    columns = (
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TextColumn("{task.completed:,.0f} " + counted),
+    )
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task(what, total=None)
+        yield lambda samples: bar.advance(task, samples)
+
+
 def _print_summary(console: Console, report, bench=None, path=None) -> None:
     table = Table(title=f"onnxprune: {report.source}", show_header=True)
     table.add_column("")
@@ -275,6 +323,32 @@ def _print_summary(console: Console, report, bench=None, path=None) -> None:
         f"{report.groups_pinned} pinned; {report.tensors_sliced} tensors sliced, "
         f"{report.rewrites} nodes rewritten"
     )
+    if report.calibration is not None:
+        c = report.calibration
+        console.print(
+            f"calibration: {c['samples']:,} samples in {c['feeds']} feeds of {c['source']}, "
+            f"{c['tensors']} activations measured, {c['seconds']:.1f} s; criterion {report.criterion}"
+        )
+    if report.fidelity is not None:
+        _print_fidelity(console, report.fidelity)
+
+
+def _print_fidelity(console: Console, fidelity: dict) -> None:
+    """One line per output: how close the pruned model stays to the input on held-out samples."""
+    console.print(
+        f"fidelity to the input on {fidelity['source']} ({fidelity['feeds']} feeds, not calibrated on):"
+    )
+    if fidelity.get("error"):
+        console.print(f"  error: {fidelity['error']}")
+    for out in fidelity["outputs"]:
+        if out.get("cosine") is None:
+            console.print(f"  {out['name']}: {out.get('detail') or 'no figures'}")
+            continue
+        agreement = out.get("argmax_agreement")
+        argmax = f", argmax agreement {agreement:.3f}" if agreement is not None else ""
+        console.print(
+            f"  {out['name']}: cosine {out['cosine']:.4f}, relative error {out['rel_err']:.3g}{argmax}"
+        )
 
 
 def _session_line(bench) -> str:

@@ -18,6 +18,8 @@ from typing import ParamSpec, TypeVar
 import onnx
 
 from onnxprune.analysis import DependencyAnalysis
+from onnxprune.calibration import CalibrationData, calibration_data
+from onnxprune.data import DataSource
 from onnxprune.errors import ModelError, UsageError
 from onnxprune.importance import default_importances
 from onnxprune.io import ModelLike, has_external_data, materialize, save_model
@@ -140,18 +142,31 @@ def prune(
     ratio: float | None = None,
     head_ratio: float | None = None,
     ffn_ratio: float | None = None,
-    criterion: str = "l1",
+    criterion: str | None = None,
     round_to: int = DEFAULT_ROUND_TO,
     exclude: str | None = None,
     plan: Plan | str | os.PathLike | None = None,
     target: Target | None = None,
+    calibration: DataSource | CalibrationData | None = None,
+    calibration_samples: int | None = None,
+    eval_data: DataSource | None = None,
+    holdout: float = 0.2,
+    progress: Callable[[int], None] | None = None,
 ) -> PruneResult:
     """Remove `ratio` of the channels of every prunable coupling group.
 
     Groups of attention heads lose `head_ratio` of their heads and the other groups (FFN
     neurons, filters) `ffn_ratio` of their channels; both default to `ratio`. `criterion` names
-    an importance (`onnxprune.importance.default_importances().names()`). A `target` object
-    (`onnxprune.targets`) replaces the ratios.
+    an importance (`onnxprune.importance.default_importances().names()`; default `activation`
+    with calibration data, `l1` without). A `target` object (`onnxprune.targets`) replaces the
+    ratios.
+
+    `calibration` is the user's samples: an ``.npz`` file, a folder of ``.npz``/``.npy`` files
+    (keys: graph input names, first axis: samples), a dict of arrays or any iterable of feed dicts
+    (`onnxprune.data`); at most `calibration_samples` of them are used. Fidelity to the input
+    model is measured on `eval_data`, or else on every round(1 / `holdout`)-th feed, which is then
+    not used for statistics (`result.report.fidelity`). `progress(samples)` is called as the
+    calibration runs.
 
     `model` is a path, bytes or an ``onnx.ModelProto`` (never modified). With `plan`, the
     given plan is replayed instead of selecting (ratio, criterion and round_to are ignored).
@@ -160,15 +175,22 @@ def prune(
     >>> result.report.params_after < result.report.params_before  # doctest: +SKIP
     True
     """
+    if calibration is not None and not isinstance(calibration, CalibrationData):
+        calibration = calibration_data(
+            calibration, samples=calibration_samples, eval_data=eval_data, holdout=holdout
+        )
+    if criterion is None:
+        criterion = "activation" if calibration is not None else "l1"
     options = PruneOptions(
         target=_target(ratio, head_ratio, ffn_ratio, round_to, plan, target),
         importance=default_importances().get(criterion),
         exclude=_check_exclude(exclude),
+        calibration=calibration,
     )
     session = PruneSession.open(model, options)
     loaded = session.source
     try:
-        run_stages(session, default_stages())
+        run_stages(session, default_stages(calibration, progress))
     except ModelError as exc:  # a problem found deep in a stage: name the file it is in
         located = exc.located(loaded.name)
         if located is exc:

@@ -38,6 +38,10 @@ class PruneReport:
     passes: list[dict[str, Any]] = field(default_factory=list)
     stage_seconds: dict[str, float] = field(default_factory=dict)
     """CPU seconds of each stage (onnxprune.stages), the report's own excluded."""
+    calibration: dict[str, Any] | None = None
+    """With calibration data: its source, feeds, samples, tensors measured and CPU seconds."""
+    fidelity: dict[str, Any] | None = None
+    """With held-out samples: the output model against the input (`FidelityReport.to_json`)."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -13,14 +13,15 @@ the dependency analysis built) are reused until a pass changes the graph (`graph
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
 
 from onnxprune.analysis import DependencyAnalysis, Dim
+from onnxprune.calibration import ActivationStats, CalibrationData
+from onnxprune.fidelity import FidelityReport
 from onnxprune.importance import Importance, UnitScores, default_importances
 from onnxprune.io import LoadedModel, ModelLike, read_model
 from onnxprune.metrics import count_params
@@ -44,6 +45,8 @@ class PruneOptions:
     importance: Importance = field(default_factory=lambda: default_importances().get("l1"))
     exclude: str | None = None
     op_table: OpTable = field(default_factory=default_op_table)
+    calibration: CalibrationData | None = None
+    """Samples to take activation statistics on and to measure fidelity on (`--calib`)."""
 
 
 @dataclass(eq=False)
@@ -62,8 +65,8 @@ class PruneSession:
     input_weights: frozenset[str]
     """Weight names of the input model: the only tensors a plan names."""
     params_before: int
-    activations: Mapping[str, Any] | None = None
-    """Calibration statistics by tensor name, when data was given."""
+    activations: ActivationStats | None = None
+    """Calibration statistics of the activations prunable weights multiply, when data was given."""
     normalized: bool = False
     analysis: DependencyAnalysis | None = None
     analyses: AnalysisCache = field(default_factory=AnalysisCache)
@@ -77,6 +80,7 @@ class PruneSession:
     prunable_macs_fraction: float | None = None
     output: onnx.ModelProto | None = None
     macs_after: int | None = None
+    fidelity: FidelityReport | None = None
     report: PruneReport | None = None
     pass_results: list[PassResult] = field(default_factory=list)
     stage_seconds: dict[str, float] = field(default_factory=dict)

@@ -20,13 +20,16 @@ from __future__ import annotations
 import dataclasses
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import ClassVar
 
 import onnx
 
 from onnxprune.analysis import analyze_model
+from onnxprune.calibration import CalibrationData, collect_activation_stats
 from onnxprune.errors import UsageError
-from onnxprune.io import read_model
+from onnxprune.fidelity import check_fidelity
+from onnxprune.io import has_external_data, materialize, read_model
 from onnxprune.metrics import count_params, macs_by_node
 from onnxprune.optable import OpTable
 from onnxprune.passes import (
@@ -112,6 +115,31 @@ class Analyze(Stage):
         session.analysis = analyze_model(
             session.model, exclude=options.exclude, table=options.op_table, ctx=ctx
         )
+
+
+class Calibrate(Stage):
+    """Run the normalized model over the calibration samples and keep the per-channel statistics
+    of every activation a prunable weight multiplies (`onnxprune.calibration`)."""
+
+    name = "calibrate"
+    reads = ("analysis",)
+    writes = ("activations",)
+
+    def __init__(self, tick: Callable[[int], None] | None = None) -> None:
+        self.tick = tick
+
+    def run(self, session: PruneSession) -> None:
+        data = session.options.calibration
+        if data is None:
+            raise UsageError("calibration needs data (--calib)")
+        model = session.model
+        if has_external_data(model):  # ONNX Runtime gets the model in memory: weights read in
+            model = onnx.ModelProto()
+            model.CopyFrom(session.model)
+            materialize(model, session.source.base_dir)
+        session.activations = collect_activation_stats(model, session.analysis, data.fit, tick=self.tick)
+        if not session.activations.feeds:
+            raise UsageError(f"{data.fit.source}: no calibration samples (after the held-out split)")
 
 
 class Score(Stage):
@@ -224,6 +252,20 @@ class Cleanup(Stage):
         session.macs_after = sum(per_node_after.values()) if per_node_after is not None else None
 
 
+class Fidelity(Stage):
+    """The output model against the input on the held-out samples: cosine, relative error and
+    argmax agreement per output (`onnxprune.fidelity`)."""
+
+    name = "fidelity"
+    reads = ("output",)
+    writes = ("fidelity",)
+
+    def run(self, session: PruneSession) -> None:
+        holdout = session.options.calibration.holdout
+        original = read_model(session.input).model
+        session.fidelity = check_fidelity(original, session.output, holdout)
+
+
 class Report(Stage):
     """The run's figures (`PruneReport`)."""
 
@@ -255,12 +297,32 @@ class Report(Stage):
             passes=[{"name": r.name, "modified": r.modified, **r.stats} for r in results],
             prunable_macs_fraction=session.prunable_macs_fraction,
             stage_seconds=dict(session.stage_seconds),
+            calibration=_calibration_summary(session),
+            fidelity=session.fidelity.to_json() if session.fidelity is not None else None,
         )
 
 
-def default_stages() -> list[Stage]:
-    """The structural pipeline, in order (a replayed plan scores no group)."""
-    return [Normalize(), Analyze(), Score(), Select(), BuildPlan(), Count(), Apply(), Cleanup(), Report()]
+def default_stages(
+    calibration: CalibrationData | None = None, tick: Callable[[int], None] | None = None
+) -> list[Stage]:
+    """The pipeline, in order (a replayed plan scores no group). With `calibration`, activation
+    statistics are taken after the analysis, and fidelity is measured on its held-out samples;
+    `tick(samples)` follows the calibration run."""
+    calibrate = [Calibrate(tick)] if calibration is not None else []
+    fidelity = [Fidelity()] if calibration is not None and calibration.holdout is not None else []
+    return [
+        Normalize(),
+        Analyze(),
+        *calibrate,
+        Score(),
+        Select(),
+        BuildPlan(),
+        Count(),
+        Apply(),
+        Cleanup(),
+        *fidelity,
+        Report(),
+    ]
 
 
 def safe_macs_by_node(model: onnx.ModelProto, table: OpTable) -> dict[str, int] | None:
@@ -318,3 +380,16 @@ def restore_weight_inputs(graph: onnx.GraphProto, declared: list[str]) -> None:
     if [vi.name for vi in inputs] != list(current):
         del graph.input[:]
         graph.input.extend(inputs)
+
+
+def _calibration_summary(session: PruneSession) -> dict[str, object] | None:
+    stats = session.activations
+    if stats is None:
+        return None
+    return {
+        "source": stats.source,
+        "feeds": stats.feeds,
+        "samples": stats.samples,
+        "tensors": len(stats.channels),
+        "seconds": session.stage_seconds.get("calibrate"),
+    }

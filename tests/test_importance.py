@@ -34,7 +34,7 @@ PATHS = [
 ]
 
 
-CRITERIA = default_importances().names()
+CRITERIA = ("l1", "l2")  # the magnitude criteria
 
 
 def unit_scores(group: Group, weights, criterion: str, norms: dict | None = None) -> np.ndarray:
@@ -166,7 +166,7 @@ def test_a_group_without_float_weights_scores_zero():
 
 
 def test_unknown_criterion_is_refused_naming_the_known_ones():
-    with pytest.raises(UsageError, match=r"'l3' is not one of l1, l2"):
+    with pytest.raises(UsageError, match=r"'l3' is not one of activation, fluctuation, l1, l2"):
         default_importances().get("l3")
 
 
@@ -198,7 +198,7 @@ class _Constant(Importance):
 
 def test_every_module_with_criteria_contributes_them():
     registry = default_importances()
-    assert registry.names() == ("l1", "l2")
+    assert registry.names() == ("activation", "fluctuation", "l1", "l2")
     assert all(isinstance(c, Importance) for c in registry)
     assert "l1" in registry and "taylor" not in registry
 

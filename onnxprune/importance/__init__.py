@@ -6,7 +6,7 @@ test): nothing else lists it. The CLI's `--criterion` choices come from the regi
 
 >>> registry = default_importances()
 >>> registry.names()
-('l1', 'l2')
+('activation', 'fluctuation', 'l1', 'l2')
 >>> registry.get("l1").summary
 'L1 norm of every weight slice the unit occupies'
 """

@@ -18,11 +18,12 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol
+from typing import ClassVar, Protocol
 
 import numpy as np
 
 from onnxprune.analysis import Group
+from onnxprune.calibration import ActivationStats
 
 
 class ScoringInputs(Protocol):
@@ -34,8 +35,8 @@ class ScoringInputs(Protocol):
         ...
 
     @property
-    def activations(self) -> Mapping[str, Any] | None:
-        """Calibration statistics by tensor name, or None when no data was given."""
+    def activations(self) -> ActivationStats | None:
+        """Calibration statistics of the activations weights multiply, or None without data."""
         ...
 
 

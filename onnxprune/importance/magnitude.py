@@ -64,7 +64,7 @@ def member_table(
                     norms[(member.tensor, axis, norm)] = values
                 per_position = norms[key]
             else:
-                per_position = norms[key] = _axis_norms(array, member.axis, norm)
+                per_position = norms[key] = axis_norms(array, member.axis, norm)
         if member.positions.shape[1] == 1:  # a unit is one position: no sum over a block
             rows.append(per_position[member.positions[:, 0]])
         else:
@@ -75,7 +75,7 @@ def member_table(
     return np.sqrt(table) if norm == "l2" else table
 
 
-def _axis_norms(array: np.ndarray, axis: int, norm: Norm) -> np.ndarray:
+def axis_norms(array: np.ndarray, axis: int, norm: Norm) -> np.ndarray:
     """Per position of `axis`: the sum of |w| (l1) or of w**2 (l2) over every other axis."""
     others = tuple(a for a in range(array.ndim) if a != axis)
     values = array.astype(np.float64)
@@ -92,7 +92,7 @@ def _leading_axes_norms(array: np.ndarray, norm: Norm) -> list[np.ndarray]:
     columns. No BLAS call: its threads would spin on the cores the rest of the run needs.
     """
     if array.ndim < 2 or array.size == 0:
-        return [_axis_norms(array, axis, norm) for axis in range(min(array.ndim, 2))]
+        return [axis_norms(array, axis, norm) for axis in range(min(array.ndim, 2))]
     rows, cols = array.shape[:2]
     values = array.reshape(rows, cols, -1)
     kernel = values.shape[2]
