@@ -5,7 +5,8 @@ multiplies.
 A consumer (Conv with one group, Gemm, MatMul by a constant) reads an activation `x` and a weight
 `W` whose input axis runs along x's channels: removing channel c from `x` removes `W[:, c] · x_c`
 from the consumer's output. Its statistics (`ChannelStats`: sums of x, |x|, x² per channel) are
-what activation-aware importance criteria (`onnxprune.importance.activation`) read.
+what activation-aware importance criteria (`onnxprune.importance.activation`) read. For token
+models, padded positions (`token_mask_input`) are left out.
 
 >>> data = calibration_data({"x": np.zeros((10, 3), np.float32)}, holdout=0.2)
 >>> data.holdout is not None, data.fit.source
@@ -25,7 +26,7 @@ from onnxprune.analysis import DependencyAnalysis
 from onnxprune.data import DataLoader, DataSource, open_data
 from onnxprune.errors import UsageError
 from onnxprune.graph import is_default_domain
-from onnxprune.runtime import collect_stats
+from onnxprune.runtime import expose, ort_session
 from onnxprune.stats import ChannelStats
 
 DEFAULT_BATCH = 8
@@ -160,8 +161,47 @@ def collect_activation_stats(
             if member.role == "in" and wi is not None and wi.weight_axis == member.axis:
                 wanted[wi.activation] = wi.activation_axis
     counted = CountingLoader(data, tick)
-    channels = collect_stats(model, wanted, counted, threads=threads) if wanted else {}
+    channels = _collect(model, wanted, counted, threads) if wanted else {}
     return ActivationStats(channels, inputs, data.source, counted.fed, counted.samples)
+
+
+def token_mask_input(model: onnx.ModelProto) -> str | None:
+    """The graph input that marks real tokens, if the model has one: an integer or bool input of
+    rank 2 ([batch, sequence]) whose name contains "mask" (`attention_mask`). Positions where it
+    is 0 are padding, and statistics of [batch, sequence, channels] activations skip them."""
+    integer = {
+        onnx.TensorProto.BOOL,
+        onnx.TensorProto.INT8,
+        onnx.TensorProto.INT16,
+        onnx.TensorProto.INT32,
+        onnx.TensorProto.INT64,
+        onnx.TensorProto.UINT8,
+    }
+    for vi in model.graph.input:
+        t = vi.type.tensor_type
+        if "mask" in vi.name.lower() and t.elem_type in integer and len(t.shape.dim) == 2:
+            return vi.name
+    return None
+
+
+def _collect(
+    model: onnx.ModelProto, wanted: Mapping[str, int], data: DataLoader, threads: int
+) -> dict[str, ChannelStats]:
+    """Sum the statistics of the `wanted` activations (name -> channel axis) over `data`, one batch
+    in memory at a time; padded tokens (`token_mask_input`) are left out."""
+    names = list(wanted)
+    session = ort_session(expose(model, names), threads)
+    mask_name = token_mask_input(model)
+    totals: dict[str, ChannelStats] = {}
+    for feed in data.feeds(model):
+        mask = np.asarray(feed[mask_name]).astype(bool) if mask_name in feed else None
+        for name, value in zip(names, session.run(names, feed), strict=True):
+            axis = wanted[name]
+            if mask is not None and value.ndim == 3 and value.shape[:2] == mask.shape and axis % 3 == 2:
+                value, axis = value[mask], -1  # real tokens only: [tokens, channels]
+            batch = ChannelStats.of(value, axis)
+            totals[name] = totals[name].merge(batch) if name in totals else batch
+    return totals
 
 
 @dataclass

@@ -184,3 +184,50 @@ def test_calibration_data_for_an_unknown_input_is_refused_naming_it(tmp_path, ca
     )
     err = capsys.readouterr().err
     assert "'pixels' is not a graph input" in err and str(data) in err
+
+
+def _token_model() -> onnx.ModelProto:
+    """ids [B, S] -> Gather(embedding [10, 4]) -> [B, S, 4] -> MatMul(w [4, 6]) -> Relu -> MatMul
+    (v [6, 2]); `attention_mask` [B, S] marks real tokens (read by nothing, as in a model whose
+    masking happens elsewhere)."""
+    rng = np.random.default_rng(3)
+    weights = {
+        "embedding": rng.standard_normal((10, 4)),
+        "w": rng.standard_normal((4, 6)),
+        "v": rng.standard_normal((6, 2)),
+    }
+    graph = helper.make_graph(
+        [
+            helper.make_node("Gather", ["embedding", "ids"], ["e"], name="embed"),
+            helper.make_node("MatMul", ["e", "w"], ["a"], name="up"),
+            helper.make_node("Relu", ["a"], ["h"], name="act"),
+            helper.make_node("MatMul", ["h", "v"], ["y"], name="down"),
+        ],
+        "tokens",
+        [
+            helper.make_tensor_value_info("ids", TensorProto.INT64, ["B", "S"]),
+            helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["B", "S"]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["B", "S", 2])],
+        [numpy_helper.from_array(a.astype(np.float32), n) for n, a in weights.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def test_padded_tokens_are_left_out_of_the_statistics():
+    model = _token_model()
+    ids = np.array([[1, 2, 0, 0], [3, 4, 5, 0]], np.int64)  # 0 is the padding id
+    mask = (ids != 0).astype(np.int64)
+    analysis = onnxprune.analyze(model)
+    data = open_data({"ids": ids, "attention_mask": mask}, batch=2)
+    stats = collect_activation_stats(_normalized(model), analysis, data)
+    h = np.maximum(onnx.numpy_helper.to_array(model.graph.initializer[0])[ids] @ _weight(model, "w"), 0)
+    real = h[mask.astype(bool)]
+    np.testing.assert_allclose(stats.channels["h"].mean, real.mean(axis=0), rtol=1e-5)
+    assert stats.channels["h"].count == 5  # five real tokens, not eight positions
+
+
+def _weight(model: onnx.ModelProto, name: str) -> np.ndarray:
+    return next(numpy_helper.to_array(t) for t in model.graph.initializer if t.name == name)
