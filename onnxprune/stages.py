@@ -220,6 +220,7 @@ class Apply(Stage):
                 SliceWeights(session.keeps, session.weights.base_dir, read=read),
             ]
         )
+        session.weights.release()  # the copies are not needed any more: memory back before cleanup
         plan = session.plan
         session.plan = dataclasses.replace(plan, rewrites=tuple(rewrite.rewrites))
 
@@ -244,7 +245,6 @@ class Cleanup(Stage):
                 InferShapes(keep_resolved=True, memo=ShapeMemo(capacity=0)),  # new skeleton: no recall
             ]
         )
-        session.weights.release()
         per_node_after = safe_macs_by_node(session.model, session.options.op_table)
         reattach_node_metadata(session.model.graph, session.node_metadata)
         restore_weight_inputs(session.model.graph, session.declared_inputs)

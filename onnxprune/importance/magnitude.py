@@ -36,7 +36,8 @@ class Magnitude(Importance):
 
     def score(self, groups: Sequence[Group], inputs: ScoringInputs) -> dict[int, UnitScores]:
         norms: NormCache = {}
-        return {g.id: UnitScores(member_table(g, inputs.weights, self.norm, norms)) for g in groups}
+        scratch = np.empty(_BLOCK)
+        return {g.id: UnitScores(member_table(g, inputs.weights, self.norm, norms, scratch)) for g in groups}
 
 
 CRITERIA = (Magnitude("l1"), Magnitude("l2"))
@@ -47,9 +48,11 @@ def member_table(
     weights: Mapping[str, np.ndarray],
     norm: Norm = "l1",
     norms: NormCache | None = None,
+    scratch: np.ndarray | None = None,
 ) -> np.ndarray:
     """The (members x units) table of `group`: row i is weight member i's norm of each unit's
-    slice (members that are not float tensors give no row)."""
+    slice (members that are not float tensors give no row). `scratch` is a float64 buffer to
+    convert blocks of weights in (`_leading_axes_norms`)."""
     norms = {} if norms is None else norms
     rows: list[np.ndarray] = []  # per weight member, in order: each unit's sum of norms there
     for member in group.weight_members:
@@ -60,7 +63,7 @@ def member_table(
             if array.dtype.kind != "f":
                 continue
             if member.axis < 2:  # filters and input channels: both from one pass over the tensor
-                for axis, values in enumerate(_leading_axes_norms(array, norm)):
+                for axis, values in enumerate(_leading_axes_norms(array, norm, scratch)):
                     norms[(member.tensor, axis, norm)] = values
                 per_position = norms[key]
             else:
@@ -83,13 +86,15 @@ def axis_norms(array: np.ndarray, axis: int, norm: Norm) -> np.ndarray:
     return values.sum(axis=others) if others else values
 
 
-def _leading_axes_norms(array: np.ndarray, norm: Norm) -> list[np.ndarray]:
-    """`_axis_norms` of axis 0, and of axis 1 when there is one, from one pass over the values.
+def _leading_axes_norms(array: np.ndarray, norm: Norm, scratch: np.ndarray | None = None) -> list[np.ndarray]:
+    """`axis_norms` of axis 0, and of axis 1 when there is one, from one pass over the values.
 
-    The values are taken a block of leading rows at a time (at most `_BLOCK` of them in float64),
-    so a large weight is never copied whole; in each block the kernel is summed first (by einsum:
-    numpy's own reduction over a short axis of 9 is three times slower), then the rows and
-    columns. No BLAS call: its threads would spin on the cores the rest of the run needs.
+    The values are taken a block of leading rows at a time (at most `_BLOCK` of them in float64,
+    converted into `scratch` when given: one buffer for every tensor of a scoring run, so no
+    fresh pages per block), so a large weight is never copied whole; in each block the kernel is
+    summed first (by einsum: numpy's own reduction over a short axis of 9 is three times slower),
+    then the rows and columns. No BLAS call: its threads would spin on the cores the rest of the
+    run needs.
     """
     if array.ndim < 2 or array.size == 0:
         return [axis_norms(array, axis, norm) for axis in range(min(array.ndim, 2))]
@@ -99,7 +104,12 @@ def _leading_axes_norms(array: np.ndarray, norm: Norm) -> list[np.ndarray]:
     by_row, by_col = np.empty(rows), np.zeros(cols)
     step = max(1, _BLOCK // (cols * kernel))
     for start in range(0, rows, step):
-        block = values[start : start + step].astype(np.float64)  # float16 squares overflow
+        source = values[start : start + step]
+        if scratch is not None and source.size <= scratch.size:
+            block = scratch[: source.size].reshape(source.shape)
+            np.copyto(block, source)  # float16 squares overflow: always float64
+        else:
+            block = source.astype(np.float64)
         block = np.abs(block, out=block) if norm == "l1" else np.square(block, out=block)
         plane = np.einsum("rk->r", block.reshape(-1, kernel)) if kernel > 1 else block
         plane = plane.reshape(-1, cols)
