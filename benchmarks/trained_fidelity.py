@@ -480,14 +480,20 @@ def markdown(rows: list[Row], command: str, prune_args: Mapping[str, Any], secon
         )
     extras = [row for row in rows if row.extra_pruned]
     if extras:
-        lines += ["", "Secondary metrics (original → pruned):", ""]
-        lines += ["| model | ratio | metric | original | pruned |", "| --- | --- | --- | --- | --- |"]
+        lines += [
+            "",
+            "Secondary metrics, original → pruned (CREPE: raw pitch accuracy with torchcrepe's decoding,",
+            "median absolute error in cents; RNet: ROC AUC of the face score):",
+            "",
+            "| model | ratio | secondary metrics |",
+            "| --- | --- | --- |",
+        ]
         for row in extras:
-            for key, value in row.extra_pruned.items():
-                lines.append(
-                    f"| {row.model} | {row.ratio:g} | {key} | "
-                    f"{row.extra_original.get(key, float('nan')):.3f} | {value:.3f} |"
-                )
+            text = "; ".join(
+                f"{key} {row.extra_original.get(key, float('nan')):.3f} → {value:.3f}"
+                for key, value in row.extra_pruned.items()
+            )
+            lines.append(f"| {row.model} | {row.ratio:g} | {text} |")
     failed = [row for row in rows if row.validation]
     if failed:
         lines += ["", "Validation failures:", ""]
