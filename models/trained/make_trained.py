@@ -227,6 +227,18 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def task_metric(path: Path, kind: str) -> dict[str, Any]:
+    """The model's task metric on the held-out set, under ONNX Runtime, by benchmarks/trained_fidelity.py."""
+    sys.path.insert(0, str(HERE.parent.parent / "benchmarks"))
+    import trained_fidelity as tf
+
+    spec = tf.KINDS[kind]
+    outputs = tf.run_model(path, tf.load_npz(spec.eval_data))
+    labels = tf.load_npz(spec.eval_labels)
+    extras = spec.extra_metrics(outputs, labels)
+    return {"name": spec.metric_name, "value": spec.metric(outputs, labels), **extras}
+
+
 def versions() -> dict[str, str]:
     """Versions of everything the exports depend on."""
     out = {"python": platform.python_version()}
@@ -272,9 +284,12 @@ def make_model(
             "max_abs_diff_vs_torch": diff,
             "checked_on": f"{len(check)} evaluation samples",
             "sha256": sha256(path),
+            "task_metric": task_metric(path, kind),
             **extra,
         }
-        print(f"{path}: {params} params, max abs diff vs torch {diff:.2e}")
+        print(
+            f"{path}: {params} params, max abs diff vs torch {diff:.2e}, {entries[path.name]['task_metric']}"
+        )
     return entries
 
 
