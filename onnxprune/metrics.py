@@ -106,9 +106,11 @@ def concrete_shape(
         elif dynamic_default is not None:
             shape.append(dynamic_default)
         else:
+            example = "x".join(str(d or (1 if i == 0 else 128)) for i, d in enumerate(dims))
             raise UsageError(
                 f"input '{name}' dim {axis} is dynamic; give its size in input_shapes "
-                f"(e.g. {{'{name}': [{', '.join(str(d or '?') for d in dims)}]}})"
+                f"(e.g. {{'{name}': [{', '.join(str(d or '?') for d in dims)}]}}; on the command "
+                f"line --input-shape {name}:{example})"
             )
     return shape
 
