@@ -307,3 +307,47 @@ def test_random_loader_and_single_feed() -> None:
     report = compensate(original, pruned, keeps, data, method="lsq")
     assert report.consumers[0].applied is not None
     assert rel(run(pruned, feeds_of([2, 4, 5, 5])), run(original, feeds_of([2, 4, 5, 5]))) < 1e-4
+
+
+# --- token models: padded positions are left out -------------------------------------------
+
+
+def token_model() -> tuple[onnx.ModelProto, dict]:
+    """x[B, S, 4] -> MatMul + Add -> h (6; 4, 5 copy x's channel 3) -> MatMul -> y; a mask input."""
+    w1 = RNG.standard_normal((4, 6))
+    w1[:, 4:] = 0.0
+    w1[3, 4], w1[3, 5] = 1.0, -2.0
+    weights = {"w1": w1, "b1": RNG.standard_normal(6), "w2": RNG.standard_normal((6, 3))}
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["m"], name="mm1"),
+        helper.make_node("Add", ["m", "b1"], ["h"], name="add1"),
+        helper.make_node("MatMul", ["h", "w2"], ["y"], name="mm2"),
+        helper.make_node("Identity", ["attention_mask"], ["mask_out"], name="id"),
+    ]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["B", "S", 4])
+    mask = helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["B", "S"])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["B", "S", 3])
+    mask_out = helper.make_tensor_value_info("mask_out", TensorProto.INT64, ["B", "S"])
+    keep = np.arange(4)
+    keeps = {("w1", 1): keep, ("b1", 0): keep, ("m", 2): keep, ("h", 2): keep, ("w2", 0): keep}
+    return build(nodes, weights, [x, mask], [y, mask_out]), keeps
+
+
+def test_padded_tokens_are_left_out_of_the_statistics() -> None:
+    """x's channel 3 is 1.5 on real tokens and large noise on padding: the mean over real tokens
+    makes the bias exact there."""
+    original, keeps = token_model()
+    rng = np.random.default_rng(4)
+    feeds = []
+    for _ in range(8):
+        x = rng.standard_normal((2, 6, 4)).astype(np.float32)
+        mask = np.ones((2, 6), np.int64)
+        mask[0, 4:] = 0
+        x[..., 3] = np.where(mask == 1, 1.5, 40.0 * rng.standard_normal((2, 6)))
+        feeds.append({"x": x, "attention_mask": mask})
+    pruned = sliced(original, keeps)
+    report = compensate(original, pruned, keeps, feeds, method="bias")
+    assert report.consumers[0].applied == "bias"
+    real = np.concatenate([f["attention_mask"] for f in feeds]).reshape(-1) == 1
+    got, want = run(pruned, feeds).reshape(-1, 3)[real], run(original, feeds).reshape(-1, 3)[real]
+    assert rel(got, want) < 1e-5

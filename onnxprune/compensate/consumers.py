@@ -110,8 +110,8 @@ def _role(node, graph, readers, weights) -> tuple[str, str, int] | str:
             return "Gemm weight is not a constant"
         return node.input[0], node.input[1], 1
     if op == "MatMul":
-        if node.input[1] not in weights:
-            return "MatMul whose second input is not a constant"
+        if node.input[1] not in weights:  # two activations (attention): no weight to refit
+            return "MatMul of two activations"
         return node.input[0], node.input[1], -1
     return f"{op} reads the pruned channels (not a Conv, Gemm or MatMul)"
 
@@ -132,7 +132,7 @@ def find_consumers(
             continue
         role = _role(node, graph, readers, weights)
         if isinstance(role, str):
-            if node.op_type in ("Conv", "Gemm", "MatMul"):
+            if node.op_type in ("Conv", "Gemm") or (node.op_type == "MatMul" and node.input[0] in weights):
                 skipped.append(Skipped(node.name or node.output[0], node.op_type, role))
             continue
         made = _consumer(node, role, original, pruned, keeps, pruned_axes, graph, readers, weights)
