@@ -40,6 +40,7 @@ from onnxprune.compensate.solve import (
     ridge_map,
     tap_weighting,
 )
+from onnxprune.compensate.taps import coverage
 from onnxprune.data import DataLoader, open_data
 from onnxprune.errors import UsageError
 from onnxprune.plan import TensorUpdate
@@ -130,8 +131,27 @@ def _split(data: DataLoader, holdout: DataLoader | None, report: CompensationRep
     return Subset(data, HOLDOUT_EVERY, -1), Subset(data, HOLDOUT_EVERY, HOLDOUT_EVERY - 1)
 
 
+def _cover(c: Consumer, shapes: dict[str, tuple[int, ...]]) -> np.ndarray | None:
+    """Tap coverage of a Conv consumer at the input shape seen (None for Gemm/MatMul)."""
+    if c.op != "Conv":
+        return None
+    shape = shapes.get(c.x)
+    return coverage(dict(c.conv), c.kernel, None if shape is None else tuple(shape[2:]))
+
+
+def _static_shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
+    """Static shapes recorded in the model's value_info (for data-free compensation)."""
+    found = {}
+    for info in model.graph.value_info:
+        dims = info.type.tensor_type.shape.dim
+        if dims and all(d.HasField("dim_value") for d in dims):
+            found[info.name] = tuple(d.dim_value for d in dims)
+    return found
+
+
 def _bias_without_data(original, pruned, found: list[Consumer], report: CompensationReport) -> None:
     report.notes.append("no data: means from BatchNormalization parameters (data-free)")
+    shapes = _static_shapes(original)
     for c in found:
         means = channel_means(original, c.x, c.channels) if c.axis == 1 else np.full(c.channels, np.nan)
         removed = np.setdiff1d(np.arange(c.channels), c.kept)
@@ -141,17 +161,18 @@ def _bias_without_data(original, pruned, found: list[Consumer], report: Compensa
             )
             report.consumers.append(ConsumerRecord(c.node, c.op, None, reason))
             continue
-        report.updates += fold(original, pruned, c, bias_map(c.channels, c.kept, means), "compensate-bias")
+        affine = bias_map(c.channels, c.kept, means)
+        report.updates += fold(original, pruned, c, affine, "compensate-bias", _cover(c, shapes))
         report.consumers.append(ConsumerRecord(c.node, c.op, "bias", "data-free"))
 
 
 def _judge(
-    c: Consumer, original, candidates: dict[str, AffineMap], held: PairStats | None
+    c: Consumer, original, candidates: dict[str, AffineMap], held: PairStats | None, cover
 ) -> tuple[str, float | None, float | None]:
     """The candidate with the lowest held-out error, never worse than none: (name, before, after)."""
     if held is None or held.stats.count == 0:
         return next(iter(candidates)), None, None
-    weighting = tap_weighting(original_w3(c, original), c.scale)
+    weighting = tap_weighting(original_w3(c, original), c.scale, cover)
     errors = {}
     energy = 1.0
     for name, affine in candidates.items():
@@ -164,36 +185,35 @@ def _judge(
 def _bias_with_data(original, pruned, found, fit, judge, threads, report: CompensationReport) -> None:
     if not found:
         return
-    means = input_means(original, found, fit, threads)
-    held = _held(original, pruned, found, judge, threads, report)
-    report.model_runs += 1
+    shapes: dict[str, tuple[int, ...]] = {}
+    means = input_means(original, found, fit, threads, shapes)
+    (held,) = pair_stats(original, pruned, found, [judge], threads, shapes)
+    report.model_runs += 3
+    _note_empty(held, report)
     for c in found:
         none = AffineMap(identity_map(c.channels, c.kept), np.zeros(c.channels))
         candidates = {"bias": bias_map(c.channels, c.kept, means[c.x].mean), "none": none}
-        best, before, after = _judge(c, original, candidates, held.get(c.output))
+        cover = _cover(c, shapes)
+        best, before, after = _judge(c, original, candidates, held.get(c.output), cover)
         if best != "none":
-            report.updates += fold(original, pruned, c, candidates[best], "compensate-bias")
+            report.updates += fold(original, pruned, c, candidates[best], "compensate-bias", cover)
         reason = "" if best != "none" else "reverted: bias made held-out samples worse"
         applied = None if best == "none" else "bias"
         report.consumers.append(ConsumerRecord(c.node, c.op, applied, reason, before, after))
 
 
-def _held(original, pruned, consumers, judge, threads, report) -> dict[str, PairStats]:
-    try:
-        stats = pair_stats(original, pruned, consumers, judge, threads)
-    except StopIteration:  # pragma: no cover
-        stats = {}
-    report.model_runs += 2
-    if not stats:
-        report.notes.append("no held-out feeds: compensation not checked against held-out samples")
-    return stats
+def _note_empty(held: dict, report: CompensationReport) -> None:
+    note = "no held-out feeds: compensations were judged on the fit data"
+    if not held and note not in report.notes:
+        report.notes.append(note)
 
 
 def _lsq(original, pruned, found, fit, judge, threads, report: CompensationReport) -> None:
     for depth, level in enumerate(levels(pruned, found)):
-        stats = pair_stats(original, pruned, level, fit, threads)
-        held = _held(original, pruned, level, judge, threads, report)
-        report.model_runs += 2
+        shapes: dict[str, tuple[int, ...]] = {}
+        stats, held = pair_stats(original, pruned, level, [fit, judge], threads, shapes)
+        report.model_runs += 4
+        _note_empty(held, report)
         for c in level:
             if c.output not in stats:
                 report.consumers.append(ConsumerRecord(c.node, c.op, None, "no calibration feeds"))
@@ -204,10 +224,11 @@ def _lsq(original, pruned, found, fit, judge, threads, report: CompensationRepor
             candidates = {f"lsq:{a:g}": ridge_map(pair, c.kept, a) for a in ALPHAS}
             candidates["bias"] = bias_map(c.channels, c.kept, removed_means)
             candidates["none"] = none
-            best, before, after = _judge(c, original, candidates, held.get(c.output) or pair)
+            cover = _cover(c, shapes)
+            best, before, after = _judge(c, original, candidates, held.get(c.output) or pair, cover)
             if best != "none":
                 by = "compensate-bias" if best == "bias" else "compensate-lsq"
-                report.updates += fold(original, pruned, c, candidates[best], by)
+                report.updates += fold(original, pruned, c, candidates[best], by, cover)
             alpha = float(best.split(":")[1]) if best.startswith("lsq:") else None
             applied = None if best == "none" else best.split(":")[0]
             reason = "" if applied else "reverted: every fit made held-out samples worse"

@@ -109,9 +109,14 @@ def _masks(feed: dict, names: list[str]) -> list[np.ndarray]:
 
 
 def input_means(
-    original: onnx.ModelProto, consumers: list[Consumer], data: DataLoader, threads: int
+    original: onnx.ModelProto,
+    consumers: list[Consumer],
+    data: DataLoader,
+    threads: int,
+    shapes: dict[str, tuple[int, ...]],
 ) -> dict[str, ChannelStats]:
-    """Per-channel statistics of each consumer's original input x (padding excluded)."""
+    """Per-channel statistics of each consumer's original input x (padding excluded); the shape
+    of each x goes into `shapes`."""
     xs = {c.x: c.axis for c in consumers}
     session = ort_session(prefix_model(original, list(xs)), threads)
     masks = mask_inputs(original)
@@ -119,6 +124,7 @@ def input_means(
     for feed in data.feeds(original):
         values = dict(zip(xs, session.run(list(xs), feed), strict=True))
         for name, value in values.items():
+            shapes[name] = value.shape
             flat, rows = rows_of(value, xs[name], _masks(feed, masks))
             stats = ChannelStats.of(flat if rows is None else flat[rows], axis=1)
             totals[name] = totals[name].merge(stats) if name in totals else stats
@@ -129,23 +135,34 @@ def pair_stats(
     original: onnx.ModelProto,
     pruned: onnx.ModelProto,
     consumers: list[Consumer],
-    data: DataLoader,
+    loaders: Sequence[DataLoader],
     threads: int,
-) -> dict[str, PairStats]:
-    """Joint sums of x (original model) and x' (pruned model) for each consumer, by its output."""
+    shapes: dict[str, tuple[int, ...]],
+) -> list[dict[str, PairStats]]:
+    """Joint sums of x (original model) and x' (pruned model) for each consumer, by its output,
+    one dict per loader (the two sessions are built once for all of them); the shape of each x
+    goes into `shapes`."""
     xs = list(dict.fromkeys(c.x for c in consumers))
     first = ort_session(prefix_model(original, xs), threads)
     second = ort_session(prefix_model(pruned, xs), threads)
     masks = mask_inputs(original)
-    totals: dict[str, PairStats] = {}
-    for feed in data.feeds(original):
-        before = dict(zip(xs, first.run(xs, feed), strict=True))
-        after = dict(zip(xs, second.run(xs, feed), strict=True))
-        for c in consumers:
-            x, rows = rows_of(before[c.x], c.axis, _masks(feed, masks))
-            xp, _ = rows_of(after[c.x], c.axis, _masks(feed, masks))
-            if x.shape[0] != xp.shape[0] or x.shape[1] != c.channels or xp.shape[1] != len(c.kept):
-                raise ValueError(f"'{c.x}' has {x.shape} in the original and {xp.shape} pruned")
-            stats = PairStats.of(x, xp, rows)
-            totals[c.output] = totals[c.output].merge(stats) if c.output in totals else stats
-    return totals
+    results = []
+    for data in loaders:
+        totals: dict[str, PairStats] = {}
+        for feed in data.feeds(original):
+            before = dict(zip(xs, first.run(xs, feed), strict=True))
+            after = dict(zip(xs, second.run(xs, feed), strict=True))
+            for c in consumers:
+                shapes[c.x] = before[c.x].shape
+                stats = _pair(c, before[c.x], after[c.x], _masks(feed, masks))
+                totals[c.output] = totals[c.output].merge(stats) if c.output in totals else stats
+        results.append(totals)
+    return results
+
+
+def _pair(c: Consumer, before: np.ndarray, after: np.ndarray, masks: list[np.ndarray]) -> PairStats:
+    x, rows = rows_of(before, c.axis, masks)
+    xp, _ = rows_of(after, c.axis, masks)
+    if x.shape[0] != xp.shape[0] or x.shape[1] != c.channels or xp.shape[1] != len(c.kept):
+        raise ValueError(f"'{c.x}' has {x.shape} values in the original and {xp.shape} pruned")
+    return PairStats.of(x, xp, rows)

@@ -51,6 +51,9 @@ class Consumer:
     bias_add: str | None
     scale: float = 1.0
     trans_b: bool = False
+    conv: tuple[tuple[str, object], ...] = ()
+    kernel: tuple[int, ...] = ()
+    """A Conv's geometry attributes (pads, strides, dilations, auto_pad), for `taps.coverage`."""
 
 
 @dataclass(frozen=True)
@@ -196,6 +199,12 @@ def _consumer(node, role, original, pruned, keeps, pruned_axes, graph, readers, 
         bias_add=bias_add,
         scale=scale,
         trans_b=trans_b,
+        kernel=tuple(int(k) for k in w_orig.shape[2:]) if node.op_type == "Conv" else (),
+        conv=tuple(
+            (a.name, onnx.helper.get_attribute_value(a))
+            for a in node.attribute
+            if a.name in ("pads", "strides", "dilations", "auto_pad")
+        ),
     )
 
 

@@ -61,9 +61,17 @@ def _new_bias(model: onnx.ModelProto, consumer: Consumer, values: np.ndarray) ->
 
 
 def fold(
-    original: onnx.ModelProto, pruned: onnx.ModelProto, consumer: Consumer, affine: AffineMap, by: str
+    original: onnx.ModelProto,
+    pruned: onnx.ModelProto,
+    consumer: Consumer,
+    affine: AffineMap,
+    by: str,
+    cover: np.ndarray | None = None,
 ) -> list[TensorUpdate]:
-    """Write `affine` into the consumer's weight and bias in `pruned`; the updates it made."""
+    """Write `affine` into the consumer's weight and bias in `pruned`; the updates it made.
+
+    `cover` is each kernel tap's share of output positions that read inside the input
+    (`taps.coverage`; None: all of them), so the bias is the best constant over positions."""
     w3 = original_w3(consumer, original)
     like = get_weight(pruned, consumer.weight)
     updates = []
@@ -71,7 +79,8 @@ def fold(
         new = from_w3(consumer, np.einsum("oct,cj->ojt", w3, affine.M), like)
         set_weight(pruned, consumer.weight, new)
         updates.append(TensorUpdate(consumer.weight, tuple(new.shape), by))
-    shift = consumer.scale * (w3.sum(axis=2) @ affine.m)
+    taps = w3.sum(axis=2) if cover is None else w3 @ cover
+    shift = consumer.scale * (taps @ affine.m)
     if not np.any(shift):
         return updates
     if consumer.bias is not None:

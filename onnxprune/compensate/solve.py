@@ -90,9 +90,10 @@ def ridge_map(pair: PairStats, kept: np.ndarray, alpha: float) -> AffineMap:
     return AffineMap(M, mean[:c] - M @ mean[c:])
 
 
-def tap_weighting(w3: np.ndarray, scale: float = 1.0) -> np.ndarray:
-    """P = scale² · Σ_t W_tᵀ W_t (C × C) of a weight W3[o, c, t]."""
-    return scale * scale * np.einsum("oct,odt->cd", w3, w3)
+def tap_weighting(w3: np.ndarray, scale: float = 1.0, cover: np.ndarray | None = None) -> np.ndarray:
+    """P = scale² · Σ_t cov_t W_tᵀ W_t (C × C) of a weight W3[o, c, t] (cov: `taps.coverage`)."""
+    weighted = w3 if cover is None else w3 * cover[None, None, :]
+    return scale * scale * np.einsum("oct,odt->cd", weighted, w3)
 
 
 def output_error(pair: PairStats, affine: AffineMap, weighting: np.ndarray) -> tuple[float, float]:
