@@ -147,7 +147,12 @@ def run_model(path: Path, samples: int, ratio: float) -> list[dict]:
             start = time.perf_counter()
             report = compensate(original, pruned, keeps, data, method=method.split()[0])
             seconds = time.perf_counter() - start
-        row = {"model": str(path), "method": method, "seconds": round(seconds, 2), "peak_mib": round(rss.mib, 1)}
+        row = {
+            "model": str(path),
+            "method": method,
+            "seconds": round(seconds, 2),
+            "peak_mib": round(rss.mib, 1),
+        }
         row |= {"runs": report.model_runs, "applied": report.applied, "consumers": len(report.consumers)}
         row |= fidelity(outputs(pruned, held), want, f0)
         print(json.dumps(row), flush=True)
@@ -167,7 +172,9 @@ def markdown(rows: list[dict], args) -> str:
     lines = []
     for r in rows:
         cells = [
-            Path(r["model"]).name if "onnxprune-bench" not in r["model"] else "bench/" + Path(r["model"]).name,
+            Path(r["model"]).name
+            if "onnxprune-bench" not in r["model"]
+            else "bench/" + Path(r["model"]).name,
             r["method"],
             str(r.get("seconds", "")),
             str(r.get("peak_mib", "")),

@@ -208,7 +208,16 @@ def _note_empty(held: dict, report: CompensationReport) -> None:
         report.notes.append(note)
 
 
+def _candidates(c: Consumer, pair: PairStats) -> dict[str, AffineMap]:
+    """Every map the held-out samples choose from: lsq at each α, bias alone, none."""
+    candidates = {f"lsq:{a:g}": ridge_map(pair, c.kept, a) for a in ALPHAS}
+    candidates["bias"] = bias_map(c.channels, c.kept, pair.stats.mean[: c.channels])
+    candidates["none"] = AffineMap(identity_map(c.channels, c.kept), np.zeros(c.channels))
+    return candidates
+
+
 def _lsq(original, pruned, found, fit, judge, threads, report: CompensationReport) -> None:
+    """Level by level: fit on `fit`, choose on `judge`, refit the choice on both, fold."""
     for depth, level in enumerate(levels(pruned, found)):
         shapes: dict[str, tuple[int, ...]] = {}
         stats, held = pair_stats(original, pruned, level, [fit, judge], threads, shapes)
@@ -218,17 +227,16 @@ def _lsq(original, pruned, found, fit, judge, threads, report: CompensationRepor
             if c.output not in stats:
                 report.consumers.append(ConsumerRecord(c.node, c.op, None, "no calibration feeds"))
                 continue
-            pair = stats[c.output]
-            none = AffineMap(identity_map(c.channels, c.kept), np.zeros(c.channels))
-            removed_means = pair.stats.mean[: c.channels]
-            candidates = {f"lsq:{a:g}": ridge_map(pair, c.kept, a) for a in ALPHAS}
-            candidates["bias"] = bias_map(c.channels, c.kept, removed_means)
-            candidates["none"] = none
-            cover = _cover(c, shapes)
-            best, before, after = _judge(c, original, candidates, held.get(c.output) or pair, cover)
+            pair, cover = stats[c.output], _cover(c, shapes)
+            judged = held.get(c.output)
+            candidates = _candidates(c, pair)
+            best, before, after = _judge(c, original, candidates, judged or pair, cover)
             if best != "none":
+                chosen = candidates[best]
+                if judged is not None:  # the choice made, refit it on every sample
+                    chosen = _candidates(c, pair.merge(judged))[best]
                 by = "compensate-bias" if best == "bias" else "compensate-lsq"
-                report.updates += fold(original, pruned, c, candidates[best], by, cover)
+                report.updates += fold(original, pruned, c, chosen, by, cover)
             alpha = float(best.split(":")[1]) if best.startswith("lsq:") else None
             applied = None if best == "none" else best.split(":")[0]
             reason = "" if applied else "reverted: every fit made held-out samples worse"

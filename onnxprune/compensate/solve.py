@@ -23,7 +23,7 @@ import numpy as np
 from onnxprune.stats import ChannelStats
 
 # α grid of the ridge (0: plain least squares through a pseudo-inverse)
-ALPHAS = (0.0, 1e-6, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+ALPHAS = (0.0, 1e-6, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
 
 
 @dataclass
