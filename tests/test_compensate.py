@@ -351,3 +351,43 @@ def test_padded_tokens_are_left_out_of_the_statistics() -> None:
     real = np.concatenate([f["attention_mask"] for f in feeds]).reshape(-1) == 1
     got, want = run(pruned, feeds).reshape(-1, 3)[real], run(original, feeds).reshape(-1, 3)[real]
     assert rel(got, want) < 1e-5
+
+
+# --- Conv borders: the bias is the least-squares constant over positions -------------------
+
+
+def test_tap_coverage() -> None:
+    from onnxprune.compensate.taps import coverage
+
+    assert coverage({"pads": [1, 1]}, (3,), (4,)).tolist() == [0.75, 1.0, 0.75]
+    assert coverage({}, (3, 3), (5, 5)).tolist() == [1.0] * 9
+    same = coverage({"auto_pad": b"SAME_UPPER", "strides": [2]}, (3,), (5,))
+    assert same.round(4).tolist() == [0.6667, 1.0, 0.6667]
+    assert coverage({"pads": [1, 1]}, (3,), None).tolist() == [1.0] * 3
+
+
+def test_padded_conv_bias_matches_the_output_mean_per_channel() -> None:
+    original, keeps = conv_pair(3)
+    original.graph.node[1].attribute.extend([helper.make_attribute("pads", [1, 1, 1, 1])])
+    original.graph.output[0].type.tensor_type.shape.dim[2].dim_value = 5
+    pruned = sliced(original, keeps)
+    data = feeds_of([2, 4, 5, 5])
+    compensate(original, pruned, keeps, data, method="bias")
+    got, want = run(pruned, data), run(original, data)
+    assert np.allclose(got.mean(axis=(0, 2, 3)), want.mean(axis=(0, 2, 3)), atol=1e-5)
+    assert not np.allclose(got, want, atol=1e-3)  # position by position it is not exact
+
+
+def test_data_free_means_after_clip_relu6() -> None:
+    from onnxprune.compensate.means import channel_means
+
+    original, _ = conv_bn_relu_conv()
+    relu = original.graph.node[2]
+    relu.op_type = "Clip"
+    relu.input.extend(["lo", "hi"])
+    original.graph.initializer.extend(
+        [numpy_helper.from_array(np.float32(0.0), "lo"), numpy_helper.from_array(np.float32(1.0), "hi")]
+    )
+    beta, gamma = get_weight(original, "beta"), get_weight(original, "gamma")
+    samples = np.clip(np.random.default_rng(0).normal(beta, gamma, (400_000, 8)), 0.0, 1.0)
+    assert np.allclose(channel_means(original, "r", 8), samples.mean(axis=0), atol=3e-3)

@@ -6,6 +6,8 @@ Without samples, the mean of a channel is known where its producer normalises it
   the statistics the BN was trained with (the usual assumption of data-free methods).
 - ``Relu`` of such a BN output: the channel is modelled as N(β, γ²) and the mean of the rectified
   Gaussian is σ·φ(β/σ) + β·Φ(β/σ) with σ = |γ| (max(β, 0) when γ = 0).
+- ``Clip`` to [0, b] (ReLU6) of such a BN output: E[min(max(X, 0), b)], the rectified mean of
+  X minus that of X − b.
 - ``Concat`` along the channel axis, ``Identity`` and ``Dropout`` pass the means of their inputs
   through.
 
@@ -61,17 +63,35 @@ def channel_means(model: onnx.ModelProto, tensor: str, channels: int, depth: int
     bn = _batchnorm(node, model)
     if bn is not None and node.output[0] == tensor and bn[1].size == channels:
         return bn[1].astype(np.float64)
-    if node.op_type == "Relu":
+    if node.op_type in ("Relu", "Clip"):
         source = made_by.get(node.input[0])
         bn = _batchnorm(source, model) if source is not None else None
-        if bn is not None and bn[1].size == channels:
-            return rectified_gaussian_mean(bn[1], bn[0])
-        return unknown
+        bounds = (0.0, np.inf) if node.op_type == "Relu" else _clip_bounds(node, model)
+        if bn is None or bn[1].size != channels or bounds is None or bounds[0] != 0.0:
+            return unknown
+        mean = rectified_gaussian_mean(bn[1], bn[0])
+        if np.isfinite(bounds[1]):
+            mean = mean - rectified_gaussian_mean(bn[1] - bounds[1], bn[0])
+        return mean
     if node.op_type in PASS_THROUGH and node.output[0] == tensor:
         return channel_means(model, node.input[0], channels, depth + 1)
     if node.op_type == "Concat":
         return _concat_means(model, node, channels, depth)
     return unknown
+
+
+def _clip_bounds(node: onnx.NodeProto, model: onnx.ModelProto) -> tuple[float, float] | None:
+    """(min, max) of a Clip with constant bounds (inputs, or attributes before opset 11)."""
+    attrs = {a.name: a.f for a in node.attribute}
+    low, high = attrs.get("min", -np.inf), attrs.get("max", np.inf)
+    try:
+        if len(node.input) > 1 and node.input[1]:
+            low = float(get_weight(model, node.input[1]))
+        if len(node.input) > 2 and node.input[2]:
+            high = float(get_weight(model, node.input[2]))
+    except (KeyError, TypeError, ValueError):
+        return None
+    return float(low), float(high)
 
 
 def _concat_means(model: onnx.ModelProto, node: onnx.NodeProto, channels: int, depth: int) -> np.ndarray:

@@ -6,8 +6,10 @@ borders the padded taps read zeros instead. A bias cannot vary with position; th
 best matches the shift over all output positions (least squares) is Σ_t W[o, c, t]·cov[t]·m,
 with cov[t] the fraction of output positions at which tap t reads inside the input. That is what
 compensation folds into a Conv's bias, so a deep layer whose kernel is as long as its input (most
-taps in padding) is not given a bias as if every tap saw the mean. The result is still exact only
-in the interior; with no padding (or 1x1 kernels) every cov[t] is 1 and it is exact everywhere.
+taps in padding) is not given a bias as if every tap saw the mean. With padding the fold is exact
+on average over positions (the output's per-channel mean), not position by position: the
+interior gets a slightly smaller shift than it needs, the borders a larger one. With no padding
+(or 1x1 kernels) every cov[t] is 1 and a constant channel is folded exactly everywhere.
 
 >>> coverage({"pads": [1, 1]}, (3,), (4,)).round(3).tolist()
 [0.75, 1.0, 0.75]
