@@ -49,6 +49,7 @@ DEFAULT_MODELS = [
 EVAL_SAMPLES = 32
 BATCH = 8
 SAMPLE_RATE = 16000
+NOTES = "<!-- notes: kept when the table is regenerated -->"
 
 
 def prune_keeping_original(path: Path, ratio: float):
@@ -200,7 +201,9 @@ def main() -> None:
         if path.exists():
             rows += run_model(path, args.samples, args.ratio)
     args.out.with_suffix(".json").write_text(json.dumps(rows, indent=1) + "\n")
-    args.out.with_suffix(".md").write_text(markdown(rows, args))
+    md = args.out.with_suffix(".md")
+    notes = md.read_text().partition(NOTES)[2] if md.exists() else ""
+    md.write_text(markdown(rows, args) + "\n" + NOTES + notes)
 
 
 if __name__ == "__main__":

@@ -187,6 +187,8 @@ def _bias_with_data(original, pruned, found, fit, judge, threads, report: Compen
         return
     shapes: dict[str, tuple[int, ...]] = {}
     means = input_means(original, found, fit, threads, shapes)
+    if not means:
+        raise UsageError("no calibration samples: the data yielded no feeds to fit on")
     (held,) = pair_stats(original, pruned, found, [judge], threads, shapes)
     report.model_runs += 3
     _note_empty(held, report)

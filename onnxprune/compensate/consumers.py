@@ -181,10 +181,9 @@ def _consumer(node, role, original, pruned, keeps, pruned_axes, graph, readers, 
         return Skipped(node.name or node.output[0], node.op_type, f"bias '{bias}' is not a constant")
     if bias is not None and get_weight(pruned, bias).size != w_now.shape[out_axis]:
         return Skipped(node.name or node.output[0], node.op_type, "bias is not one value per output channel")
-    if sum(1 for n in graph.node for i in n.input if i == weight) > 1:
-        return Skipped(
-            node.name or node.output[0], node.op_type, f"weight '{weight}' is shared with other nodes"
-        )
+    for name in (weight, bias):
+        if name is not None and sum(1 for n in graph.node for i in n.input if i == name) > 1:
+            return Skipped(node.name or node.output[0], node.op_type, f"'{name}' is shared with other nodes")
     return Consumer(
         node=node.name or node.output[0],
         op=node.op_type,
