@@ -39,12 +39,12 @@ from onnxprune.targets import UniformRatio
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 DEFAULT_MODELS = [
+    Path("/work/cache-trained/crepe_full_dynamo.onnx"),
     ROOT / "models/resnet_dynamo.onnx",
     ROOT / "models/torchvision/mobilenet_v2_dynamo.onnx",
     Path("/tmp/onnxprune-bench/mobilenet_v2.onnx"),
     Path("/tmp/onnxprune-bench/resnet50.onnx"),
     Path("/tmp/onnxprune-bench/densenet121.onnx"),
-    Path("/work/cache-trained/crepe_full_dynamo.onnx"),
 ]
 EVAL_SAMPLES = 32
 BATCH = 8

@@ -83,7 +83,7 @@ def ridge_map(pair: PairStats, kept: np.ndarray, alpha: float) -> AffineMap:
     k = czz.shape[0]
     m0 = identity_map(c, kept)
     if alpha == 0.0:
-        M = cxz @ np.linalg.pinv(czz, rcond=1e-10, hermitian=True)
+        M = cxz @ np.linalg.pinv(czz, rcond=1e-7, hermitian=True)
     else:
         lam = alpha * max(float(np.trace(czz)) / k, 1e-30)
         M = np.linalg.solve(czz + lam * np.eye(k), (cxz + lam * m0).T).T
@@ -97,16 +97,21 @@ def tap_weighting(w3: np.ndarray, scale: float = 1.0, cover: np.ndarray | None =
 
 
 def output_error(pair: PairStats, affine: AffineMap, weighting: np.ndarray) -> tuple[float, float]:
-    """(tr(P·R), tr(P·E[x xᵀ])): the map's output error on `pair` and the output's energy."""
+    """(tr(P·R), tr(P·E[x xᵀ])): the map's output error on `pair` and the output's energy.
+
+    R is computed from centred moments (covariance part plus the squared mean residual), so
+    activations with large means do not cancel catastrophically; a map with non-finite entries
+    scores infinity."""
+    if not (np.isfinite(affine.M).all() and np.isfinite(affine.m).all()):
+        return float("inf"), 1.0
     c = pair.channels
-    _, second = pair.moments()
-    mean = pair.stats.mean
-    sxx, sxz, szz = second[:c, :c], second[:c, c:], second[c:, c:]
-    mz = mean[c:]
-    M, m = affine.M, affine.m
-    # E[(x - M z - m)(x - M z - m)ᵀ] expanded over the raw moments
-    cross = sxz @ M.T + np.outer(mean[:c], m)
-    resid = sxx - cross - cross.T + M @ szz @ M.T + np.outer(M @ mz, m) + np.outer(m, M @ mz)
-    resid += np.outer(m, m)
-    energy = float(np.sum(weighting * sxx))
-    return max(float(np.sum(weighting * resid)), 0.0), energy
+    mean, second = pair.moments()
+    cov = second - np.outer(mean, mean)
+    cxx, cxz, czz = cov[:c, :c], cov[:c, c:], cov[c:, c:]
+    M = affine.M
+    cross = cxz @ M.T
+    resid = cxx - cross - cross.T + M @ czz @ M.T
+    drift = mean[:c] - M @ mean[c:] - affine.m
+    error = float(np.sum(weighting * resid)) + float(drift @ weighting @ drift)
+    energy = float(np.sum(weighting * second[:c, :c]))
+    return max(error, 0.0), energy
