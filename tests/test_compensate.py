@@ -391,3 +391,23 @@ def test_data_free_means_after_clip_relu6() -> None:
     beta, gamma = get_weight(original, "beta"), get_weight(original, "gamma")
     samples = np.clip(np.random.default_rng(0).normal(beta, gamma, (400_000, 8)), 0.0, 1.0)
     assert np.allclose(channel_means(original, "r", 8), samples.mean(axis=0), atol=3e-3)
+
+
+def test_held_out_error_is_accurate_on_activations_with_large_means() -> None:
+    """The moments of [x; x'] around means of 1e6 still give the residual of a map exactly."""
+    from onnxprune.compensate.solve import AffineMap, PairStats, output_error, ridge_map
+
+    rng = np.random.default_rng(0)
+    xp = 1e6 + rng.standard_normal((500, 3))
+    x = np.concatenate([xp, xp @ rng.standard_normal((3, 2)) + 0.01 * rng.standard_normal((500, 2))], axis=1)
+    pair = PairStats.of(x, xp)
+    kept = np.arange(3)
+    weighting = np.eye(5)
+    for affine in (
+        ridge_map(pair, kept, 0.0),
+        ridge_map(pair, kept, 1e-3),
+        AffineMap(np.ones((5, 3)), np.zeros(5)),
+    ):
+        residual = x - xp @ affine.M.T - affine.m
+        direct = float(np.mean(np.sum(residual * residual, axis=1)))
+        assert output_error(pair, affine, weighting)[0] == pytest.approx(direct, rel=1e-6, abs=1e-6)

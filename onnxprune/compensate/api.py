@@ -213,7 +213,7 @@ def _note_empty(held: dict, report: CompensationReport) -> None:
 def _candidates(c: Consumer, pair: PairStats) -> dict[str, AffineMap]:
     """Every map the held-out samples choose from: lsq at each α, bias alone, none."""
     candidates = {f"lsq:{a:g}": ridge_map(pair, c.kept, a) for a in ALPHAS}
-    candidates["bias"] = bias_map(c.channels, c.kept, pair.stats.mean[: c.channels])
+    candidates["bias"] = bias_map(c.channels, c.kept, pair.moments()[0][: c.channels])
     candidates["none"] = AffineMap(identity_map(c.channels, c.kept), np.zeros(c.channels))
     return candidates
 

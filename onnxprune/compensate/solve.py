@@ -28,10 +28,15 @@ ALPHAS = (0.0, 1e-6, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
 
 @dataclass
 class PairStats:
-    """Sums over positions of [x; x'] (C original channels then K kept ones), Gram included."""
+    """Sums over positions of [x; x'] (C original channels then K kept ones), Gram included.
+
+    The sums are of the values minus `shift` (the first batch's mean): deep activations can have
+    means far above their spread, and raw sums of squares would then lose the covariance to
+    rounding. Merging re-expresses the other operand's sums around this one's shift."""
 
     channels: int
     stats: ChannelStats
+    shift: np.ndarray
 
     @classmethod
     def of(cls, x: np.ndarray, xp: np.ndarray, rows: np.ndarray | None = None) -> PairStats:
@@ -39,14 +44,22 @@ class PairStats:
         if rows is not None:
             x, xp = x[rows], xp[rows]
         joint = np.concatenate([x.astype(np.float64), xp.astype(np.float64)], axis=1)
-        return cls(x.shape[1], ChannelStats.of(joint, axis=1, gram=True))
+        shift = joint.mean(axis=0) if len(joint) else np.zeros(joint.shape[1])
+        return cls(x.shape[1], ChannelStats.of(joint - shift, axis=1, gram=True), shift)
 
     def merge(self, other: PairStats) -> PairStats:
-        return PairStats(self.channels, self.stats.merge(other.stats))
+        o = other.stats
+        d = other.shift - self.shift  # other's values minus self.shift = (v - other.shift) + d
+        total = o.sum + o.count * d
+        gram = o.gram + np.outer(o.sum, d) + np.outer(d, o.sum) + o.count * np.outer(d, d)
+        moved = ChannelStats(o.axis, o.count, total, o.sum_abs, np.diag(gram).copy(), gram)
+        return PairStats(self.channels, self.stats.merge(moved), self.shift)
 
     def moments(self) -> tuple[np.ndarray, np.ndarray]:
-        """(mean of [x; x'], raw second moment E[[x; x'][x; x']ᵀ])."""
-        return self.stats.mean, self.stats.gram / self.stats.count
+        """(mean of [x; x'], covariance of [x; x'])."""
+        centred = self.stats.mean
+        cov = self.stats.gram / self.stats.count - np.outer(centred, centred)
+        return self.shift + centred, cov
 
 
 @dataclass(frozen=True)
@@ -77,8 +90,7 @@ def bias_map(channels: int, kept: np.ndarray, means: np.ndarray) -> AffineMap:
 def ridge_map(pair: PairStats, kept: np.ndarray, alpha: float) -> AffineMap:
     """The ridge fit toward M0 of x on x' from `pair`, λ = α·tr(Cov x')/K."""
     c = pair.channels
-    mean, second = pair.moments()
-    cov = second - np.outer(mean, mean)
+    mean, cov = pair.moments()
     cxz, czz = cov[:c, c:], cov[c:, c:]
     k = czz.shape[0]
     m0 = identity_map(c, kept)
@@ -105,13 +117,12 @@ def output_error(pair: PairStats, affine: AffineMap, weighting: np.ndarray) -> t
     if not (np.isfinite(affine.M).all() and np.isfinite(affine.m).all()):
         return float("inf"), 1.0
     c = pair.channels
-    mean, second = pair.moments()
-    cov = second - np.outer(mean, mean)
+    mean, cov = pair.moments()
     cxx, cxz, czz = cov[:c, :c], cov[:c, c:], cov[c:, c:]
     M = affine.M
     cross = cxz @ M.T
     resid = cxx - cross - cross.T + M @ czz @ M.T
     drift = mean[:c] - M @ mean[c:] - affine.m
     error = float(np.sum(weighting * resid)) + float(drift @ weighting @ drift)
-    energy = float(np.sum(weighting * second[:c, :c]))
+    energy = float(np.sum(weighting * cxx)) + float(mean[:c] @ weighting @ mean[:c])
     return max(error, 0.0), energy
