@@ -70,6 +70,14 @@ def _prune_parser() -> argparse.ArgumentParser:
         help="held-out samples to report fidelity on (default: a share of --calib, see --holdout)",
     )
     p.add_argument(
+        "--compensate",
+        choices=("none", "bias", "lsq"),
+        default=None,
+        help="refit kept weights after slicing: bias (removed channels' means into the biases; from "
+        "BatchNorm without data), lsq (least squares on both models' activations, needs --calib), "
+        "none (default: lsq with --calib, none without)",
+    )
+    p.add_argument(
         "--holdout",
         type=float,
         default=0.2,
@@ -232,6 +240,7 @@ def _prune(args: argparse.Namespace, console: Console) -> int:
             calibration_samples=args.calib_samples,
             eval_data=args.eval_data,
             holdout=args.holdout,
+            compensate=args.compensate,
             progress=tick,
         )
     ok = True
@@ -242,7 +251,9 @@ def _prune(args: argparse.Namespace, console: Console) -> int:
         from onnxprune.validate import validate
 
         with console.status("validating: checker, ONNX Runtime, mask-equivalence parity"):
-            validation = validate(args.input, result.model, result.plan, input_shapes=shapes)
+            validation = validate(
+                args.input, result.model, result.plan, input_shapes=shapes, structural=result.structural
+            )
         ok = bool(validation)
         if ok:
             with console.status("timing original and pruned, interleaved"):
@@ -328,6 +339,12 @@ def _print_summary(console: Console, report, bench=None, path=None) -> None:
         console.print(
             f"calibration: {c['samples']:,} samples in {c['feeds']} feeds of {c['source']}, "
             f"{c['tensors']} activations measured, {c['seconds']:.1f} s; criterion {report.criterion}"
+        )
+    if report.compensation is not None:
+        c = report.compensation
+        console.print(
+            f"compensation {c['method']}: {c['applied']} of {c['consumers']} consumers refitted, "
+            f"{c['tensors_updated']} tensors updated, {c['seconds']:.1f} s"
         )
     if report.fidelity is not None:
         _print_fidelity(console, report.fidelity)

@@ -53,8 +53,12 @@ class PruneResult:
         base_dir: str | None = None,
         external: bool = False,
         protect: Iterable[Path] = (),
+        structural: onnx.ModelProto | None = None,
     ) -> None:
         self._model = model
+        self.structural = structural
+        """With compensation: the model as sliced, before compensation changed weights (None
+        without); validation checks parity on it."""
         self.plan = plan
         self.report = report
         self.analysis = analysis
@@ -151,6 +155,7 @@ def prune(
     calibration_samples: int | None = None,
     eval_data: DataSource | None = None,
     holdout: float = 0.2,
+    compensate: str | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> PruneResult:
     """Remove `ratio` of the channels of every prunable coupling group.
@@ -168,6 +173,13 @@ def prune(
     not used for statistics (`result.report.fidelity`). `progress(samples)` is called as the
     calibration runs.
 
+    `compensate` refits the kept weights after slicing: "bias" (the removed channels' mean
+    contribution into the consumers' biases; from BatchNormalization parameters when there is no
+    data), "lsq" (least-squares refit of each consumer on both models' activations; needs data)
+    or "none"; default "lsq" with calibration data, "none" without. The changed tensors are the
+    plan's `updates`; `result.structural` is the model before they changed (parity is checked
+    on it: `validate(original, result.model, result.plan, structural=result.structural)`).
+
     `model` is a path, bytes or an ``onnx.ModelProto`` (never modified). With `plan`, the
     given plan is replayed instead of selecting (ratio, criterion and round_to are ignored).
 
@@ -181,6 +193,7 @@ def prune(
         )
     if criterion is None:
         criterion = "activation" if calibration is not None else "l1"
+    method = _compensation(compensate, calibration is not None, plan is not None)
     options = PruneOptions(
         target=_target(ratio, head_ratio, ffn_ratio, round_to, plan, target),
         importance=default_importances().get(criterion),
@@ -190,7 +203,7 @@ def prune(
     session = PruneSession.open(model, options)
     loaded = session.source
     try:
-        run_stages(session, default_stages(calibration, progress))
+        run_stages(session, default_stages(calibration, progress, method))
     except ModelError as exc:  # a problem found deep in a stage: name the file it is in
         located = exc.located(loaded.name)
         if located is exc:
@@ -198,6 +211,7 @@ def prune(
         raise located from exc
     return PruneResult(
         model=session.output,
+        structural=session.structural,
         plan=session.plan,
         report=session.report,
         analysis=session.analysis,
@@ -231,6 +245,20 @@ def _target(
         head_ratio=float(head_ratio if head_ratio is not None else ratio or 0.0),
         round_to=int(round_to),
     )
+
+
+COMPENSATIONS = ("none", "bias", "lsq")
+
+
+def _compensation(asked: str | None, calibrated: bool, replay: bool) -> str | None:
+    """The compensation method to run (None: none), from `prune`'s `compensate`."""
+    if asked is None:
+        asked = "lsq" if calibrated and not replay else "none"
+    if asked not in COMPENSATIONS:
+        raise UsageError(f"compensate {asked!r} is not one of {', '.join(COMPENSATIONS)}")
+    if asked == "lsq" and not calibrated:
+        raise UsageError("lsq compensation needs calibration data (--calib); 'bias' works without")
+    return None if asked == "none" else asked
 
 
 def _check_exclude(exclude: str | None) -> str | None:

@@ -40,6 +40,8 @@ class PruneReport:
     """CPU seconds of each stage (onnxprune.stages), the report's own excluded."""
     calibration: dict[str, Any] | None = None
     """With calibration data: its source, feeds, samples, tensors measured and CPU seconds."""
+    compensation: dict[str, Any] | None = None
+    """With compensation: its method, consumers refitted and skipped (why), tensors updated, time."""
     fidelity: dict[str, Any] | None = None
     """With held-out samples: the output model against the input (`FidelityReport.to_json`)."""
 

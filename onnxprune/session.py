@@ -21,6 +21,7 @@ import onnx
 
 from onnxprune.analysis import DependencyAnalysis, Dim
 from onnxprune.calibration import ActivationStats, CalibrationData
+from onnxprune.compensate import CompensationReport
 from onnxprune.fidelity import FidelityReport
 from onnxprune.importance import Importance, UnitScores, default_importances
 from onnxprune.io import LoadedModel, ModelLike, read_model
@@ -80,6 +81,11 @@ class PruneSession:
     prunable_macs_fraction: float | None = None
     output: onnx.ModelProto | None = None
     macs_after: int | None = None
+    reference: onnx.ModelProto | None = None
+    """With compensation: a copy of the normalized model before pruning."""
+    structural: onnx.ModelProto | None = None
+    """With compensation: the output as sliced, before any weight changed (validation's parity)."""
+    compensation: CompensationReport | None = None
     fidelity: FidelityReport | None = None
     report: PruneReport | None = None
     pass_results: list[PassResult] = field(default_factory=list)

@@ -128,7 +128,10 @@ def test_a_channel_that_is_always_zero_goes_first_whatever_its_weights():
 
 @pytest.mark.parametrize("criterion", ["activation", "fluctuation"])
 def test_calibrated_prunes_stay_mask_equivalent(criterion):
-    result = onnxprune.prune(DEFAULT, ratio=0.4, calibration=_images(40), criterion=criterion)
+    result = onnxprune.prune(
+        DEFAULT, ratio=0.4, calibration=_images(40), criterion=criterion, compensate="none"
+    )
+    assert result.structural is None and not result.plan.updates
     assert onnxprune.validate(DEFAULT, result.model, result.plan)
     assert result.report.calibration["samples"] == 32  # 4 of every 5 feeds of 8
     assert result.report.fidelity["feeds"] == 1
@@ -231,3 +234,52 @@ def test_padded_tokens_are_left_out_of_the_statistics():
 
 def _weight(model: onnx.ModelProto, name: str) -> np.ndarray:
     return next(numpy_helper.to_array(t) for t in model.graph.initializer if t.name == name)
+
+
+# --- compensation through the pipeline ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["bias", "lsq"])
+def test_compensated_prune_validates_in_two_steps(method):
+    result = onnxprune.prune(DEFAULT, ratio=0.4, calibration=_images(40), compensate=method)
+    updated = {u.tensor for u in result.plan.updates}
+    assert updated and all(u.by == f"compensate-{method}" for u in result.plan.updates)
+    assert result.report.compensation["method"] == method
+    assert result.report.compensation["tensors_updated"] == len(updated)
+    report = onnxprune.validate(DEFAULT, result.model, result.plan, structural=result.structural)
+    assert report, str(report)
+    assert report.parity.subject == "structural prune"
+    # without the structural model, parity cannot be claimed
+    assert not onnxprune.validate(DEFAULT, result.model, result.plan)
+
+
+def test_lsq_is_the_default_with_data_and_none_without():
+    with_data = onnxprune.prune(DEFAULT, ratio=0.4, calibration=_images(24))
+    assert with_data.report.compensation["method"] == "lsq"
+    without = onnxprune.prune(DEFAULT, ratio=0.4)
+    assert without.report.compensation is None and without.structural is None
+
+
+def test_bias_compensation_without_data_uses_batchnorm():
+    result = onnxprune.prune(DEFAULT, ratio=0.4, compensate="bias")
+    assert result.report.compensation["method"] == "bias"
+    report = onnxprune.validate(DEFAULT, result.model, result.plan, structural=result.structural)
+    assert report, str(report)
+
+
+def test_lsq_without_data_and_unknown_methods_are_refused():
+    with pytest.raises(UsageError, match="lsq compensation needs calibration data"):
+        onnxprune.prune(DEFAULT, ratio=0.4, compensate="lsq")
+    with pytest.raises(UsageError, match="'ridge' is not one of none, bias, lsq"):
+        onnxprune.prune(DEFAULT, ratio=0.4, compensate="ridge")
+
+
+def test_cli_compensated_prune_validates(tmp_path, capsys):
+    data = tmp_path / "calib.npz"
+    np.savez(data, **_images(40))
+    out, plan = tmp_path / "out.onnx", tmp_path / "plan.json"
+    args = [str(DEFAULT), str(out), "--ratio", "0.4", "--calib", str(data), "--validate", "--plan", str(plan)]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "compensation lsq:" in text and "parity ok: structural prune" in text
+    assert '"updates"' in plan.read_text()

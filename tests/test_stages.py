@@ -116,8 +116,8 @@ def test_the_architecture_page_lists_every_stage_with_what_it_reads_and_writes()
     def declared(cell: str) -> tuple[str, ...]:  # names in backticks, not those in parentheses
         return tuple(re.findall(r"`(\w+)`", re.sub(r"\(.*?\)", "", cell)))
 
-    every = default_stages(CalibrationData(open_data({}), holdout=open_data({})))
-    assert {"Calibrate", "Fidelity"} <= {type(s).__name__ for s in every}
+    every = default_stages(CalibrationData(open_data({}), holdout=open_data({})), compensation="lsq")
+    assert {"Calibrate", "Fidelity", "KeepReference", "Compensate"} <= {type(s).__name__ for s in every}
     for stage in every:
         name = type(stage).__name__
         assert name in rows, f"docs/ARCHITECTURE.md has no row for stage {name}"
