@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import mmap
 import os
 import secrets
 from collections.abc import Iterable, Iterator
@@ -115,11 +116,7 @@ def read_model(model: ModelLike, *, lazy: bool = False) -> LoadedModel:
         raise UsageError(f"{path}: no such file")
     if path.is_dir():
         raise UsageError(f"{path}: is a directory, expected an .onnx file")
-    data = path.read_bytes()
-    if not data:
-        raise ModelError("empty file, not an ONNX model", path=str(path))
-    proto = _parse(data, str(path))
-    del data
+    proto = _parse_file(path)
     base_dir = str(path.parent)
     kept, read = _resolve_external(proto, base_dir, lazy=lazy, name=str(path))
     files = frozenset(_resolved(ref.path) for ref in kept.values()) | read
@@ -214,7 +211,21 @@ def has_external_data(model: onnx.ModelProto) -> bool:
     return any(uses_external_data(t) for t in iter_tensors(model))
 
 
-def _parse(data: bytes, name: str) -> onnx.ModelProto:
+def _parse_file(path: Path) -> onnx.ModelProto:
+    """Parse the model file through a read-only memory map: no copy of the whole file in memory
+    next to the parsed model (the parse copies what it keeps), and no fresh pages to fill."""
+    with open(path, "rb") as fh:
+        if os.fstat(fh.fileno()).st_size == 0:
+            raise ModelError("empty file, not an ONNX model", path=str(path))
+        with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+            view = memoryview(mapped)
+            try:
+                return _parse(view, str(path))
+            finally:
+                view.release()
+
+
+def _parse(data: bytes | memoryview, name: str) -> onnx.ModelProto:
     proto = onnx.ModelProto()
     try:
         proto.ParseFromString(data)
