@@ -346,15 +346,16 @@ def _print_summary(console: Console, report, bench=None, path=None) -> None:
             f"compensation {c['method']}: {c['applied']} of {c['consumers']} consumers refitted, "
             f"{c['tensors_updated']} tensors updated, {c['seconds']:.1f} s"
         )
+    if report.structural_fidelity is not None:
+        _print_fidelity(console, report.structural_fidelity, "structural prune, before compensation")
     if report.fidelity is not None:
-        _print_fidelity(console, report.fidelity)
+        _print_fidelity(console, report.fidelity, "output model" if report.compensation else "")
 
 
-def _print_fidelity(console: Console, fidelity: dict) -> None:
+def _print_fidelity(console: Console, fidelity: dict, what: str = "") -> None:
     """One line per output: how close the pruned model stays to the input on held-out samples."""
-    console.print(
-        f"fidelity to the input on {fidelity['source']} ({fidelity['feeds']} feeds, not calibrated on):"
-    )
+    where = f"{fidelity['source']} ({fidelity['feeds']} feeds, not calibrated on)"
+    console.print(f"fidelity to the input{f' ({what})' if what else ''} on {where}:")
     if fidelity.get("error"):
         console.print(f"  error: {fidelity['error']}")
     for out in fidelity["outputs"]:

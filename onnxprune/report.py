@@ -44,6 +44,8 @@ class PruneReport:
     """With compensation: its method, consumers refitted and skipped (why), tensors updated, time."""
     fidelity: dict[str, Any] | None = None
     """With held-out samples: the output model against the input (`FidelityReport.to_json`)."""
+    structural_fidelity: dict[str, Any] | None = None
+    """With compensation and held-out samples: the structural prune's, before compensation."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -87,6 +87,8 @@ class PruneSession:
     """With compensation: the output as sliced, before any weight changed (validation's parity)."""
     compensation: CompensationReport | None = None
     fidelity: FidelityReport | None = None
+    structural_fidelity: FidelityReport | None = None
+    """With compensation and held-out data: the structural prune's fidelity, before compensation."""
     report: PruneReport | None = None
     pass_results: list[PassResult] = field(default_factory=list)
     stage_seconds: dict[str, float] = field(default_factory=dict)

@@ -301,7 +301,8 @@ class Compensate(Stage):
 
 class Fidelity(Stage):
     """The output model against the input on the held-out samples: cosine, relative error and
-    argmax agreement per output (`onnxprune.fidelity`)."""
+    argmax agreement per output (`onnxprune.fidelity`); with compensation, the structural prune's
+    too, so the report shows what compensation bought."""
 
     name = "fidelity"
     reads = ("output",)
@@ -311,6 +312,8 @@ class Fidelity(Stage):
         holdout = session.options.calibration.holdout
         original = read_model(session.input).model
         session.fidelity = check_fidelity(original, session.output, holdout)
+        if session.structural is not None:
+            session.structural_fidelity = check_fidelity(original, session.structural, holdout)
 
 
 class Report(Stage):
@@ -347,6 +350,9 @@ class Report(Stage):
             calibration=_calibration_summary(session),
             compensation=_compensation_summary(session),
             fidelity=session.fidelity.to_json() if session.fidelity is not None else None,
+            structural_fidelity=(
+                session.structural_fidelity.to_json() if session.structural_fidelity is not None else None
+            ),
         )
 
 

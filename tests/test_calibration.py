@@ -246,6 +246,8 @@ def test_compensated_prune_validates_in_two_steps(method):
     assert updated and all(u.by == f"compensate-{method}" for u in result.plan.updates)
     assert result.report.compensation["method"] == method
     assert result.report.compensation["tensors_updated"] == len(updated)
+    before, after = result.report.structural_fidelity, result.report.fidelity
+    assert before["source"] == after["source"] and before["feeds"] == after["feeds"] == 1
     report = onnxprune.validate(DEFAULT, result.model, result.plan, structural=result.structural)
     assert report, str(report)
     assert report.parity.subject == "structural prune"
@@ -282,4 +284,5 @@ def test_cli_compensated_prune_validates(tmp_path, capsys):
     assert main(args) == 0
     text = capsys.readouterr().out
     assert "compensation lsq:" in text and "parity ok: structural prune" in text
+    assert "fidelity to the input (structural prune, before compensation)" in text
     assert '"updates"' in plan.read_text()
