@@ -141,6 +141,8 @@ def run_model(path: Path, samples: int, ratio: float) -> list[dict]:
     rows = [{"model": str(path), "method": "none", **fidelity(outputs(structural, held), want, f0)}]
     if f0 is not None:
         rows.insert(0, {"model": str(path), "method": "original", **fidelity(want, want, f0)})
+    for row in rows:
+        print(json.dumps(row), flush=True)
     for method, data in (("bias (data-free)", None), ("bias", calib), ("lsq", calib)):
         pruned = onnx.ModelProto()
         pruned.CopyFrom(structural)

@@ -11,9 +11,16 @@ Two methods (the design card's *compensate* stage; issue 14):
   weights and bias (`fold.fold`). Errors are therefore corrected where they arise, not
   compounded. λ is chosen on held-out samples.
 
-Held-out samples: `holdout` if given, else every 4th feed of `data` (when `data` yields at least
-2 feeds; with a single feed the fit data also judge, which the report says). A consumer keeps a
-compensation only if its held-out output error is not above that of no compensation.
+Held-out samples: `holdout` if given, else every 4th feed of `data` (feeds 3, 7, 11, ...); with
+fewer than 4 feeds nothing is held out and the fit data also judge (the report notes it). A
+consumer keeps a compensation only if its held-out output error is not above that of none; lsq
+then refits the chosen candidate on the fit and held-out samples together.
+
+Cost: ``bias`` runs the original model once over the fit data and both models once over the
+held-out data, each exposing every consumer input at once (peak memory: those tensors for one
+batch). ``lsq`` runs both models once per dependency level over all the data, each cut to the
+nodes that level needs (`collect.prefix_model`), so a deep chain costs about one model run per
+level; memory holds one level's inputs for one batch and C+K square sums per consumer.
 """
 
 from __future__ import annotations
