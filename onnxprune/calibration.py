@@ -6,7 +6,7 @@ A consumer (Conv with one group, Gemm, MatMul by a constant) reads an activation
 `W` whose input axis runs along x's channels: removing channel c from `x` removes `W[:, c] · x_c`
 from the consumer's output. Its statistics (`ChannelStats`: sums of x, |x|, x² per channel) are
 what activation-aware importance criteria (`onnxprune.importance.activation`) read. For token
-models, padded positions (`token_mask_input`) are left out.
+models, padded positions (`mask_inputs`) are left out.
 
 >>> data = calibration_data({"x": np.zeros((10, 3), np.float32)}, holdout=0.2)
 >>> data.holdout is not None, data.fit.source
@@ -15,7 +15,7 @@ models, padded positions (`token_mask_input`) are left out.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,9 +23,10 @@ import numpy as np
 import onnx
 
 from onnxprune.analysis import DependencyAnalysis
-from onnxprune.data import DataLoader, DataSource, open_data
+from onnxprune.data import DataLoader, DataSource, IterableLoader, open_data
 from onnxprune.errors import UsageError
 from onnxprune.graph import is_default_domain
+from onnxprune.metrics import graph_inputs
 from onnxprune.runtime import expose, ort_session
 from onnxprune.stats import ChannelStats
 
@@ -76,9 +77,7 @@ def calibration_data(
     (`holdout` 0: none)."""
     if not 0.0 <= holdout < 1.0:
         raise UsageError(f"holdout {holdout} is outside [0, 1)")
-    if isinstance(source, Iterator):
-        source = list(source)
-    fit = open_data(source, batch=batch, limit=samples)
+    fit = reiterable(open_data(source, batch=batch, limit=samples))
     if eval_data is not None:
         return CalibrationData(fit, open_data(eval_data, batch=batch))
     if holdout == 0.0:
@@ -161,47 +160,72 @@ def collect_activation_stats(
             if member.role == "in" and wi is not None and wi.weight_axis == member.axis:
                 wanted[wi.activation] = wi.activation_axis
     counted = CountingLoader(data, tick)
-    channels = _collect(model, wanted, counted, threads) if wanted else {}
+    channels = channel_stats(model, wanted, counted, threads=threads) if wanted else {}
     return ActivationStats(channels, inputs, data.source, counted.fed, counted.samples)
 
 
-def token_mask_input(model: onnx.ModelProto) -> str | None:
-    """The graph input that marks real tokens, if the model has one: an integer or bool input of
-    rank 2 ([batch, sequence]) whose name contains "mask" (`attention_mask`). Positions where it
-    is 0 are padding, and statistics of [batch, sequence, channels] activations skip them."""
-    integer = {
-        onnx.TensorProto.BOOL,
-        onnx.TensorProto.INT8,
-        onnx.TensorProto.INT16,
-        onnx.TensorProto.INT32,
-        onnx.TensorProto.INT64,
-        onnx.TensorProto.UINT8,
-    }
-    for vi in model.graph.input:
-        t = vi.type.tensor_type
-        if "mask" in vi.name.lower() and t.elem_type in integer and len(t.shape.dim) == 2:
-            return vi.name
-    return None
+def mask_inputs(model: onnx.ModelProto) -> list[str]:
+    """Graph inputs that mark real tokens: integer or bool, rank 2 (`[batch, tokens]`), with "mask"
+    in the name (`attention_mask`). Positions where one is 0 are padding."""
+    found = []
+    for info in graph_inputs(model):
+        t = info.type.tensor_type
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(t.elem_type) if t.elem_type else None
+        rank = len(t.shape.dim) if t.HasField("shape") else None
+        if "mask" in info.name.lower() and dtype is not None and dtype.kind in "iub" and rank == 2:
+            found.append(info.name)
+    return found
 
 
-def _collect(
-    model: onnx.ModelProto, wanted: Mapping[str, int], data: DataLoader, threads: int
+def rows_of(x: np.ndarray, axis: int, masks: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
+    """`x` as (positions, channels), and which rows are real tokens when a mask fits its layout:
+    `[batch, tokens, ..., channels]`, or `[batch * tokens, channels]` (None: every row)."""
+    axis = axis % x.ndim
+    flat = np.moveaxis(x, axis, -1).reshape(-1, x.shape[axis])
+    if axis != x.ndim - 1:
+        return flat, None
+    for mask in masks:
+        if x.ndim >= 3 and x.shape[:2] == mask.shape:
+            spread = mask.reshape(mask.shape + (1,) * (x.ndim - 3))
+            return flat, np.broadcast_to(spread, x.shape[:-1]).reshape(-1) != 0
+        if x.ndim == 2 and x.shape[0] == mask.size:
+            return flat, mask.reshape(-1) != 0
+    return flat, None
+
+
+def channel_stats(
+    model: onnx.ModelProto,
+    tensors: Mapping[str, int],
+    data: DataLoader,
+    *,
+    threads: int = 2,
+    run: onnx.ModelProto | None = None,
+    shapes: dict[str, tuple[int, ...]] | None = None,
 ) -> dict[str, ChannelStats]:
-    """Sum the statistics of the `wanted` activations (name -> channel axis) over `data`, one batch
-    in memory at a time; padded tokens (`token_mask_input`) are left out."""
-    names = list(wanted)
-    session = ort_session(expose(model, names), threads)
-    mask_name = token_mask_input(model)
+    """Per-channel sums of `tensors` (name -> channel axis) of `model` over `data`, one batch in
+    memory at a time, padded tokens (`mask_inputs`) left out. `run` is the model to run when not
+    `model` with the tensors exposed (a copy cut to what they need); `shapes` receives each
+    tensor's shape."""
+    names = list(tensors)
+    session = ort_session(run if run is not None else expose(model, names), threads)
+    masks = mask_inputs(model)
     totals: dict[str, ChannelStats] = {}
     for feed in data.feeds(model):
-        mask = np.asarray(feed[mask_name]).astype(bool) if mask_name in feed else None
+        present = [np.asarray(feed[m]) for m in masks if m in feed]
         for name, value in zip(names, session.run(names, feed), strict=True):
-            axis = wanted[name]
-            if mask is not None and value.ndim == 3 and value.shape[:2] == mask.shape and axis % 3 == 2:
-                value, axis = value[mask], -1  # real tokens only: [tokens, channels]
-            batch = ChannelStats.of(value, axis)
+            if shapes is not None:
+                shapes[name] = value.shape
+            flat, rows = rows_of(value, tensors[name], present)
+            batch = ChannelStats.of(flat if rows is None else flat[rows], axis=1)
             totals[name] = totals[name].merge(batch) if name in totals else batch
     return totals
+
+
+def reiterable(loader: DataLoader) -> DataLoader:
+    """A loader that can be read more than once (a one-shot iterator is read into a list)."""
+    if isinstance(loader, IterableLoader) and iter(loader.items) is loader.items:
+        return IterableLoader(list(loader.items), limit=loader.limit, source=loader.source)
+    return loader
 
 
 @dataclass

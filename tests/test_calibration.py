@@ -243,7 +243,9 @@ def _weight(model: onnx.ModelProto, name: str) -> np.ndarray:
 def test_compensated_prune_validates_in_two_steps(method):
     result = onnxprune.prune(DEFAULT, ratio=0.4, calibration=_images(40), compensate=method)
     updated = {u.tensor for u in result.plan.updates}
-    assert updated and all(u.by == f"compensate-{method}" for u in result.plan.updates)
+    # lsq may settle for the bias alone on a consumer (one of its candidates), and says so
+    kinds = {u.by for u in result.plan.updates}
+    assert updated and f"compensate-{method}" in kinds and kinds <= {"compensate-bias", "compensate-lsq"}
     assert result.report.compensation["method"] == method
     assert result.report.compensation["tensors_updated"] == len(updated)
     before, after = result.report.structural_fidelity, result.report.fidelity

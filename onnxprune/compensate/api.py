@@ -33,7 +33,8 @@ from typing import Literal
 import numpy as np
 import onnx
 
-from onnxprune.compensate.collect import Subset, input_means, pair_stats, reiterable
+from onnxprune.calibration import SplitLoader, reiterable
+from onnxprune.compensate.collect import input_means, pair_stats
 from onnxprune.compensate.consumers import Consumer, Dim, find_consumers, levels, original_w3
 from onnxprune.compensate.fold import fold
 from onnxprune.compensate.means import channel_means
@@ -135,7 +136,7 @@ def compensate(
 def _split(data: DataLoader, holdout: DataLoader | None, report: CompensationReport):
     if holdout is not None:
         return data, reiterable(open_data(holdout))
-    return Subset(data, HOLDOUT_EVERY, -1), Subset(data, HOLDOUT_EVERY, HOLDOUT_EVERY - 1)
+    return SplitLoader(data, HOLDOUT_EVERY, held_out=False), SplitLoader(data, HOLDOUT_EVERY, held_out=True)
 
 
 def _cover(c: Consumer, shapes: dict[str, tuple[int, ...]]) -> np.ndarray | None:

@@ -5,26 +5,22 @@ consumers, each model is cut to the nodes its exposed tensors need (`prefix_mode
 level deep in the network does not pay for the layers after it. Memory holds one batch's
 exposed tensors and the sums.
 
-Token models: a graph input whose name contains "mask" (any case), of an integer or bool type
-and rank 2 ``[batch, tokens]``, is taken as an attention mask. For a consumer input shaped
-``[batch, tokens, ...]`` (or flattened to ``[batch * tokens, C]``), positions where the mask is 0
-are left out of every sum, so padding does not weigh in the means and the fits. Other inputs are
-used whole.
+Token models: padded positions (`onnxprune.calibration.mask_inputs`, `rows_of`) are left out of
+every sum, so padding does not weigh in the means and the fits.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 import numpy as np
 import onnx
 
+from onnxprune.calibration import channel_stats, mask_inputs, rows_of
 from onnxprune.compensate.consumers import Consumer
 from onnxprune.compensate.solve import PairStats
-from onnxprune.data import DataLoader, IterableLoader
+from onnxprune.data import DataLoader
 from onnxprune.graph import subgraph_reads
-from onnxprune.metrics import graph_inputs
 from onnxprune.runtime import expose, ort_session
 from onnxprune.stats import ChannelStats
 
@@ -51,59 +47,6 @@ def prefix_model(model: onnx.ModelProto, outputs: Sequence[str]) -> onnx.ModelPr
     return expose(cut, list(outputs))
 
 
-def mask_inputs(model: onnx.ModelProto) -> list[str]:
-    """Graph inputs that look like attention masks (see the module docstring)."""
-    found = []
-    for info in graph_inputs(model):
-        t = info.type.tensor_type
-        dtype = onnx.helper.tensor_dtype_to_np_dtype(t.elem_type) if t.elem_type else None
-        rank = len(t.shape.dim) if t.HasField("shape") else None
-        if "mask" in info.name.lower() and dtype is not None and dtype.kind in "iub" and rank == 2:
-            found.append(info.name)
-    return found
-
-
-def rows_of(x: np.ndarray, axis: int, masks: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
-    """x as (positions, channels), and which rows are real tokens if a mask fits its layout."""
-    axis = axis % x.ndim
-    flat = np.moveaxis(x, axis, -1).reshape(-1, x.shape[axis])
-    if axis != x.ndim - 1:
-        return flat, None
-    for mask in masks:
-        if x.ndim >= 3 and x.shape[:2] == mask.shape:
-            spread = mask.reshape(mask.shape + (1,) * (x.ndim - 3))
-            return flat, np.broadcast_to(spread, x.shape[:-1]).reshape(-1) != 0
-        if x.ndim == 2 and x.shape[0] == mask.size:
-            return flat, mask.reshape(-1) != 0
-    return flat, None
-
-
-def reiterable(loader: DataLoader) -> DataLoader:
-    """A loader that can be read more than once (a one-shot iterator is read into a list)."""
-    if isinstance(loader, IterableLoader) and iter(loader.items) is loader.items:
-        return IterableLoader(list(loader.items), limit=loader.limit, source=loader.source)
-    return loader
-
-
-@dataclass(frozen=True)
-class Subset(DataLoader):
-    """Every feed of `base` whose index i has i % every == pick (pick=-1: all the others)."""
-
-    base: DataLoader
-    every: int
-    pick: int
-
-    @property
-    def source(self) -> str:  # type: ignore[override]
-        return f"{self.base.source} [{'held out' if self.pick >= 0 else 'fit'}]"
-
-    def raw_feeds(self, model: onnx.ModelProto) -> Iterator[dict]:
-        for index, feed in enumerate(self.base.feeds(model)):
-            chosen = index % self.every == self.pick
-            if chosen == (self.pick >= 0):
-                yield feed
-
-
 def _masks(feed: dict, names: list[str]) -> list[np.ndarray]:
     return [np.asarray(feed[n]) for n in names if n in feed]
 
@@ -118,17 +61,8 @@ def input_means(
     """Per-channel statistics of each consumer's original input x (padding excluded); the shape
     of each x goes into `shapes`."""
     xs = {c.x: c.axis for c in consumers}
-    session = ort_session(prefix_model(original, list(xs)), threads)
-    masks = mask_inputs(original)
-    totals: dict[str, ChannelStats] = {}
-    for feed in data.feeds(original):
-        values = dict(zip(xs, session.run(list(xs), feed), strict=True))
-        for name, value in values.items():
-            shapes[name] = value.shape
-            flat, rows = rows_of(value, xs[name], _masks(feed, masks))
-            stats = ChannelStats.of(flat if rows is None else flat[rows], axis=1)
-            totals[name] = totals[name].merge(stats) if name in totals else stats
-    return totals
+    run = prefix_model(original, list(xs))
+    return channel_stats(original, xs, data, threads=threads, run=run, shapes=shapes)
 
 
 def pair_stats(
