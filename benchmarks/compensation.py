@@ -33,7 +33,7 @@ import onnx
 from onnxprune.compensate import compensate
 from onnxprune.runtime import ort_session
 from onnxprune.session import PruneOptions, PruneSession
-from onnxprune.stages import default_stages, run_stages
+from onnxprune.stages import KeepReference, default_stages, run_stages
 from onnxprune.targets import UniformRatio
 
 HERE = Path(__file__).resolve().parent
@@ -54,13 +54,10 @@ NOTES = "<!-- notes: kept when the table is regenerated -->"
 
 def prune_keeping_original(path: Path, ratio: float):
     """(normalized original, structural prune, keeps) of one prune."""
-    session = PruneSession.open(path, PruneOptions(UniformRatio(ratio)))
     stages = default_stages()
-    run_stages(session, stages[:1])
-    original = onnx.ModelProto()
-    original.CopyFrom(session.model)
-    run_stages(session, stages[1:])
-    return original, session.output, session.keeps
+    stages.insert(1, KeepReference())  # the normalized model, copied before anything is pruned
+    session = run_stages(PruneSession.open(path, PruneOptions(UniformRatio(ratio))), stages)
+    return session.reference, session.output, session.keeps
 
 
 class PeakRss:

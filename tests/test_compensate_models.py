@@ -13,7 +13,7 @@ import pytest
 from onnxprune.compensate import compensate
 from onnxprune.runtime import RandomLoader
 from onnxprune.session import PruneOptions, PruneSession
-from onnxprune.stages import default_stages, run_stages
+from onnxprune.stages import KeepReference, default_stages, run_stages
 from onnxprune.targets import UniformRatio
 from onnxprune.validate import validate
 from tests.conftest import MODELS
@@ -21,13 +21,10 @@ from tests.conftest import MODELS
 
 def prune_keeping_original(path, ratio: float):
     """(normalized original, structural prune, keeps, plan) of one prune."""
-    session = PruneSession.open(path, PruneOptions(UniformRatio(ratio)))
     stages = default_stages()
-    run_stages(session, stages[:1])
-    original = onnx.ModelProto()
-    original.CopyFrom(session.model)
-    run_stages(session, stages[1:])
-    return original, session.output, session.keeps, session.plan
+    stages.insert(1, KeepReference())  # the normalized model, copied before anything is pruned
+    session = run_stages(PruneSession.open(path, PruneOptions(UniformRatio(ratio))), stages)
+    return session.reference, session.output, session.keeps, session.plan
 
 
 def token_feeds(seed: int, count: int) -> list[dict[str, np.ndarray]]:
