@@ -20,6 +20,7 @@ import onnx
 from onnxprune.analysis import DependencyAnalysis
 from onnxprune.calibration import CalibrationData, calibration_data
 from onnxprune.data import DataSource
+from onnxprune.depth import DropBlocks
 from onnxprune.errors import ModelError, UsageError
 from onnxprune.importance import default_importances
 from onnxprune.io import ModelLike, has_external_data, materialize, save_model
@@ -157,6 +158,9 @@ def prune(
     holdout: float = 0.2,
     compensate: str | None = None,
     progress: Callable[[int], None] | None = None,
+    drop_blocks: int | None = None,
+    depth_ratio: float | None = None,
+    depth_criterion: str | None = None,
 ) -> PruneResult:
     """Remove `ratio` of the channels of every prunable coupling group.
 
@@ -180,6 +184,9 @@ def prune(
     plan's `updates`; `result.structural` is the model before they changed (parity is checked
     on it: `validate(original, result.model, result.plan, structural=result.structural)`).
 
+    `drop_blocks` residual branches (or `depth_ratio` of them) go first (`onnxprune.depth`,
+    scored by `depth_criterion`); the ratios apply to what is left. No compensation with them.
+
     `model` is a path, bytes or an ``onnx.ModelProto`` (never modified). With `plan`, the
     given plan is replayed instead of selecting (ratio, criterion and round_to are ignored).
 
@@ -193,9 +200,11 @@ def prune(
         )
     if criterion is None:
         criterion = "activation" if calibration is not None else "l1"
-    method = _compensation(compensate, calibration is not None, plan is not None)
+    the_target = _target(ratio, head_ratio, ffn_ratio, round_to, plan, target, drop_blocks, depth_ratio)
+    depth = depth_stage(the_target, drop_blocks, depth_ratio, depth_criterion)
+    method = _compensation(compensate, calibration is not None, plan is not None, depth is not None)
     options = PruneOptions(
-        target=_target(ratio, head_ratio, ffn_ratio, round_to, plan, target),
+        target=the_target,
         importance=default_importances().get(criterion),
         exclude=_check_exclude(exclude),
         calibration=calibration,
@@ -203,12 +212,18 @@ def prune(
     session = PruneSession.open(model, options)
     loaded = session.source
     try:
-        run_stages(session, default_stages(calibration, progress, method))
+        run_stages(session, default_stages(calibration, progress, method, depth))
     except ModelError as exc:  # a problem found deep in a stage: name the file it is in
         located = exc.located(loaded.name)
         if located is exc:
             raise
         raise located from exc
+    return _result(session)
+
+
+def _result(session: PruneSession) -> PruneResult:
+    """The result of a session that ran to the end."""
+    loaded = session.source
     return PruneResult(
         model=session.output,
         structural=session.structural,
@@ -229,13 +244,17 @@ def _target(
     round_to: int,
     plan: Plan | str | os.PathLike | None,
     target: Target | None,
+    drop_blocks: int | None = None,
+    depth_ratio: float | None = None,
 ) -> Target:
-    """The target `prune`'s arguments ask for."""
+    """The target `prune`'s arguments ask for (depth alone: no channel removed)."""
     if plan is not None:
         return ReplayPlan(plan if isinstance(plan, Plan) else Plan.load(plan))
     if target is not None:
         return target
     if ratio is None and ffn_ratio is None and head_ratio is None:
+        if drop_blocks is not None or depth_ratio is not None:
+            return UniformRatio(ratio=0.0, round_to=int(round_to))
         raise UsageError("give a ratio (or a plan to replay)")
     for name, value in (("ratio", ratio), ("head_ratio", head_ratio), ("ffn_ratio", ffn_ratio)):
         if value is not None and not 0.0 <= float(value) < 1.0:
@@ -247,13 +266,31 @@ def _target(
     )
 
 
+def depth_stage(
+    target: Target, drop_blocks: int | None, depth_ratio: float | None, criterion: str | None
+) -> DropBlocks | None:
+    """The depth-pruning stage `prune`'s arguments ask for, or a replayed plan's `dropped` needs."""
+    if drop_blocks is not None and depth_ratio is not None:
+        raise UsageError("give drop_blocks or depth_ratio, not both")
+    if isinstance(target, ReplayPlan):
+        return DropBlocks() if target.plan.dropped else None
+    if drop_blocks is None and depth_ratio is None:
+        if criterion is not None:
+            raise UsageError("a depth criterion needs drop_blocks or depth_ratio")
+        return None
+    return DropBlocks(count=drop_blocks, ratio=depth_ratio, criterion=criterion)
+
+
 COMPENSATIONS = ("none", "bias", "lsq")
 
 
-def _compensation(asked: str | None, calibrated: bool, replay: bool) -> str | None:
-    """The compensation method to run (None: none), from `prune`'s `compensate`."""
+def _compensation(asked: str | None, calibrated: bool, replay: bool, depth: bool = False) -> str | None:
+    """The compensation method to run (None: none), from `prune`'s `compensate`; none, and
+    refused, with depth pruning."""
     if asked is None:
-        asked = "lsq" if calibrated and not replay else "none"
+        asked = "lsq" if calibrated and not replay and not depth else "none"
+    if depth and asked != "none":
+        raise UsageError("compensation is not supported together with depth pruning (--drop-blocks)")
     if asked not in COMPENSATIONS:
         raise UsageError(f"compensate {asked!r} is not one of {', '.join(COMPENSATIONS)}")
     if asked == "lsq" and not calibrated:

@@ -46,6 +46,8 @@ class PruneReport:
     """With held-out samples: the output model against the input (`FidelityReport.to_json`)."""
     structural_fidelity: dict[str, Any] | None = None
     """With compensation and held-out samples: the structural prune's, before compensation."""
+    depth: dict[str, Any] | None = None
+    """With depth pruning: the residual branches scored and dropped (`DepthReport.to_json`)."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -34,6 +34,7 @@ from onnxprune.weights import weight_tensors
 from onnxprune.weightstore import WeightStore
 
 if TYPE_CHECKING:
+    from onnxprune.depth import DepthReport
     from onnxprune.report import PruneReport
 
 
@@ -94,6 +95,8 @@ class PruneSession:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     """CPU seconds of each stage run so far (`load` is the time `open` took)."""
     node_metadata: dict[str, onnx.NodeProto] = field(default_factory=dict)
+    depth: DepthReport | None = None
+    """With depth pruning (`onnxprune.depth.DropBlocks`): the branches scored and dropped."""
 
     @classmethod
     def open(cls, model: ModelLike, options: PruneOptions) -> PruneSession:

@@ -198,6 +198,9 @@ class BuildPlan(Stage):
         session.keeps = dim_keeps(session.analysis, session.decisions)
         names = {t.name for t in session.model.graph.initializer} & session.input_weights
         session.plan = build_plan(session.analysis, session.decisions, names, session.keeps)
+        if session.depth is not None and session.depth.dropped:  # residual branches dropped before
+            dropped = tuple(c.entry() for c in session.depth.dropped)
+            session.plan = dataclasses.replace(session.plan, dropped=dropped)
         if isinstance(session.options.target, ReplayPlan):
             session.options.target.check(session.plan)
 
@@ -212,6 +215,8 @@ class Count(Stage):
         per_node = safe_macs_by_node(session.model, session.options.op_table)
         session.prunable_macs_fraction = prunable_macs_fraction(session.model, session.analysis, per_node)
         session.macs_before = sum(per_node.values()) if per_node is not None else None
+        if session.depth is not None:  # counted before residual branches were dropped
+            session.macs_before = session.depth.macs_before
 
 
 class Apply(Stage):
@@ -252,7 +257,7 @@ class Cleanup(Stage):
     writes = ("output",)
 
     def run(self, session: PruneSession) -> None:
-        if not session.keeps:
+        if not session.keeps and not (session.depth is not None and session.depth.dropped):
             session.output = read_model(session.input, lazy=True).model
             session.macs_after = session.macs_before
             return
@@ -353,6 +358,7 @@ class Report(Stage):
             structural_fidelity=(
                 session.structural_fidelity.to_json() if session.structural_fidelity is not None else None
             ),
+            depth=session.depth.to_json() if session.depth is not None else None,
         )
 
 
@@ -360,11 +366,13 @@ def default_stages(
     calibration: CalibrationData | None = None,
     tick: Callable[[int], None] | None = None,
     compensation: str | None = None,
+    depth: Stage | None = None,
 ) -> list[Stage]:
     """The pipeline, in order (a replayed plan scores no group). With `calibration`, activation
     statistics are taken after the analysis, and fidelity is measured on its held-out samples;
     `tick(samples)` follows the calibration run. With `compensation` ("bias" or "lsq"), the kept
-    weights are refitted after cleanup."""
+    weights are refitted after cleanup. A `depth` stage (`onnxprune.depth.DropBlocks`) drops
+    residual branches from the normalized model before the width analysis."""
     calibrate = [Calibrate(tick)] if calibration is not None else []
     fidelity = [Fidelity()] if calibration is not None and calibration.holdout is not None else []
     compensate_ = [Compensate(compensation)] if compensation is not None else []
@@ -372,6 +380,7 @@ def default_stages(
     return [
         Normalize(),
         *reference,
+        *([depth] if depth is not None else []),
         Analyze(),
         *calibrate,
         Score(),

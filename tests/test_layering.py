@@ -29,6 +29,8 @@ LAYERS: dict[str, int] = {
     "onnxprune.shapeinfer": 1,
     "onnxprune.folding": 1,
     "onnxprune.plan": 1,
+    "onnxprune.branches": 1,
+    "onnxprune.surgeon": 1,
     "onnxprune.analysis.flow": 2,
     "onnxprune.analysis.index_map": 2,
     "onnxprune.analysis.registry": 2,
