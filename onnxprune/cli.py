@@ -91,6 +91,7 @@ def _prune_parser() -> argparse.ArgumentParser:
         metavar="N",
         help=f"kept channel counts are multiples of N (default {DEFAULT_ROUND_TO}: fast on CPUs; 1: off)",
     )
+    _add_depth(p)
     p.add_argument("--exclude", metavar="REGEX", help="node names whose channels stay")
     p.add_argument("--plan", metavar="PLAN.json", help="write the plan here")
     p.add_argument("--apply-plan", metavar="PLAN.json", help="replay this plan instead of selecting")
@@ -103,6 +104,20 @@ def _prune_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="allow the output to overwrite the input")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
+
+
+def _add_depth(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--drop-blocks", type=int, metavar="N", help="drop N whole residual branches first (x + f(x) -> x)"
+    )
+    p.add_argument("--depth-ratio", type=float, metavar="R", help="drop this share of the residual branches")
+    p.add_argument(
+        "--depth-criterion",
+        choices=("block-influence", "drop-fidelity", "weight-norm"),
+        help="which branches go: block-influence (1 - cos(x, x + f(x)), needs --calib; the default with "
+        "it), drop-fidelity (output cosine with the branch dropped alone, needs --calib), weight-norm "
+        "(RMS of the branch's last weights: a weak proxy; the default without --calib)",
+    )
 
 
 def _analyze_parser() -> argparse.ArgumentParser:
@@ -219,9 +234,12 @@ def _prune(args: argparse.Namespace, console: Console) -> int:
     from onnxprune.pipeline import prune
     from onnxprune.plan import Plan
 
-    if args.apply_plan is None and args.ratio is None and args.head_ratio is None and args.ffn_ratio is None:
+    depth = args.drop_blocks is not None or args.depth_ratio is not None
+    widths = (args.ratio, args.head_ratio, args.ffn_ratio)
+    if args.apply_plan is None and all(w is None for w in widths) and not depth:
         raise UsageError(
-            "onnxprune: give --ratio R (or --head-ratio / --ffn-ratio, or --apply-plan PLAN.json)"
+            "onnxprune: give --ratio R (or --head-ratio / --ffn-ratio, --drop-blocks N, "
+            "or --apply-plan PLAN.json)"
         )
     plan = Plan.load(args.apply_plan) if args.apply_plan else None
     if args.calib is None and (args.eval_data or args.calib_samples is not None):
@@ -242,6 +260,9 @@ def _prune(args: argparse.Namespace, console: Console) -> int:
             holdout=args.holdout,
             compensate=args.compensate,
             progress=tick,
+            drop_blocks=args.drop_blocks,
+            depth_ratio=args.depth_ratio,
+            depth_criterion=args.depth_criterion,
         )
     ok = True
     validation = bench = None
@@ -334,6 +355,9 @@ def _print_summary(console: Console, report, bench=None, path=None) -> None:
         f"{report.groups_pinned} pinned; {report.tensors_sliced} tensors sliced, "
         f"{report.rewrites} nodes rewritten"
     )
+    if report.depth is not None:
+        for line in report.depth["dropped"]:
+            console.print(f"dropped residual branch {line}")
     if report.calibration is not None:
         c = report.calibration
         console.print(
