@@ -136,9 +136,12 @@ def test_a_broadcasting_add_is_not_a_residual():
     assert "same known shape" in found.rejected[0].reason
 
 
+LN_PARAMS = "float[4] s = {1, 1, 1, 1}, float[4] b = {0, 0, 0, 0}"
+
+
 def test_post_ln_is_flagged():
     found = branches_of(f"""{HEAD}
-    g (float[1, 4] x) => (float[1, 4] z) {W[:-1]}, float[4] s = {{1, 1, 1, 1}}, float[4] b = {{0, 0, 0, 0}}> {{
+    g (float[1, 4] x) => (float[1, 4] z) {W[:-1]}, {LN_PARAMS}> {{
       [r] h = Relu(x)
       [m] f = MatMul(h, w)
       [add] y = Add(h, f)
