@@ -35,9 +35,9 @@ from onnxprune.graph import outputs_and_subgraph_reads
 def rewire(model: onnx.ModelProto, edit: Callable[[gs.Graph], None], keep: Iterable[str] = ()) -> None:
     """Apply `edit` to `model`'s main graph as an onnx-graphsurgeon Graph, in place.
 
-    After `edit`, the graph is cleaned up (nodes and initializers nothing reads any more go) and
-    topologically sorted; every surviving node gets its metadata_props back, every surviving
-    tensor its value_info, graph inputs and outputs keep their declarations, and the
+    After `edit`, the graph is cleaned up (nodes and initializers nothing reads any more go),
+    in the node order it had (an edit that adds nodes places them in order); every surviving node gets its metadata_props back, every surviving
+    tensor (or kept weight) its value_info, graph inputs and outputs keep their declarations, and the
     initializers still read (or named in `keep`) stay as they were. `edit` must keep each
     node's first output name (a node it creates has none to restore).
     """
@@ -52,7 +52,7 @@ def rewire(model: onnx.ModelProto, edit: Callable[[gs.Graph], None], keep: Itera
     finally:
         graph.initializer.extend(weights)
     edit(work)
-    work.cleanup(remove_unused_graph_inputs=False).toposort()
+    work.cleanup(remove_unused_graph_inputs=False)
     exported = gs.export_onnx(work, do_type_check=False).graph
     del graph.node[:]
     graph.node.extend(exported.node)
@@ -65,7 +65,7 @@ def rewire(model: onnx.ModelProto, edit: Callable[[gs.Graph], None], keep: Itera
     if len(kept) != len(weights):
         del graph.initializer[:]
         graph.initializer.extend(kept)
-    computed = {name for node in graph.node for name in node.output}
+    computed = {name for node in graph.node for name in node.output} | {t.name for t in kept}
     del graph.value_info[:]
     graph.value_info.extend(vi for name, vi in value_info.items() if name in computed)
     for field in (graph.input, graph.output):
