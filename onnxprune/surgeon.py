@@ -36,10 +36,11 @@ def rewire(model: onnx.ModelProto, edit: Callable[[gs.Graph], None], keep: Itera
     """Apply `edit` to `model`'s main graph as an onnx-graphsurgeon Graph, in place.
 
     After `edit`, the graph is cleaned up (nodes and initializers nothing reads any more go),
-    in the node order it had (an edit that adds nodes places them in order); every surviving node gets its metadata_props back, every surviving
-    tensor (or kept weight) its value_info, graph inputs and outputs keep their declarations, and the
-    initializers still read (or named in `keep`) stay as they were. `edit` must keep each
-    node's first output name (a node it creates has none to restore).
+    in the node order it had (an edit that adds nodes places them in order). Every surviving
+    node gets its metadata_props back, every surviving tensor (or kept weight) its value_info;
+    graph inputs and outputs keep their declarations; the initializers still read (or named in
+    `keep`) stay as they were. `edit` must keep each node's first output name (a node it
+    creates has none to restore).
     """
     graph = model.graph
     metadata = {n.output[0]: list(n.metadata_props) for n in graph.node if n.output and n.metadata_props}
