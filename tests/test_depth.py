@@ -197,3 +197,16 @@ def test_cli_drop_blocks_validates_and_writes_the_plan(tmp_path, capsys):
     assert code == EXIT_OK, text
     assert "dropped residual branch" in text and "parity ok" in text
     assert len(json.loads(plan.read_text())["dropped"]) == 2
+
+
+def test_fidelity_to_the_original_is_reported_on_held_out_samples():
+    path = MODELS / "torchvision/resnet18_dynamo.onnx"
+    rng = np.random.default_rng(1)
+    feeds = [{"x": rng.standard_normal((2, 3, 64, 64)).astype(np.float32)} for _ in range(4)]
+    name = onnx.load(path).graph.input[0].name
+    feeds = [{name: f["x"]} for f in feeds]
+    result = onnxprune.prune(path, drop_blocks=2, calibration=feeds, holdout=0.5)
+    fidelity = result.report.fidelity
+    assert fidelity is not None and fidelity["feeds"] == 2
+    (output,) = fidelity["outputs"]
+    assert output["cosine"] < 1.0  # dropping changes the function: fidelity measures by how much
