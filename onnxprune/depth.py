@@ -235,19 +235,10 @@ class DropBlocks(Stage):
         self.count, self.ratio, self.criterion = count, ratio, criterion
 
     def run(self, session: PruneSession) -> None:
-        model = session.model
-        analysis = find_branches(model)
-        macs = safe_macs_by_node(model, session.options.op_table)
-        target = session.options.target
-        if isinstance(target, ReplayPlan):
-            criterion = "plan"
-            named = BranchAnalysis(tuple(replayed(analysis, target.plan)), ())
-            unscored = dict.fromkeys(named.by_add(), math.nan)
-            chosen = found = candidates(model, named, macs, unscored, criterion)
+        analysis, found, macs_total, criterion = self.scored(session)
+        if criterion == "plan":
+            chosen = found
         else:
-            criterion = self._criterion(session)
-            scores = self._scores(criterion, _runnable(session), analysis, session.options.calibration)
-            found = candidates(model, analysis, macs, scores, criterion)
             count = self.count if self.count is not None else round((self.ratio or 0.0) * len(found))
             if count > len(found):
                 raise UsageError(f"cannot drop {count} blocks: the model has {len(found)} droppable branches")
@@ -255,8 +246,25 @@ class DropBlocks(Stage):
         order = {b.add: i for i, b in enumerate(analysis.branches)}
         chosen = sorted(chosen, key=lambda c: order[c.branch.add])
         session.run_passes([DropBranches([c.branch for c in chosen], keep=session.weight_inputs)])
+        session.depth = DepthReport(criterion, list(found), chosen, macs_total, len(analysis.rejected))
+
+    def scored(self, session: PruneSession) -> tuple[BranchAnalysis, list[DepthCandidate], int | None, str]:
+        """The branches of the session's normalized model, every candidate with its MACs, params
+        and score, the model's MACs and the criterion; changes nothing (what a budget target
+        needs to weigh depth against width). Under a `ReplayPlan`: the plan's branches, unscored
+        (criterion "plan")."""
+        model = session.model
+        analysis = find_branches(model)
+        macs = safe_macs_by_node(model, session.options.op_table)
         total = sum(macs.values()) if macs is not None else None
-        session.depth = DepthReport(criterion, list(found), chosen, total, len(analysis.rejected))
+        target = session.options.target
+        if isinstance(target, ReplayPlan):
+            named = BranchAnalysis(tuple(replayed(analysis, target.plan)), ())
+            unscored = dict.fromkeys(named.by_add(), math.nan)
+            return analysis, candidates(model, named, macs, unscored, "plan"), total, "plan"
+        criterion = self._criterion(session)
+        scores = self._scores(criterion, _runnable(session), analysis, session.options.calibration)
+        return analysis, candidates(model, analysis, macs, scores, criterion), total, criterion
 
     def _criterion(self, session: PruneSession) -> str:
         data = session.options.calibration
