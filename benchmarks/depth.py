@@ -81,7 +81,9 @@ def markdown(rows: list[dict], argv: list[str]) -> str:
         "",
         "Branch choice: `weight-norm` (no data) or `block-influence` (1 - cos(x, x + f(x)) on "
         f"{CALIB_SAMPLES} calibration samples). BERT branches are sublayers (attention or MLP). "
-        "Parity: pruned vs the original with the dropped branches multiplied by zero.",
+        "Parity: pruned vs the original with the dropped branches multiplied by zero. params and "
+        "MACs: fraction kept, MACs as the prune report counts them (BERT at sequence length 1); "
+        "ideal: the MAC ratio at the timed shapes (BERT at sequence 128), measured: the speedup.",
         "",
         "| model | dropped | criterion | params | MACs | latency ms (orig -> pruned) | speedup "
         "| ideal (MACs) | parity rel err | prune CPU s | branches |",
@@ -104,7 +106,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--models", nargs="*", default=list(MODELS))
     parser.add_argument("--out", type=Path, default=HERE / "depth.md")
+    parser.add_argument("--from-json", type=Path, help="only rewrite the table from this .json")
     args = parser.parse_args(argv)
+    if args.from_json:
+        rows = json.loads(args.from_json.read_text())
+        args.out.write_text(markdown(rows, ["(table rewritten from the .json of that run)"]))
+        return 0
     rows = []
     for name in args.models:
         for criterion in ("weight-norm", "block-influence"):
