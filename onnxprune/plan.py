@@ -96,7 +96,8 @@ class TensorUpdate:
 @dataclass(frozen=True)
 class DroppedBranch:
     """A residual branch removed by depth pruning: the Add node `add` that summed it and the branch
-    tensor `branch` it read. `extra` keeps any further keys of the JSON entry, written back as read.
+    tensor `branch` it read. `extra` keeps any further keys of the JSON entry, written back as read
+    (depth pruning writes `input`, the branch's input x; plans without it stay readable).
 
     >>> DroppedBranch("Add_7", "layer3.1.out").to_json()
     {'add': 'Add_7', 'branch': 'layer3.1.out'}
