@@ -16,8 +16,8 @@ Rows:
 - depth, whole layers: the 1 and 2 layers whose two branches have the lowest summed block
   influence, dropped by replaying a plan that lists both branches of each (`prune(plan=...)`);
 - width at the same MACs: the uniform ratio (heads and FFN) whose MACs come closest to the
-  whole-layer drop's (bisection), pruned with l1 and no data, and with activation + lsq on the
-  calibration sentences (onnxprune's default with data).
+  whole-layer drop's (bisection on l1 prunes), pruned with l1 and no data, and with activation +
+  lsq on the calibration sentences (onnxprune's default with data).
 Fidelity: cosine between each evaluation sentence's original and pruned embedding (mean, 5th
 percentile, min), nearest-neighbour agreement and Spearman correlation of pairwise similarities.
 """
@@ -113,17 +113,18 @@ def whole_layers(layers: list[list[dict]], count: int, adds: dict[str, DroppedBr
     return Plan(dropped=tuple(adds[c["add"]] for pair in layers[:count] for c in pair))
 
 
-def width_at(macs: float, **kwargs) -> tuple[object, float, float]:
-    """The uniform-ratio prune whose MACs fraction is closest to `macs` (bisection on ratio)."""
-    low, high, best = 0.0, 0.95, None
-    for _ in range(7):
+def ratio_at(macs: float) -> float:
+    """The uniform ratio (heads and FFN) whose MACs fraction is closest to `macs`, by bisection
+    on l1 prunes: the kept counts, hence the MACs, depend on the ratio, not on the criterion."""
+    low, high, best = 0.0, 0.95, (1.0, 0.0)
+    for _ in range(8):
         ratio = (low + high) / 2
-        result, seconds = timed(ratio=ratio, **kwargs)
-        got = result.report.macs_after / result.report.macs_before
-        if best is None or abs(got - macs) < abs(best[2] - macs):
-            best = (result, seconds, got, ratio)
+        report = onnxprune.prune(str(MODEL), ratio=ratio, criterion="l1").report
+        got = report.macs_after / report.macs_before
+        if abs(got - macs) < abs(best[0] - macs):
+            best = (got, ratio)
         low, high = (ratio, high) if got > macs else (low, ratio)
-    return best[0], best[1], best[3]
+    return best[1]
 
 
 def run() -> list[dict]:
@@ -140,28 +141,17 @@ def run() -> list[dict]:
     for count in (2, 4):
         for criterion, extra in (("block-influence", data), ("drop-fidelity", data), ("weight-norm", {})):
             result, seconds = timed(drop_blocks=count, depth_criterion=criterion, **extra)
-            rows.append(
-                measure(f"depth: {count} branches, {criterion}", result, reference, evaluation, seconds)
-            )
-            print(json.dumps(rows[-1]), flush=True)
+            add(f"depth: {count} branches, {criterion}", result, seconds)
     layers = layers_by_influence(calib)
     every = onnxprune.prune(str(MODEL), drop_blocks=12).plan.dropped
     adds = {d.add: d for d in every}
     for count in (1, 2):
         result, seconds = timed(plan=whole_layers(layers, count, adds))
-        row = measure(
-            f"depth: {count} whole layer(s), block-influence", result, reference, evaluation, seconds
-        )
-        rows.append(row)
-        print(json.dumps(row), flush=True)
+        row = add(f"depth: {count} whole layer(s), block-influence", result, seconds)
+        ratio = ratio_at(row["macs"])
         for label, kwargs in (("l1, no data", {"criterion": "l1"}), ("activation + lsq", data)):
-            width, seconds, ratio = width_at(row["macs"], **kwargs)
-            rows.append(
-                measure(
-                    f"width ratio {ratio:.3f} ({label}), same MACs", width, reference, evaluation, seconds
-                )
-            )
-            print(json.dumps(rows[-1]), flush=True)
+            width, seconds = timed(ratio=ratio, **kwargs)
+            add(f"width ratio {ratio:.3f} ({label}), same MACs", width, seconds)
     return rows
 
 
