@@ -33,11 +33,14 @@ gain on odd counts (benchmarks/README.md). Groups under twice this size are not 
 
 
 def kept_count(size: int, ratio: float, round_to: int = 1) -> int:
-    """How many of `size` units stay at `ratio`, as the nearest multiple of `round_to` when the
-    group has at least 2 * `round_to` units (smaller groups cannot be aligned usefully).
+    """How many of `size` units stay at `ratio`, rounded *up* to a multiple of `round_to` when
+    the group has at least 2 * `round_to` units (smaller groups cannot be aligned usefully):
+    rounding never removes more than asked, so a group whose removal rounds to nothing stays whole.
 
-    >>> kept_count(64, 0.4), kept_count(64, 0.4, round_to=8), kept_count(6, 0.4, round_to=8)
-    (39, 40, 4)
+    >>> kept_count(64, 0.4), kept_count(64, 0.4, round_to=8), kept_count(32, 0.4, round_to=8)
+    (39, 40, 24)
+    >>> kept_count(6, 0.4, round_to=8), kept_count(32, 0.1, round_to=8)
+    (4, 32)
     """
     if not 0.0 <= ratio < 1.0:
         raise UsageError(f"ratio {ratio} is outside [0, 1)")
@@ -45,8 +48,7 @@ def kept_count(size: int, ratio: float, round_to: int = 1) -> int:
         raise UsageError(f"round_to {round_to} must be >= 1")
     keep = size - int(np.floor(ratio * size + 1e-9))
     if round_to > 1 and size >= 2 * round_to and keep < size:  # ratio 0 never removes anything
-        keep = round(keep / round_to) * round_to  # nearest multiple (ties to even: benchmarks/ used this)
-        keep = min(max(keep, round_to), size)
+        keep = min(-(-keep // round_to) * round_to, size)  # the next multiple up
     return max(keep, 1)
 
 
