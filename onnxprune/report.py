@@ -46,6 +46,12 @@ class PruneReport:
     """With held-out samples: the output model against the input (`FidelityReport.to_json`)."""
     structural_fidelity: dict[str, Any] | None = None
     """With compensation and held-out samples: the structural prune's, before compensation."""
+    budget: dict[str, Any] | None = None
+    """With a budget target: the metric, allocation, asked / predicted / achieved kept fractions,
+    the lowest reachable, and why the budget was missed when it was (`Allocation.to_json`); with
+    a speedup target also each measured attempt."""
+    notes: list[str] = field(default_factory=list)
+    """Things the user should know about the result (groups rounding left whole, ...)."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

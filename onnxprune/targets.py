@@ -16,10 +16,12 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
 from onnxprune.analysis import DependencyAnalysis, Group
+from onnxprune.costs import CostModel
 from onnxprune.errors import PlanError, UsageError
 from onnxprune.importance import UnitScores
 from onnxprune.plan import Plan
@@ -59,14 +61,19 @@ def top_units(scores: np.ndarray, keep: int) -> np.ndarray:
 
 
 class Target(ABC):
-    """What to keep of each group. Subclasses are frozen dataclasses of their settings."""
+    """What to keep of each group. Subclasses are frozen dataclasses of their settings. A target
+    that `needs_costs` (a budget) is handed the cost model of its metric (`onnxprune.costs`)."""
+
+    needs_costs: ClassVar[bool] = False
 
     @abstractmethod
     def groups_to_score(self, analysis: DependencyAnalysis) -> list[Group]:
         """The groups whose scores `select` reads (in analysis order)."""
 
     @abstractmethod
-    def select(self, analysis: DependencyAnalysis, scores: Mapping[int, UnitScores]) -> Decisions:
+    def select(
+        self, analysis: DependencyAnalysis, scores: Mapping[int, UnitScores], costs: CostModel | None = None
+    ) -> Decisions:
         """The kept units of every group that loses some."""
 
 
@@ -97,7 +104,19 @@ class UniformRatio(Target):
     def groups_to_score(self, analysis: DependencyAnalysis) -> list[Group]:
         return [g for g in analysis.prunable_groups if self.kept(g.size, g.kind) < g.size]
 
-    def select(self, analysis: DependencyAnalysis, scores: Mapping[int, UnitScores]) -> Decisions:
+    def left_whole(self, analysis: DependencyAnalysis) -> list[Group]:
+        """Prunable channel groups the ratio would cut but rounding up to `round_to` keeps whole."""
+        if self.ratio <= 0 or int(self.round_to) <= 1:
+            return []
+        return [
+            g
+            for g in analysis.prunable_groups
+            if g.kind == "channels" and kept_count(g.size, self.ratio) < g.size == self.kept(g.size, g.kind)
+        ]
+
+    def select(
+        self, analysis: DependencyAnalysis, scores: Mapping[int, UnitScores], costs: CostModel | None = None
+    ) -> Decisions:
         return {
             g.id: top_units(scores[g.id].member_normalized(), self.kept(g.size, g.kind))
             for g in self.groups_to_score(analysis)
@@ -115,7 +134,9 @@ class ReplayPlan(Target):
     def groups_to_score(self, analysis: DependencyAnalysis) -> list[Group]:
         return []
 
-    def select(self, analysis: DependencyAnalysis, scores: Mapping[int, UnitScores]) -> Decisions:
+    def select(
+        self, analysis: DependencyAnalysis, scores: Mapping[int, UnitScores], costs: CostModel | None = None
+    ) -> Decisions:
         by_key = {(s.tensor, s.axis): s for s in self.plan.slices}
         decisions: Decisions = {}
         for group in analysis.groups:
