@@ -369,7 +369,11 @@ def _print_summary(console: Console, report, bench=None, path=None) -> None:
     if bench is not None and bench.speedup is not None:
         ideal = f"{bench.ideal_speedup:.2f}x" if bench.ideal_speedup else "unknown"
         realised = f"{bench.realised_fraction:.2f}" if bench.realised_fraction is not None else "unknown"
-        console.print(f"speedup {bench.speedup:.2f}x, ideal (MACs) {ideal}, realised fraction {realised}")
+        roofline = f"{bench.roofline_speedup:.2f}x" if bench.roofline_speedup else "unknown"
+        console.print(
+            f"speedup {bench.speedup:.2f}x, ideal (MACs) {ideal}, realised fraction {realised}; "
+            f"roofline (MACs and bytes moved) {roofline}"
+        )
     if report.prunable_macs_fraction is not None:
         console.print(f"{report.prunable_macs_fraction:.0%} of the MACs are in layers with prunable channels")
     console.print(
