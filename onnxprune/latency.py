@@ -18,6 +18,7 @@ allocates again when the prediction was off (`onnxprune.pipeline.prune(target_sp
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ import onnx
 
 from onnxprune.analysis import DependencyAnalysis
 from onnxprune.costs import AxisShrink, CostModel, Kept, _narrowed
+from onnxprune.latency_cache import LatencyCache, node_signature
 from onnxprune.macs import NodeShapes
 from onnxprune.metrics import MacTerms, mac_terms
 from onnxprune.optable import OpTable
@@ -66,6 +68,12 @@ class NodeWork:
         self.names = {key for key, _, _ in self.nodes}
         self.mac_nodes = {key for key, _, found in self.nodes if found is not None}
         self.full = self.at({})
+
+    def signatures(self, kept: Kept) -> dict[str, str]:
+        """`node_signature` of every node when each group keeps `kept[group]` units."""
+        sizes = self.shrink.sizes(kept)
+        shapes = _narrowed(self.shapes, sizes) if sizes else self.shapes
+        return {key: node_signature(node, shapes) for key, node, _ in self.nodes}
 
     def at(self, kept: Kept) -> dict[str, float]:
         """Work of every node when each group keeps `kept[group]` units."""
@@ -133,13 +141,16 @@ class LatencyCost(CostModel):
             input_shapes={k: list(v) for k, v in (settings.input_shapes or {}).items()},
             batch=settings.batch,
         )
+        cache = LatencyCache.open(settings.threads)
         samples: list[tuple[dict[str, float], dict[str, float], float]] = []
         for ratio in (0.0, *settings.widths):
             target = UniformRatio(ratio, round_to=1)
             kept = {g.id: target.kept(g.size, g.kind) for g in analysis.prunable_groups}
-            measured = model if ratio == 0 else prune_at(ratio)
-            node_us, other_us = _attributed(measured, feeds, work.names, settings)
+            node_us, other_us = _measured(
+                work, kept, cache, lambda r=ratio: model if r == 0 else prune_at(r), feeds, settings
+            )
             samples.append((work.at(kept), node_us, other_us))
+        cache.save()
         return cls(work, *_fits(work, samples))
 
     @property
@@ -155,6 +166,30 @@ class LatencyCost(CostModel):
 
 def _moved(node_work: NodeWork, work: Mapping[str, float]) -> float:
     return sum(w for key, w in work.items() if key not in node_work.mac_nodes)
+
+
+def _measured(
+    work: NodeWork,
+    kept: Kept,
+    cache: LatencyCache,
+    pruned: Callable[[], onnx.ModelProto],
+    feeds: Mapping[str, np.ndarray],
+    settings: MeasureSettings,
+) -> tuple[dict[str, float], float]:
+    """Node times and the rest at `kept`: from the cache when every node's signature is there,
+    else profiled on `pruned()` and stored (nodes ONNX Runtime fused away as 0)."""
+    signatures = work.signatures(kept)
+    rest_key = "rest|" + hashlib.sha256("\n".join(sorted(signatures.values())).encode()).hexdigest()
+    found = cache.lookup([*signatures.values(), rest_key])
+    if found is not None:
+        return {key: found[sig] for key, sig in signatures.items()}, found[rest_key]
+    node_us, other_us = _attributed(pruned(), feeds, work.names, settings)
+    by_signature: dict[str, list[float]] = {}
+    for key, sig in signatures.items():
+        by_signature.setdefault(sig, []).append(node_us.get(key, 0.0))
+    means = {sig: float(np.mean(times)) for sig, times in by_signature.items()}  # alike nodes, one time
+    cache.store(means | {rest_key: other_us})
+    return {key: means[sig] for key, sig in signatures.items()}, other_us
 
 
 def _attributed(
