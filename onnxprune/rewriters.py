@@ -20,6 +20,7 @@ from onnx import helper, numpy_helper
 
 from onnxprune.analysis.flow import Dim, RuleContext
 from onnxprune.analysis.rules.attention import KV_HEADS, Q_HEADS, ROPE_HEADS
+from onnxprune.analysis.rules.recurrent import hidden_dim
 from onnxprune.graph import fresh_name, graph_defines, node_label, norm_domain, reader_counts
 from onnxprune.plan import Rewrite
 
@@ -321,3 +322,15 @@ def head_counts(node: onnx.NodeProto, edit: NodeEditor) -> list[Rewrite]:
             _set_attr(node, attr, after)
             rewrites.append(Rewrite(node_label(node), attr, int(before), after))
     return rewrites
+
+
+@rewrites("LSTM", "GRU", "RNN")
+def hidden_size(node: onnx.NodeProto, edit: NodeEditor) -> list[Rewrite]:
+    """`hidden_size` follows the kept hidden units (the rule's virtual hidden axis)."""
+    dim = hidden_dim(node)
+    before = edit.ctx.attr(node, "hidden_size")
+    if not edit.changed(dim):
+        return []
+    after = len(edit.keeps[dim])
+    _set_attr(node, "hidden_size", after)
+    return [Rewrite(node_label(node), "hidden_size", None if before is None else int(before), after)]
