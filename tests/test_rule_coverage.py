@@ -11,6 +11,7 @@ from tests import (
     test_rules_layout,
     test_rules_linear,
     test_rules_normalization,
+    test_rules_recurrent,
     test_rules_reduce,
 )
 from tests.rule_cases import Case
@@ -23,6 +24,7 @@ FAMILIES = {
     "layout": test_rules_layout.CASES,
     "reduce": test_rules_reduce.CASES,
     "attention": test_rules_attention.CASES,
+    "recurrent": test_rules_recurrent.CASES,
 }
 
 
