@@ -385,7 +385,11 @@ def gather(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
 
 @channel_rule("Pad")
 def pad(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
-    """Axes that get no padding pass through; padded axes are pinned."""
+    """Axes that get no padding pass through. With constant padding, a padded axis is an offset
+    map: position i of X is position `before + i` of Y, and the added positions (constants) are
+    pinned, so the pad amounts never change (residual blocks that widen the identity path with
+    zero channels). Reflect, edge and wrap padding copy positions of X, and negative pads crop:
+    those axes are pinned."""
     flow = FlowBuilder()
     x, y = node.input[0], node.output[0]
     rank = ctx.rank(x)
@@ -395,8 +399,22 @@ def pad(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
         return flow.build()
     axes = int_list(ctx, node, "axes_", 3) if opt_input(node, 3) else list(range(rank))
     axes = [norm_axis(a, rank) for a in (axes or [])]
-    padded = {a for k, a in enumerate(axes) if pads[k] or pads[k + len(axes)]}
-    link_same_axes(flow, ctx, x, y, skip=padded)
+    amounts = {
+        a: (pads[k], pads[k + len(axes)]) for k, a in enumerate(axes) if pads[k] or pads[k + len(axes)]
+    }
+    link_same_axes(flow, ctx, x, y, skip=set(amounts))
+    mode = ctx.attr(node, "mode", "constant")
+    if (mode.decode() if isinstance(mode, bytes) else mode) != "constant":
+        return flow.build()
+    for axis, (before, after) in amounts.items():
+        size = ctx.size((x, axis))
+        if size is None or before < 0 or after < 0:
+            continue
+        flow.link((x, axis), (y, axis), IndexMap.at_offset(before))
+        added = (*range(before), *range(before + size, before + size + after))
+        constants = flow.virtual_dim(f"{y}::pad_constants_{axis}", len(added))
+        flow.link(constants, (y, axis), IndexMap.gather(added))
+        flow.pin(constants, f"Pad adds {before} + {after} constant positions on axis {axis}: they stay")
     return flow.build()
 
 
