@@ -43,6 +43,7 @@ from onnxprune.analysis.rules import (
     normalization,
     recurrent,
     reduce,
+    vocabulary,
 )
 from onnxprune.graph import norm_domain
 from onnxprune.macs import MacFormula, formula_ops
@@ -57,6 +58,7 @@ RULE_MODULES: tuple[ModuleType, ...] = (
     reduce,
     attention,
     recurrent,
+    vocabulary,
 )
 """The modules whose `@channel_rule` functions make the default table's entries."""
 REWRITER_MODULES: tuple[ModuleType, ...] = (rewriters,)

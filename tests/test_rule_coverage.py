@@ -13,6 +13,7 @@ from tests import (
     test_rules_normalization,
     test_rules_recurrent,
     test_rules_reduce,
+    test_rules_vocabulary,
 )
 from tests.rule_cases import Case
 
@@ -25,6 +26,7 @@ FAMILIES = {
     "reduce": test_rules_reduce.CASES,
     "attention": test_rules_attention.CASES,
     "recurrent": test_rules_recurrent.CASES,
+    "vocabulary": test_rules_vocabulary.CASES,
 }
 
 

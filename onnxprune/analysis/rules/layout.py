@@ -11,6 +11,7 @@ from onnxprune.analysis.flow import ChannelFlow, FlowBuilder, Link, RuleContext,
 from onnxprune.analysis.index_map import IndexMap
 from onnxprune.analysis.registry import channel_rule
 from onnxprune.analysis.rules._common import int_list, link_same_axes, norm_axis, opt_input
+from onnxprune.analysis.rules.vocabulary import pin_vocabulary
 
 
 @channel_rule("Transpose")
@@ -366,13 +367,16 @@ def slice_(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
 
 @channel_rule("Gather")
 def gather(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
-    """Axes of the data other than the gathered one pass through; the gathered axis is pinned."""
+    """Axes of the data other than the gathered one pass through; the gathered axis is pinned
+    (an embedding table's rows picked by run-time ids: a vocabulary, said so)."""
     flow = FlowBuilder()
     data, indices, y = node.input[0], node.input[1], node.output[0]
     rd, ri = ctx.rank(data), ctx.rank(indices)
     if rd is None or ri is None:
         return flow.build()
     axis = norm_axis(int(ctx.attr(node, "axis", 0)), rd)
+    if ctx.is_weight(data) and not ctx.is_weight(indices):
+        pin_vocabulary(flow, ctx, data, axis, indices)
     for i in range(rd):
         if i < axis:
             flow.link((data, i), (y, i))
