@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 import onnxprune
-from tests.rule_cases import Case, check_pruning, check_structure, ids, runnable
+from tests.rule_cases import Case, build, check_pruning, check_structure, ids, runnable
 
 VOCAB = 6
 ONE_HOT = f"""g (int64[1, 5] ids) => (float[1, 2, 5] y)
