@@ -234,14 +234,15 @@ def slice_bounds(node: onnx.NodeProto, edit: NodeEditor) -> list[Rewrite]:
     return [Rewrite(node_label(node), "starts/ends", [starts, ends], [new_starts, new_ends])]
 
 
-@rewrites("Reshape", "Expand")
+@rewrites("Reshape", "Expand", "ConstantOfShape")
 def shape_target(node: onnx.NodeProto, edit: NodeEditor) -> list[Rewrite]:
     """Literal target entries of axes that lost positions get their new size; -1, 0 (copy) and 1
-    (broadcast) stay. The target may be a constant or a Concat of pieces; only the constant
-    pieces that hold a changed entry are edited (cloned first when shared), run-time entries
-    stay run-time."""
+    (broadcast) stay. The target (input 1; ConstantOfShape's input 0) may be a constant or a
+    Concat of pieces; only the constant pieces that hold a changed entry are edited (cloned
+    first when shared), run-time entries stay run-time."""
     y = node.output[0]
-    before = edit.ctx.shape_entries(node.input[1])
+    at = 0 if node.op_type == "ConstantOfShape" else 1
+    before = edit.ctx.shape_entries(node.input[at])
     if before is None:
         return []
     offset = (edit.ctx.rank(y) or len(before)) - len(before)
@@ -254,11 +255,11 @@ def shape_target(node: onnx.NodeProto, edit: NodeEditor) -> list[Rewrite]:
             after[j] = int(edit.new_size((y, j + offset)))
     if after == before:
         return []
-    target = edit.ctx.small_const(node.input[1])
+    target = edit.ctx.small_const(node.input[at])
     if target is not None:
-        edit.set_const_input(node, 1, np.asarray(after, dtype=target.dtype))
+        edit.set_const_input(node, at, np.asarray(after, dtype=target.dtype))
     else:
-        concat = edit.private_concat(node, 1)
+        concat = edit.private_concat(node, at)
         if concat is None:
             raise ValueError(
                 f"{node.op_type} '{node_label(node)}': cannot locate the constants of its target"
@@ -274,7 +275,7 @@ def shape_target(node: onnx.NodeProto, edit: NodeEditor) -> list[Rewrite]:
                 new = np.asarray(after[position : position + width], dtype=value.dtype).reshape(value.shape)
                 edit.set_const_input(concat, index, new)
             position += width
-    what = "shape" if node.op_type == "Reshape" else "expand shape"
+    what = {"Reshape": "shape", "Expand": "expand shape"}.get(node.op_type, "fill shape")
     return [Rewrite(node_label(node), what, _plain(before), _plain(after))]
 
 

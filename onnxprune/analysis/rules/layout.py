@@ -278,7 +278,9 @@ def _merge(flow: FlowBuilder, src: str, shape: Shape, axes: list[int], merged: t
 @channel_rule("Expand", counts=(1,))
 def expand(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
     """Broadcast to a target shape: axes the input already has at full size pass through (their
-    target entries are rewritten); axes broadcast from size 1 are pinned."""
+    target entries are rewritten); axes broadcast from size 1 are pinned, unless the input is a
+    constant of one value (torch's zero initial states): every position of the output is then
+    the same value, and a literal target entry just follows the kept positions."""
     flow = FlowBuilder()
     x, y = node.input[0], node.output[0]
     x_shape, y_shape = ctx.shape(x), ctx.shape(y)
@@ -291,6 +293,34 @@ def expand(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
     for i, size in enumerate(x_shape):
         if size is not None and size == y_shape[i + offset] and size != 1:
             flow.link((x, i), (y, i + offset))
+    if len(target) == len(y_shape) and is_uniform_constant(ctx, x):
+        for j, entry in enumerate(target):
+            if isinstance(entry, int) and entry > 1 and (j < offset or x_shape[j - offset] == 1):
+                flow.free((y, j))
+    return flow.build()
+
+
+def is_uniform_constant(ctx: RuleContext, tensor: str) -> bool:
+    """True for a small constant whose elements are all equal (a fill value)."""
+    value = ctx.small_const(tensor)
+    return value is not None and (value.size <= 1 or bool((value == value.reshape(-1)[0]).all()))
+
+
+@channel_rule("ConstantOfShape", counts=(0,))
+def constant_of_shape(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
+    """A tensor of one value whose shape is the input vector: an axis whose size is a literal
+    entry can lose positions (the entry is rewritten); an entry that copies a dim
+    (`Concat(2, Shape(x)[0], 48)`, torch's initial states) links the two axes."""
+    flow = FlowBuilder()
+    y = node.output[0]
+    entries = ctx.shape_entries(node.input[0])
+    _link_copied_sizes(flow, ctx, y, entries)
+    rank = ctx.rank(y)
+    if entries is None or rank is None or len(entries) != rank:
+        return flow.build()
+    for j, entry in enumerate(entries):
+        if isinstance(entry, int) and entry > 1:
+            flow.free((y, j))
     return flow.build()
 
 

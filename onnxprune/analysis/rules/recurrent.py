@@ -20,7 +20,7 @@ import onnx
 from onnxprune.analysis.flow import ChannelFlow, Dim, FlowBuilder, RuleContext
 from onnxprune.analysis.index_map import IndexMap
 from onnxprune.analysis.registry import channel_rule
-from onnxprune.analysis.rules._common import opt_input
+from onnxprune.analysis.rules._common import int_list, opt_input
 
 HIDDEN = "::recurrent_hidden"
 """Suffix of the virtual hidden axis, after the name of the node's first output."""
@@ -57,11 +57,11 @@ def recurrent(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
     flow.link(unit, (w, 1), every_gate)
     flow.link(unit, (r, 1), every_gate)
     flow.link(unit, (r, 2))
-    flow.role((w, 1), "out")
-    flow.role((r, 1), "out")
-    flow.role((r, 2), "in")
+    _role(flow, ctx, (w, 1), "out")
+    _role(flow, ctx, (r, 1), "out")
+    _role(flow, ctx, (r, 2), "in")
     flow.link((x, 2), (w, 2))
-    flow.role((w, 2), "in")
+    _role(flow, ctx, (w, 2), "in")
     direction = (w, 0)
     flow.pin(direction, f"{node.op_type} direction axis: forward and backward are not channels")
     flow.link(direction, (r, 0))
@@ -70,7 +70,7 @@ def recurrent(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
         if tensor is not None:
             flow.link(unit, (tensor, 1), index_map)
             flow.link(direction, (tensor, 0))
-            flow.role((tensor, 1), "out")
+            _role(flow, ctx, (tensor, 1), "out")
     seq_axis, batch_axis = (1, 0) if batch_first else (0, 1)
     y_axes = {"seq": 1, "dir": 2, "batch": 0} if batch_first else {"seq": 0, "dir": 1, "batch": 2}
     state_axes = {"dir": 1, "batch": 0} if batch_first else {"dir": 0, "batch": 1}
@@ -96,12 +96,51 @@ def recurrent(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
     return flow.build()
 
 
+_REARRANGE = ("Identity", "Unsqueeze", "Squeeze", "Concat", "Slice")
+"""Ops the dynamo exporter builds recurrent weights with from the module's parameters (gate
+order i, f, g, o reordered to i, o, f, c by Slices and a Concat, a direction axis unsqueezed);
+their own rules link the axes, and the axis numbers of the weight pass through them unchanged
+(Unsqueeze and Squeeze at the front only)."""
+
+
+def weight_sources(ctx: RuleContext, tensor: str, axis: int) -> list[Dim] | None:
+    """The initializer axes that axis `axis` of `tensor` is read from, through `_REARRANGE` ops;
+    None when it is computed otherwise (from a graph input, by arithmetic)."""
+    if ctx.is_weight(tensor):
+        return [(tensor, axis)]
+    node = ctx.producer(tensor)
+    if node is None or node.op_type not in _REARRANGE:
+        return None
+    if node.op_type in ("Unsqueeze", "Squeeze"):
+        axes = int_list(ctx, node, "axes", 1)
+        if axes is None or [a % max(1, ctx.rank(tensor) or 1) for a in axes] != [0]:
+            return None  # only a leading axis added or removed (the direction axis)
+        if node.op_type == "Unsqueeze" and axis == 0:
+            return []  # the new axis: read from no weight axis
+        axis += -1 if node.op_type == "Unsqueeze" else 1
+    found: list[Dim] = []
+    sources = node.input if node.op_type == "Concat" else node.input[:1]
+    for source in sources:
+        more = weight_sources(ctx, source, axis)
+        if more is None:
+            return None
+        found += more
+    return found
+
+
+def _role(flow: FlowBuilder, ctx: RuleContext, dim: Dim, role: str) -> None:
+    """Give `dim` its role, and the same role to the initializer axes it is built from."""
+    flow.role(dim, role)
+    for source in weight_sources(ctx, *dim) or ():
+        flow.role(source, role)
+
+
 def _unsupported(node: onnx.NodeProto, ctx: RuleContext, gates: int) -> str | None:
-    """Why the rule cannot map `node` (None when it can): weights computed at run time, or
-    shapes that do not fit the op's definition."""
+    """Why the rule cannot map `node` (None when it can): weights computed at run time other
+    than by rearranging initializers, or shapes that do not fit the op's definition."""
     w, r = node.input[1], node.input[2]
     for tensor in (w, r, opt_input(node, 3), opt_input(node, 7)):
-        if tensor is not None and not ctx.is_weight(tensor):
+        if tensor is not None and weight_sources(ctx, tensor, 0) is None:
             return f"{node.op_type} weight '{tensor}' is computed at run time"
     w_shape, r_shape, x_rank = ctx.shape(w), ctx.shape(r), ctx.rank(node.input[0])
     if w_shape is None or r_shape is None or x_rank != 3 or len(w_shape) != 3 or len(r_shape) != 3:
