@@ -20,7 +20,7 @@ from onnx import helper, numpy_helper
 
 from onnxprune.analysis.flow import Dim, RuleContext
 from onnxprune.analysis.rules.attention import KV_HEADS, Q_HEADS, ROPE_HEADS
-from onnxprune.analysis.rules.recurrent import hidden_dim
+from onnxprune.analysis.rules.recurrent import hidden_dim, zero_fill
 from onnxprune.graph import fresh_name, graph_defines, node_label, norm_domain, reader_counts
 from onnxprune.plan import Rewrite
 
@@ -327,11 +327,18 @@ def head_counts(node: onnx.NodeProto, edit: NodeEditor) -> list[Rewrite]:
 
 @rewrites("LSTM", "GRU", "RNN")
 def hidden_size(node: onnx.NodeProto, edit: NodeEditor) -> list[Rewrite]:
-    """`hidden_size` follows the kept hidden units (the rule's virtual hidden axis)."""
+    """`hidden_size` follows the kept hidden units (the rule's virtual hidden axis); initial states
+    that are zeros computed at run time (`zero_fill`) are disconnected (zero is the default)."""
     dim = hidden_dim(node)
     before = edit.ctx.attr(node, "hidden_size")
     if not edit.changed(dim):
         return []
     after = len(edit.keeps[dim])
     _set_attr(node, "hidden_size", after)
-    return [Rewrite(node_label(node), "hidden_size", None if before is None else int(before), after)]
+    done = [Rewrite(node_label(node), "hidden_size", None if before is None else int(before), after)]
+    for index in (5, 6):  # zero initial states computed at run time: zero is the default
+        state = node.input[index] if len(node.input) > index else ""
+        if state and zero_fill(edit.ctx, state):
+            node.input[index] = ""
+            done.append(Rewrite(node_label(node), f"input {index}", state, ""))
+    return done

@@ -142,6 +142,41 @@ SIZE_CASES = [
         groups=0,
         pinned={"w1:0": ("pad", "Pad"), "w2:1": ("pad", "Pad")},
     ),
+    # -- ConstantOfShape, and Expand of a one-value constant: every position holds the same value
+    Case(
+        "constant-of-shape-literal",
+        between_convs(
+            "[fill] z = ConstantOfShape <value = float[1] {0.5}> (dims)\n    [add] n = Add (h, z)",
+            weights=", int64[4] dims = {1, 4, 8, 8}",
+        ),
+        groups=1,
+        prunable={"w1:0": 4, "w2:1": 4},
+        rewrites=(("fill", "fill shape"),),
+        check=const_is("fill", 0, [1, 2, 8, 8]),
+    ),
+    Case(
+        "expand-one-value-constant",
+        between_convs(
+            "[fill] z = Expand (c, dims)\n    [add] n = Add (h, z)",
+            weights=", float[1] c = {0.25}, int64[4] dims = {1, 4, 8, 8}",
+        ),
+        groups=1,
+        prunable={"w1:0": 4, "w2:1": 4},
+        rewrites=(("fill", "expand shape"),),
+        check=const_is("fill", 1, [1, 2, 8, 8]),
+    ),
+    Case(
+        # a constant of two values: only one-value fills free their broadcast axes (conservative)
+        "expand-two-value-constant",
+        between_convs(
+            "[fill] z = Expand (c, dims)\n    [add] n = Add (h, z)",
+            weights=", float[1, 1, 1, 2] c = {0.25, 0.5}, int64[4] dims = {1, 4, 8, 2}",
+            x="1, 3, 8, 2",
+            y="1, 2, 8, 2",
+        ),
+        groups=0,
+        pinned={"w1:0": ("fill", "Expand"), "w2:1": ("fill", "Expand")},
+    ),
     # -- Resize and Upsample
     Case(
         "resize-scales",

@@ -16,6 +16,7 @@ any other unit, its gates are its own rows, and its output is read by consumers 
 from __future__ import annotations
 
 import onnx
+from onnx import numpy_helper
 
 from onnxprune.analysis.flow import ChannelFlow, Dim, FlowBuilder, RuleContext
 from onnxprune.analysis.index_map import IndexMap
@@ -80,8 +81,12 @@ def recurrent(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
         flow.link((x, seq_axis), (y, y_axes["seq"]))
         flow.link((x, batch_axis), (y, y_axes["batch"]))
         flow.link(direction, (y, y_axes["dir"]))
-    states = [opt_input(node, 5), opt_input(node, 6) if node.op_type == "LSTM" else None]
-    states += [o for o in node.output[1:] if o]
+    given = [opt_input(node, 5), opt_input(node, 6) if node.op_type == "LSTM" else None]
+    zeros = [s for s in given if s is not None and zero_fill(ctx, s)]
+    for state in zeros:  # dropped by the rewriter (zero is the default): no coupling
+        for axis in range(ctx.rank(state) or 0):
+            flow.free((state, axis))
+    states = [s for s in given if s not in zeros] + [o for o in node.output[1:] if o]
     for state in states:
         if state is None:
             continue
@@ -133,6 +138,27 @@ def _role(flow: FlowBuilder, ctx: RuleContext, dim: Dim, role: str) -> None:
     flow.role(dim, role)
     for source in weight_sources(ctx, *dim) or ():
         flow.role(source, role)
+
+
+def zero_fill(ctx: RuleContext, tensor: str) -> bool:
+    """True when `tensor` is computed as all zeros: torch's initial states, `ConstantOfShape` or
+    `Expand` of a zero constant, sliced per layer. Both exporters build one such tensor for every
+    layer, which would couple the hidden units of all layers; as zero is the default initial
+    state, the rewriter disconnects it instead of resizing it."""
+    node = ctx.producer(tensor)
+    for _ in range(8):
+        if node is None:
+            return False
+        if node.op_type == "ConstantOfShape":
+            value = ctx.attr(node, "value")
+            return value is None or not numpy_helper.to_array(value).any()
+        if node.op_type == "Expand":
+            fill = ctx.small_const(node.input[0])
+            return fill is not None and not fill.any()
+        if node.op_type not in ("Slice", "Squeeze", "Unsqueeze", "Identity", "Cast"):
+            return False
+        node = ctx.producer(node.input[0])
+    return False
 
 
 def _unsupported(node: onnx.NodeProto, ctx: RuleContext, gates: int) -> str | None:
