@@ -66,9 +66,15 @@ def recurrent(
 }}"""
 
 
-def halves(op: str) -> int:
-    """Rows of B: Wb and Rb of every gate."""
-    return 2 * GATES[op] * HIDDEN
+def zero_states_dropped(*nodes: str):
+    """The named recurrent nodes of the pruned model read no initial state (zero, the default)."""
+
+    def check(analysis, result, model):
+        for name in nodes:
+            node = next(n for n in result.model.graph.node if n.name == name)
+            assert len(node.input) <= 5 or not node.input[5], list(node.input)
+
+    return check
 
 
 CASES = [
@@ -163,6 +169,61 @@ CASES = [
         recurrent("LSTM", computed_w=True),
         groups=0,
         pinned={"w1:1": ("rnn", "LSTM"), "w2:0": ("rnn", "LSTM"), "w0:1": ("rnn", "LSTM")},
+    ),
+]
+
+# The dynamo exporter rebuilds R from the module's parameter at run time (the gates reordered by
+# Slices and a Concat, the direction axis unsqueezed); both exporters give the layers of a stack
+# one zeros tensor for their initial states, sliced per layer.
+REARRANGED = """g (float[5, 1, 3] x) => (float[5, 1, 2] y)
+    <float[3, 6] w1, float[1, 32, 6] w, float[32, 8] rw, float[8, 2] w2, int64[1] zero = {0},
+     int64[1] s8 = {8}, int64[1] s16 = {16}, int64[1] s24 = {24}, int64[1] s32 = {32},
+     int64[3] target = {5, 1, 8}> {
+    [fc1] h = MatMul (x, w1)
+    [gate_i] g0 = Slice (rw, zero, s8, zero)
+    [gate_f] g1 = Slice (rw, s16, s24, zero)
+    [gate_o] g2 = Slice (rw, s8, s16, zero)
+    [gate_c] g3 = Slice (rw, s24, s32, zero)
+    [gates] rc = Concat <axis = 0> (g0, g1, g2, g3)
+    [direction] r = Unsqueeze (rc, zero)
+    [rnn] y_seq = LSTM <hidden_size = 8> (h, w, r)
+    [merge] m = Reshape (y_seq, target)
+    [fc2] y = MatMul (m, w2)
+}"""
+STACKED_ZERO_STATES = """g (float[5, 1, 3] x) => (float[5, 1, 2] y)
+    <float[3, 6] w1, float[1, 24, 6] wa, float[1, 24, 8] ra, float[1, 24, 8] wb, float[1, 24, 8] rb,
+     float[8, 2] w2, int64[3] dims = {2, 1, 8}, int64[1] zero = {0}, int64[1] one = {1}, int64[1] two = {2},
+     int64[3] target = {5, 1, 8}> {
+    [fc1] h = MatMul (x, w1)
+    [zeros] z = ConstantOfShape (dims)
+    [state_a] ha = Slice (z, zero, one, zero)
+    [state_b] hb = Slice (z, one, two, zero)
+    [layer_a] ya = GRU <hidden_size = 8> (h, wa, ra, , , ha)
+    [merge_a] ma = Reshape (ya, target)
+    [layer_b] yb = GRU <hidden_size = 8> (ma, wb, rb, , , hb)
+    [merge_b] mb = Reshape (yb, target)
+    [fc2] y = MatMul (mb, w2)
+}"""
+
+CASES += [
+    Case(
+        "lstm-recurrence-weight-rearranged",
+        REARRANGED,
+        groups=2,
+        prunable={"rw:0": HIDDEN, "rw:1": HIDDEN, "w:1": HIDDEN, "w2:0": HIDDEN},
+        rewrites=(("rnn", "hidden_size"), ("gate_f", "starts/ends")),
+        check=then(one_group_holds("rw:0", "rw:1", "w:1", "w2:0"), shapes(rw=[16, 4], w=[1, 16, 3])),
+    ),
+    Case(
+        # one zeros tensor for both layers: disconnected, not coupling the two hidden sizes
+        "gru-stacked-zero-initial-states",
+        STACKED_ZERO_STATES,
+        groups=3,
+        prunable={"ra:2": HIDDEN, "rb:2": HIDDEN, "w1:1": FEATURES},
+        rewrites=(("layer_a", "hidden_size"), ("layer_b", "hidden_size"), ("layer_a", "input 5")),
+        check=then(
+            shapes(ra=[1, 12, 4], rb=[1, 12, 4], wb=[1, 12, 4]), zero_states_dropped("layer_a", "layer_b")
+        ),
     ),
 ]
 

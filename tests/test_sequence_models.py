@@ -1,6 +1,7 @@
 """The patterns of models/sequence as both torch exporters (and tf2onnx, for Keras LSTMs) emit
-them: recurrent layers (ONNX LSTM/GRU/RNN ops, and dynamo's unrolled tanh RNN), a CNN + bidirectional LSTM text recogniser,
-BlazeFace-style residual blocks that pad channels, and a byte classifier's one-hot vocabulary.
+them: recurrent layers (ONNX LSTM/GRU/RNN ops, and dynamo's unrolled tanh RNN), a CNN +
+bidirectional LSTM text recogniser, BlazeFace-style residual blocks that pad channels, and a byte
+classifier's one-hot vocabulary.
 Every file prunes at 0.3 to a valid, mask-equivalent model at least 10 % smaller."""
 
 from __future__ import annotations
