@@ -15,6 +15,7 @@ import pytest
 from onnx import numpy_helper
 
 import onnxprune
+from onnxprune.cli import main
 from tests.conftest import MODELS
 
 FOLDER = MODELS / "sequence"
@@ -102,3 +103,10 @@ def test_byte_vocabulary_stays_and_analyze_says_why(path):
     assert conv1.dims[1] == 256 and conv1.dims[0] < 64  # the 256 byte values stay, filters go
     reasons = [str(b) for b in onnxprune.analyze(path).barriers]
     assert any("vocabulary of" in r and "graph input" in r for r in reasons), reasons
+
+
+@pytest.mark.parametrize("name", ["byte_cnn_dynamo.onnx", "byte_cnn_torchscript.onnx"])
+def test_onnxprune_analyze_prints_the_vocabulary_barrier(name, capsys):
+    assert main(["analyze", str(FOLDER / name)]) == 0
+    text = " ".join(capsys.readouterr().out.split())  # the table wraps long reasons
+    assert "is not a channel axis" in text and "graph input" in text
