@@ -207,6 +207,25 @@ STACKED_ZERO_STATES = """g (float[5, 1, 3] x) => (float[5, 1, 2] y)
 
 CASES += [
     Case(
+        # Y merged with its directions by one Reshape and Y_h by another: only choosing the hidden
+        # factor in both frees the hidden units (the analyzer tries such choices together)
+        "lstm-bidirectional-y-and-state-both-reshaped",
+        recurrent(
+            "LSTM",
+            directions=2,
+            extra_inputs=", b",
+            extra_weights=", float[2, 64] b, int64[2] flat = {1, 16}, float[16, 2] w3",
+            outputs="y_seq, y_h",
+            tail="[tp] ht = Transpose <perm = [1, 0, 2]> (y_h)\n    [flat] hf = Reshape (ht, flat)\n"
+            "    [fc3] z = MatMul (hf, w3)",
+            graph_outputs=", float[1, 2] z",
+        ),
+        groups=2,
+        prunable={"w:1": HIDDEN, "r:2": HIDDEN, "w2:0": HIDDEN, "w3:0": HIDDEN},
+        rewrites=(("rnn", "hidden_size"), ("merge", "shape"), ("flat", "shape")),
+        check=shapes(w=[2, 16, 3], w2=[8, 2], w3=[8, 2]),
+    ),
+    Case(
         "lstm-recurrence-weight-rearranged",
         REARRANGED,
         groups=2,
