@@ -68,11 +68,16 @@ def prunable_macs_fraction(
     if not total:
         return None
     prunable = {m.tensor for g in analysis.prunable_groups for m in g.weight_members}
+    # a recurrent layer's W and R may be rebuilt from the parameters at run time (dynamo)
+    rebuilt = {m.tensor for g in analysis.prunable_groups for m in g.members}
     covered = sum(
         macs
         for node in model.graph.node
         if node.output
         and (macs := per_node.get(node.output[0]))
-        and any(name in prunable for name in node.input[:2])
+        and (
+            any(name in prunable for name in node.input[:2])
+            or (node.op_type in ("LSTM", "GRU", "RNN") and any(name in rebuilt for name in node.input[1:3]))
+        )
     )
     return covered / total
