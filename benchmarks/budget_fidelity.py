@@ -45,9 +45,14 @@ def sensitivity_curves(path: Any, calibration: Any) -> Any:
     return None if measure is None else measure(path, calibration=calibration)
 
 
+COMPENSATE: dict[str, str] = {}
+"""`compensate` for every prune when --compensate is given (else the default: lsq with data)."""
+
+
 def prune_row(path: Any, budget: float, allocation: str, calibration: Any, curves: Any) -> dict[str, Any]:
     """Prune at one budget and allocation; validate; the figures of the prune."""
     extra = {"sensitivity": curves} if allocation == "sensitivity" else {}
+    extra.update(COMPENSATE)
     start = time.perf_counter()
     result = onnxprune.prune(
         path, target_macs=budget, allocation=allocation, calibration=calibration, holdout=0.0, **extra
@@ -150,7 +155,8 @@ def markdown(rows: list[dict], command: str, seconds: float) -> str:
         f"{ram_gib():.0f} GiB, {os.cpu_count()} cores, onnxruntime {ort.__version__}.",
         "",
         "Every prune: `target_macs=B`, the allocation named, calibration on the model's calibration set "
-        "(criterion activation, compensation lsq: the defaults with data), no group losing more than "
+        "(criterion activation; compensation lsq, the default with data, unless the command says "
+        "otherwise), no group losing more than "
         "80 % of its units (the default cap), kept counts multiples of 8. Task metric and cosine on "
         "the held-out evaluation set; parity checked on the structural model.",
         "",
@@ -188,7 +194,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/onnxprune-minilm"))
     parser.add_argument("--out", type=Path, default=HERE / "budget_fidelity.md")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--compensate", choices=("none", "bias", "lsq"), help="(default: lsq, with data)")
     args = parser.parse_args(argv)
+    if args.compensate:
+        COMPENSATE["compensate"] = args.compensate
     specs = [(p, k) for p, k in checked_in_models() if fnmatch.fnmatch(p.name, args.models)]
     specs += [kind_of_extra(spec) for spec in args.extra]
     start = time.perf_counter()

@@ -191,8 +191,8 @@ def prune(
 
     Budgets replace ratios: `target_macs` / `target_params` keep that fraction of the MACs /
     parameters, `target_speedup` is measured in ONNX Runtime at `threads`, `batch`, `input_shapes`
-    (dynamic input dims, also for MACs); `allocation` (`onnxprune.budget`) shares the budget, no
-    group losing over `max_group_ratio` of its units; asked vs achieved: `result.report.budget`.
+    (dynamic dims, also for MACs; default: the first calibration feed's); `allocation`
+    (`onnxprune.budget`) shares the budget, no group losing over `max_group_ratio` of its units.
 
     `model` is a path, bytes or an ``onnx.ModelProto`` (never modified). With `plan`, that plan is
     replayed instead of selecting (ratio, criterion and round_to are ignored).

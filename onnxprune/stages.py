@@ -448,14 +448,24 @@ def build_costs(metric: str, session: PruneSession) -> CostModel:
     options, model, analysis = session.options, session.model, session.analysis
     if metric == "params":
         return ParamsCost.build(model, analysis)
+    shapes = options.input_shapes or _calibration_shapes(options.calibration, model, options.batch)
     if metric == "latency":
-        settings = MeasureSettings(
-            threads=options.threads or 2, batch=options.batch, input_shapes=options.input_shapes
-        )
+        settings = MeasureSettings(threads=options.threads or 2, batch=options.batch, input_shapes=shapes)
         return LatencyCost.build(
             model, analysis, options.op_table, settings, lambda ratio: uniform_prune(model, ratio, options)
         )
-    return MacsCost.build(model, analysis, options.op_table, options.input_shapes, options.batch)
+    return MacsCost.build(model, analysis, options.op_table, shapes, options.batch)
+
+
+def _calibration_shapes(
+    calibration: CalibrationData | None, model: onnx.ModelProto, batch: int
+) -> dict[str, list[int]] | None:
+    """Input shapes of the first calibration feed (batch axis set to `batch`): the sizes of dynamic
+    dims (sequence length, image size) costs are counted at when no input shapes were given."""
+    if calibration is None:
+        return None
+    first = next(iter(calibration.fit.feeds(model)), None)
+    return None if first is None else {name: [batch, *a.shape[1:]] for name, a in first.items()}
 
 
 def uniform_prune(model: onnx.ModelProto, ratio: float, options: PruneOptions) -> onnx.ModelProto:
