@@ -143,16 +143,15 @@ class Budget(Target):
         if costs is None or costs.metric != self.metric:
             raise UsageError(f"a {self.metric} budget needs a {self.metric} cost model")
         groups = self.groups_to_score(analysis)
-        knob = _KNOBS[self.allocation](self, groups, scores)
         floor = {g.id: g.size - self.max_removed(g) for g in groups}
         reachable = costs.fraction(floor)
-        counts, predicted = _refine(self, groups, _search(knob, costs, float(self.keep)), costs)
+        counts, predicted = self._counts(groups, scores, costs)
         remarks: tuple[str, ...] = ()
         if not self.within(predicted) and predicted > reachable and self.round_to > 1:
             # aligned steps are too coarse here (few, small groups): let single units land it
-            loose = _refine(dataclasses.replace(self, round_to=1), groups, (counts, predicted), costs)
+            loose = dataclasses.replace(self, round_to=1)._counts(groups, scores, costs)
             if abs(loose[1] - self.keep) < abs(predicted - self.keep):
-                odd = sum(n % self.round_to != 0 for g, n in loose[0].items() if n != counts.get(g))
+                odd = sum(n % self.round_to != 0 and n < g.size for g in groups if (n := loose[0][g.id]))
                 remarks = (
                     f"{odd} group(s) keep a count that is not a multiple of {self.round_to}: "
                     "aligned steps could not land the budget",
@@ -164,6 +163,13 @@ class Budget(Target):
         return Allocation(
             decisions, self.metric, self.allocation, float(self.keep), predicted, reachable, note, remarks
         )
+
+    def _counts(
+        self, groups: list[Group], scores: Mapping[int, UnitScores], costs: CostModel
+    ) -> tuple[dict[int, int], float]:
+        """Kept counts from the allocation's knob, bisected, then refined by single steps."""
+        knob = _KNOBS[self.allocation](self, groups, scores)
+        return _refine(self, groups, _search(knob, costs, float(self.keep)), costs)
 
     def within(self, fraction: float) -> bool:
         """Whether `fraction` of the metric meets the budget (within `tolerance`, relative)."""
@@ -300,6 +306,6 @@ def _why_missed(budget: Budget, predicted: float, reachable: float) -> str:
             "of theirs; the nearest reachable is kept"
         )
     return (
-        f"{budget.metric} lands at {predicted:.3f}, not {budget.keep:.3f}: the kept counts move in steps "
-        f"of {budget.round_to} channels (--round-to) in too few groups for a closer fit"
+        f"{budget.metric} lands at {predicted:.3f}, not {budget.keep:.3f}: no group can keep one step "
+        f"more or fewer (--round-to {budget.round_to}, else single units) without moving further away"
     )
