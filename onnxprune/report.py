@@ -62,11 +62,14 @@ def prunable_macs_fraction(
     if not total:
         return None
     prunable = {m.tensor for g in analysis.prunable_groups for m in g.weight_members}
+    prunable |= {  # a QDQ weight: the value a DequantizeLinear makes of a prunable quantized one
+        n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in prunable
+    }
     covered = sum(
         macs
         for node in model.graph.node
         if node.output
         and (macs := per_node.get(node.output[0]))
-        and any(name in prunable for name in node.input[:2])
+        and any(name in prunable for name in node.input[: 4 if node.op_type.startswith("QLinear") else 2])
     )
     return covered / total

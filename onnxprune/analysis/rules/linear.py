@@ -22,13 +22,13 @@ def gemm(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
     a_k = 0 if ctx.attr(node, "transA", 0) else 1
     b_k = 1 if ctx.attr(node, "transB", 0) else 0
     a_m, b_n = 1 - a_k, 1 - b_k
-    if ctx.is_weight(b) and not ctx.is_weight(a):
+    if ctx.is_weight_like(b) and not ctx.is_weight_like(a):
         flow.link((a, a_k), (b, b_k))
         flow.role((b, b_k), "in")
         flow.link((y, 1), (b, b_n))
         flow.role((b, b_n), "out")
         flow.link((y, 0), (a, a_m))
-    elif ctx.is_weight(a) and not ctx.is_weight(b):
+    elif ctx.is_weight_like(a) and not ctx.is_weight_like(b):
         flow.link((b, b_k), (a, a_k))
         flow.role((a, a_k), "in")
         flow.link((y, 0), (a, a_m))
@@ -44,7 +44,7 @@ def gemm(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
         for axis_c, axis_y in zip(range(len(c_shape) - 1, -1, -1), (1, 0), strict=False):
             if c_shape[axis_c] != 1 or y_shape[axis_y] == 1:
                 flow.link((c, axis_c), (y, axis_y))
-                if ctx.is_weight(c):
+                if ctx.is_weight_like(c):
                     flow.role((c, axis_c), "out")
     return flow.build()
 
@@ -57,20 +57,24 @@ def matmul(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
     reduction axis: removing contracted channels needs the producers' weights, which this
     rule does not see.
     """
-    flow = FlowBuilder()
-    a, b, y = node.input[0], node.input[1], node.output[0]
+    return matmul_flow(FlowBuilder(), ctx, node.input[0], node.input[1], node.output[0]).build()
+
+
+def matmul_flow(flow: FlowBuilder, ctx: RuleContext, a: str, b: str, y: str) -> FlowBuilder:
+    """Add the links of `matmul` for `y = a @ b` to `flow` (also the rule of the quantized
+    matrix products); returns `flow`."""
     ra, rb, ry = ctx.rank(a), ctx.rank(b), ctx.rank(y)
     if ra is None or rb is None or ry is None or ra < 2 or rb < 2:
         flow.pin_tensor(a, "MatMul with unknown or 1-D operands")
         flow.pin_tensor(b, "MatMul with unknown or 1-D operands")
-        return flow.build()
+        return flow
     flow.link((a, ra - 2), (y, ry - 2))
     flow.link((b, rb - 1), (y, ry - 1))
-    if ctx.is_weight(b) and not ctx.is_weight(a):
+    if ctx.is_weight_like(b) and not ctx.is_weight_like(a):
         flow.link((a, ra - 1), (b, rb - 2))
         flow.role((b, rb - 2), "in")
         flow.role((b, rb - 1), "out")
-    elif ctx.is_weight(a) and not ctx.is_weight(b):
+    elif ctx.is_weight_like(a) and not ctx.is_weight_like(b):
         flow.link((b, rb - 2), (a, ra - 1))
         flow.role((a, ra - 1), "in")
         flow.role((a, ra - 2), "out")
@@ -80,7 +84,7 @@ def matmul(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
         flow.pin((b, rb - 2), reason)
     _link_batch_axes(flow, ctx, a, y, ra - 2, ry - 2)
     _link_batch_axes(flow, ctx, b, y, rb - 2, ry - 2)
-    return flow.build()
+    return flow
 
 
 def _link_batch_axes(flow: FlowBuilder, ctx: RuleContext, src: str, y: str, n_src: int, n_y: int) -> None:
