@@ -36,6 +36,7 @@ from onnxprune import macs, rewriters
 from onnxprune.analysis.registry import Count, OpsetRange, PerChannel, Rule, rule_specs
 from onnxprune.analysis.rules import (
     attention,
+    controlflow,
     conv,
     elementwise,
     layout,
@@ -57,6 +58,7 @@ RULE_MODULES: tuple[ModuleType, ...] = (
     reduce,
     attention,
     quantized,
+    controlflow,
 )
 """The modules whose `@channel_rule` functions make the default table's entries."""
 REWRITER_MODULES: tuple[ModuleType, ...] = (rewriters,)

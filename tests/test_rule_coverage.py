@@ -6,11 +6,13 @@ from __future__ import annotations
 from onnxprune.optable import default_op_table
 from tests import (
     test_rules_attention,
+    test_rules_controlflow,
     test_rules_conv,
     test_rules_elementwise,
     test_rules_layout,
     test_rules_linear,
     test_rules_normalization,
+    test_rules_quantized,
     test_rules_reduce,
 )
 from tests.rule_cases import Case
@@ -23,6 +25,8 @@ FAMILIES = {
     "layout": test_rules_layout.CASES,
     "reduce": test_rules_reduce.CASES,
     "attention": test_rules_attention.CASES,
+    "quantized": test_rules_quantized.CASES,
+    "controlflow": test_rules_controlflow.CASES,
 }
 
 

@@ -2,6 +2,7 @@
 
 from onnxprune.analysis.rules import (
     attention,
+    controlflow,
     conv,
     elementwise,
     layout,
@@ -11,4 +12,14 @@ from onnxprune.analysis.rules import (
     reduce,
 )
 
-__all__ = ["attention", "conv", "elementwise", "layout", "linear", "normalization", "quantized", "reduce"]
+__all__ = [
+    "attention",
+    "controlflow",
+    "conv",
+    "elementwise",
+    "layout",
+    "linear",
+    "normalization",
+    "quantized",
+    "reduce",
+]
