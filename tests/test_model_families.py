@@ -93,16 +93,19 @@ def test_quantized_and_sequence_models_cut_a_tenth_at_0_3_with_parity(path):
         assert report, f"batch {batch}, sequence {seq}:\n{report}"
 
 
-@pytest.mark.parametrize("path", QUANTIZED, ids=[p.stem for p in QUANTIZED])
-def test_quantized_parity_is_bit_exact(path):
+QUANTIZED_CNN = [p for p in QUANTIZED if "bert" not in p.stem]
+
+
+@pytest.mark.parametrize("path", QUANTIZED_CNN, ids=[p.stem for p in QUANTIZED_CNN])
+def test_quantized_cnn_parity_is_bit_exact(path):
     """Integer paths computed as the graph says (QDQ fusions off) agree exactly with the masked
-    original; the one-step allowance (docs/quantization.md) is not needed on these models."""
+    original: the one-step allowance (docs/quantization.md) is not used on these models. (The
+    quantized BERT's float LayerNorm and softmax between its integer products round in another
+    order: it passes at float tolerance.)"""
     original = onnx.load(path)
     result = onnxprune.prune(original, ratio=0.3)
-    report = onnxprune.validate(
-        original, result.model, result.plan, input_shapes=_text_shapes(original, 1, 7)
-    )
-    assert report.parity and all(o.max_abs <= 1e-6 for o in report.parity.outputs), str(report.parity)
+    report = onnxprune.validate(original, result.model, result.plan)
+    assert report.parity and all(o.max_abs == 0 for o in report.parity.outputs), str(report.parity)
 
 
 @pytest.mark.parametrize("path", CONTROL_FLOW, ids=[p.stem for p in CONTROL_FLOW])
