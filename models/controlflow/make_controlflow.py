@@ -61,7 +61,7 @@ class StatefulIf(nn.Module):
 
     def forward(self, x: torch.Tensor, state: torch.Tensor):
         f = torch.relu(self.proj(self.features(x)))
-        if bool(state.abs().sum() > 0):
+        if bool(state.abs().sum() > 0):  # noqa: SIM108 (a statement: TorchScript exports it as an If)
             s = torch.tanh(self.mix(state) + f)
         else:
             s = f
@@ -123,9 +123,13 @@ def export_if(path: Path, dynamo: bool) -> list[dict]:
     if dynamo:
         model = StatefulCond().eval()
         model.load_state_dict(source.state_dict())
-        torch.onnx.export(model, (x, state), str(path), dynamo=True, opset_version=18, external_data=False, **names)
+        torch.onnx.export(
+            model, (x, state), str(path), dynamo=True, opset_version=18, external_data=False, **names
+        )
     else:
-        torch.onnx.export(torch.jit.script(source), (x, state), str(path), dynamo=False, opset_version=17, **names)
+        torch.onnx.export(
+            torch.jit.script(source), (x, state), str(path), dynamo=False, opset_version=17, **names
+        )
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     for st in (state, torch.zeros_like(state)):
         want = [t.detach().numpy() for t in source(x, st)]
@@ -178,13 +182,19 @@ def main() -> int:
     provenance = {}
     path = HERE / "stateful_if_torchscript.onnx"
     export_if(path, dynamo=False)
-    provenance[path.name] = describe(path, "torch.onnx.export(torch.jit.script(m), ..., dynamo=False, opset_version=17)")
+    provenance[path.name] = describe(
+        path, "torch.onnx.export(torch.jit.script(m), ..., dynamo=False, opset_version=17)"
+    )
     path = HERE / "stateful_if_dynamo.onnx"
     export_if(path, dynamo=True)
-    provenance[path.name] = describe(path, "torch.onnx.export(m (torch.cond), ..., dynamo=True, opset_version=18)")
+    provenance[path.name] = describe(
+        path, "torch.onnx.export(m (torch.cond), ..., dynamo=True, opset_version=18)"
+    )
     path = HERE / "refine_loop_torchscript.onnx"
     export_loop(path)
-    provenance[path.name] = describe(path, "torch.onnx.export(torch.jit.script(m), (x, 3), dynamo=False, opset_version=17)")
+    provenance[path.name] = describe(
+        path, "torch.onnx.export(torch.jit.script(m), (x, 3), dynamo=False, opset_version=17)"
+    )
     (HERE / "PROVENANCE.json").write_text(json.dumps(provenance, indent=2) + "\n")
     return 0
 
