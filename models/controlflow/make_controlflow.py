@@ -8,7 +8,7 @@ Models (random weights, BatchNorm statistics and biases perturbed; nothing is do
   reading the ``mix`` weights from the enclosing graph); a head ``Linear(24, 48)+ReLU+Linear(48,
   10)`` reads the new state. Outputs: logits and the new state.
   - ``stateful_if_torchscript.onnx``: ``torch.jit.script`` then ``torch.onnx.export(...,
-    dynamo=False, opset_version=17)`` (the Python ``if`` becomes an ``If``);
+    dynamo=False, opset_version=17)`` (the Python ``if`` becomes an ``If``); batch dynamic;
   - ``stateful_if_dynamo.onnx``: the same module with ``torch.cond``, ``torch.onnx.export(...,
     dynamo=True, opset_version=18)``.
 * ``refine_loop_torchscript.onnx``: a CNN encoder (Conv+ReLU twice, global pool) whose 32
@@ -118,17 +118,31 @@ def perturb(model: nn.Module) -> nn.Module:
 
 def export_if(path: Path, dynamo: bool) -> list[dict]:
     source = perturb(StatefulIf())
-    x, state = torch.randn(1, 3, 32, 32), torch.randn(1, 24)
+    x, state = torch.randn(2, 3, 32, 32), torch.randn(2, 24)
     names = {"input_names": ["x", "state"], "output_names": ["logits", "new_state"]}
     if dynamo:
         model = StatefulCond().eval()
         model.load_state_dict(source.state_dict())
+        batch = torch.export.Dim("batch")
         torch.onnx.export(
-            model, (x, state), str(path), dynamo=True, opset_version=18, external_data=False, **names
+            model,
+            (x, state),
+            str(path),
+            dynamo=True,
+            opset_version=18,
+            external_data=False,
+            dynamic_shapes=({0: batch}, {0: batch}),
+            **names,
         )
     else:
         torch.onnx.export(
-            torch.jit.script(source), (x, state), str(path), dynamo=False, opset_version=17, **names
+            torch.jit.script(source),
+            (x, state),
+            str(path),
+            dynamo=False,
+            opset_version=17,
+            dynamic_axes={"x": {0: "batch"}, "state": {0: "batch"}, "logits": {0: "batch"}, "new_state": {0: "batch"}},
+            **names,
         )
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     for st in (state, torch.zeros_like(state)):
@@ -140,7 +154,7 @@ def export_if(path: Path, dynamo: bool) -> list[dict]:
 
 def export_loop(path: Path) -> list[dict]:
     source = perturb(RefineLoop())
-    x = torch.randn(1, 3, 16, 16)
+    x = torch.randn(2, 3, 16, 16)
     torch.onnx.export(
         torch.jit.script(source),
         (x, 3),
@@ -149,6 +163,7 @@ def export_loop(path: Path) -> list[dict]:
         opset_version=17,
         input_names=["x", "steps"],
         output_names=["logits"],
+        dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}},
     )
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     for steps in (0, 3):
