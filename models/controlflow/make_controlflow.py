@@ -141,7 +141,12 @@ def export_if(path: Path, dynamo: bool) -> list[dict]:
             str(path),
             dynamo=False,
             opset_version=17,
-            dynamic_axes={"x": {0: "batch"}, "state": {0: "batch"}, "logits": {0: "batch"}, "new_state": {0: "batch"}},
+            dynamic_axes={
+                "x": {0: "batch"},
+                "state": {0: "batch"},
+                "logits": {0: "batch"},
+                "new_state": {0: "batch"},
+            },
             **names,
         )
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
