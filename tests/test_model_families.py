@@ -118,3 +118,17 @@ def test_control_flow_models_prune_outside_their_subgraphs(path):
     assert result.report.params_after < result.report.params_before
     report = onnxprune.validate(original, result.model, result.plan)
     assert report, str(report)
+
+
+def test_keras_attention_projections_are_pinned_with_a_named_reason():
+    """Keras MultiHeadAttention through tf2onnx: the heads are merged with the batch by
+    Reshape targets computed at run time (ReduceProd / Max of Shape entries), which onnxprune
+    does not follow; `analyze` says so, and the FFN is what prunes."""
+    analysis = onnxprune.analyze(MODELS / "keras_seq" / "encoder.onnx")
+    query_bias = "encoder_1/mha_1/query_1/Add/ReadVariableOp:0"
+    pinned = [g for g in analysis.groups if any(m.tensor == query_bias for m in g.members)]
+    assert pinned and not any(g.prunable for g in pinned)
+    reasons = " ".join(str(b) for g in pinned for b in g.barriers)
+    assert "Reshape" in reasons and "run time" in reasons, reasons
+    ffn = [g for g in analysis.prunable_groups if any("ffn1" in m.tensor for m in g.members)]
+    assert ffn and ffn[0].size == 128
