@@ -252,9 +252,13 @@ QUANTIZED_WEIGHT_INPUTS: dict[str, tuple[int, ...]] = {
     "MatMulInteger": (1, 2, 3),
     "QLinearConv": (2, 3, 5, 7, 8),
     "QLinearMatMul": (2, 3, 5, 7),
+    "QGemm": (2, 3, 5, 6, 8),  # com.microsoft (ONNX Runtime's QOperator format)
 }
-"""Inputs of the default-domain quantization ops that hold integer values a prune may slice
-(quantized weights, zero points, int32 biases), by op type."""
+"""Inputs of the quantization ops (default domain; QGemm of com.microsoft) that hold integer
+values a prune may slice (quantized weights, zero points, int32 biases), by op type."""
+
+QUANTIZATION_DOMAINS = ("", "ai.onnx", "com.microsoft")
+"""Domains whose ops `QUANTIZED_WEIGHT_INPUTS` and `ZERO_POINT_OF` describe."""
 
 ZERO_POINT_OF: dict[str, dict[int, int]] = {
     "DequantizeLinear": {0: 2},
@@ -262,6 +266,7 @@ ZERO_POINT_OF: dict[str, dict[int, int]] = {
     "MatMulInteger": {1: 3},
     "QLinearConv": {3: 5},
     "QLinearMatMul": {3: 5},
+    "QGemm": {3: 5},
 }
 """For each quantization op, the input holding the zero point of each quantized input."""
 
@@ -280,7 +285,7 @@ def quantized_weights(graph: onnx.GraphProto) -> set[str]:
     ints = {t.name for t in graph.initializer if t.data_type not in FLOAT_TYPES}
     found: set[str] = set()
     for node in graph.node:
-        if is_default_domain(node.domain) and node.op_type in QUANTIZED_WEIGHT_INPUTS:
+        if node.domain in QUANTIZATION_DOMAINS and node.op_type in QUANTIZED_WEIGHT_INPUTS:
             for index in QUANTIZED_WEIGHT_INPUTS[node.op_type]:
                 if index < len(node.input) and node.input[index] in ints:
                     found.add(node.input[index])

@@ -29,7 +29,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from onnxprune.graph import ZERO_POINT_OF, fresh_name, graph_defines, is_default_domain
+from onnxprune.graph import QUANTIZATION_DOMAINS, ZERO_POINT_OF, fresh_name, graph_defines, is_default_domain
 from onnxprune.plan import TensorSlice
 from onnxprune.weights import get_weight, weight_tensors
 
@@ -47,7 +47,7 @@ def mask_fill(model: onnx.ModelProto, tensor: str, shape: Sequence[int]) -> np.n
     zero point its quantization op reads it with, broadcast to `shape`; 0 for a float weight or
     a quantized one without a zero point."""
     for node in model.graph.node:
-        if not is_default_domain(node.domain) or node.op_type not in ZERO_POINT_OF:
+        if node.domain not in QUANTIZATION_DOMAINS or node.op_type not in ZERO_POINT_OF:
             continue
         for value_index, zp_index in ZERO_POINT_OF[node.op_type].items():
             if value_index >= len(node.input) or node.input[value_index] != tensor:
@@ -71,6 +71,8 @@ def _zero_point_axis(node: onnx.NodeProto, value_index: int, rank: int) -> int:
         return axis + rank if axis < 0 else axis
     if node.op_type in ("ConvInteger", "QLinearConv"):
         return 0  # per output channel
+    if node.op_type == "QGemm":  # per output unit N of B: [N, K] with transB, else [K, N]
+        return 0 if any(a.name == "transB" and a.i for a in node.attribute) else rank - 1
     return rank - 1  # MatMulInteger / QLinearMatMul: per column of B
 
 

@@ -1,5 +1,6 @@
 """Channel rules of quantized graphs: QDQ pairs (per-tensor and per-axis), dynamic quantization
-(DynamicQuantizeLinear + ConvInteger / MatMulInteger) and QLinearConv / QLinearMatMul.
+(DynamicQuantizeLinear + ConvInteger / MatMulInteger), QLinearConv / QLinearMatMul, and ONNX
+Runtime's com.microsoft QGemm / QLinearAdd / QLinearMul (its QOperator format).
 
 Each case prunes and validates: mask-equivalence parity with quantized weights masked to their
 zero points and removed channels zeroed at dynamic quantization (docs/quantization.md)."""
@@ -28,7 +29,7 @@ from tests.rule_cases import (
 GRAPH_IN = ("<graph>", "input")
 GRAPH_OUT = ("<graph>", "output")
 OPSET = 19
-SCALES = ("sx", "sh", "s1", "s2", "sb1", "sy", "ws", "bs", "ys", "as")
+SCALES = ("sx", "sh", "s1", "s2", "s3", "sa", "sm", "sb1", "sy", "ws", "bs", "ys", "as")
 
 QDQ_CONV = """g (float[1, 3, 8, 8] x) => (float[1, 2, 8, 8] y)
     <int8[4, 3, 3, 3] w1, float[4] s1, int8[4] z1, int32[4] b1, float[4] sb1, int8[2, 4, 1, 1] w2,
@@ -123,6 +124,31 @@ QLINEAR_MATMUL = """g (float[2, 6] x) => (float[2, 3] y)
     [fc2] y = MatMul (h, w2)
 }"""
 
+MS = {"com.microsoft": 1}
+
+QGEMM = """g (float[2, 6] x) => (float[2, 3] y)
+    <float[6, 8] w1, float[8] b1, int8[3, 8] bq, float[3] bs, int8[3] bz = {1, -2, 3}, int32[3] c,
+     float sh, uint8 zh = {128}, float sy, uint8 zy = {10}> {
+    [fc1] h0 = MatMul (x, w1)
+    [bias] h = Add (h0, b1)
+    [qh] hq = QuantizeLinear (h, sh, zh)
+    [qgemm] yq = com.microsoft.QGemm <transB = 1> (hq, sh, zh, bq, bs, bz, c, sy, zy)
+    [dy] y = DequantizeLinear (yq, sy, zy)
+}"""
+
+QLINEAR_ADD_MUL = """g (float[1, 3, 8, 8] x) => (float[1, 2, 8, 8] y)
+    <int8[4, 3, 3, 3] w1, float[4] s1, int8[4] z1 = {0, 0, 0, 0}, int8[4, 3, 1, 1] w3, float[4] s3,
+     int8[4] z3 = {0, 0, 0, 0}, int8[2, 4, 1, 1] w2, float[2] s2, int8[2] z2 = {0, 0},
+     float sx, uint8 zx = {128}, float sh, uint8 zh = {3}, float sa, uint8 za = {5},
+     float sm, uint8 zm = {7}, float sy, uint8 zy = {100}> {
+    [qx] xq = QuantizeLinear (x, sx, zx)
+    [conv1] h = QLinearConv <pads = [1, 1, 1, 1]> (xq, sx, zx, w1, s1, z1, sh, zh)
+    [conv3] g = QLinearConv (xq, sx, zx, w3, s3, z3, sh, zh)
+    [add] a = com.microsoft.QLinearAdd (h, sh, zh, g, sh, zh, sa, za)
+    [mul] m = com.microsoft.QLinearMul (a, sa, za, h, sh, zh, sm, zm)
+    [conv2] yq = QLinearConv (m, sm, zm, w2, s2, z2, sy, zy)
+    [dy] y = DequantizeLinear (yq, sy, zy)
+}"""
 
 CASES = [
     Case(
@@ -205,6 +231,29 @@ CASES = [
         prunable={"bq:1": 8, "bs:0": 8, "bz:0": 8, "w2:0": 8},
         pinned={"bq:0": GRAPH_IN},
         check=shapes(bq=[6, 4], bs=[4], bz=[4], w2=[4, 3]),
+    ),
+    Case(
+        "qgemm-reduction-axis-with-zero-points",
+        QGEMM,
+        opset=OPSET,
+        domains=MS,
+        positive=SCALES,
+        groups=1,
+        prunable={"w1:1": 8, "b1:0": 8, "bq:1": 8},
+        check=shapes(w1=[6, 4], b1=[4], bq=[3, 4], bs=[3], bz=[3], c=[3]),
+        note="ONNX's and ONNX Runtime's shape inference give QGemm's output no shape: its N side "
+        "cannot be sized, so only the reduction axis prunes",
+    ),
+    Case(
+        "qlinear-add-mul-couple-their-inputs",
+        QLINEAR_ADD_MUL,
+        opset=OPSET,
+        domains=MS,
+        positive=SCALES,
+        groups=1,
+        prunable={"w1:0": 4, "s1:0": 4, "w3:0": 4, "s3:0": 4, "w2:1": 4},
+        pinned={"w2:0": GRAPH_OUT},
+        check=shapes(w1=[2, 3, 3, 3], w3=[2, 3, 1, 1], w2=[2, 2, 1, 1]),
     ),
 ]
 

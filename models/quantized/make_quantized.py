@@ -7,6 +7,8 @@ Models (made from files already in models/, nothing downloaded):
   scale and zero point per tensor, int32 biases with per-channel scales; calibrated on
   ``CALIBRATION_SAMPLES`` random normal inputs (enough to fix the ranges: the point is the
   graph, not accuracy). From ``models/torchvision/{resnet18,mobilenet_v2}_dynamo.onnx``.
+* ``resnet18_qoperator``: the same static quantization in the QOperator format: ``QLinearConv``
+  and ONNX Runtime's com.microsoft ``QLinearAdd`` and ``QGemm``.
 * ``resnet18_dynamic``: ``quantize_dynamic`` with uint8 weights (asymmetric, one zero point per
   tensor): ``DynamicQuantizeLinear`` + ``ConvInteger`` / ``MatMulInteger`` + ``Cast`` + ``Mul``.
 * ``bert_dynamic``: ``quantize_dynamic`` with int8 weights of ``models/transformers/
@@ -49,8 +51,9 @@ SEED = 0
 CALIBRATION_SAMPLES = 8
 
 STATIC = {
-    "resnet18_qdq": MODELS / "torchvision" / "resnet18_dynamo.onnx",
-    "mobilenet_v2_qdq": MODELS / "torchvision" / "mobilenet_v2_dynamo.onnx",
+    "resnet18_qdq": (MODELS / "torchvision" / "resnet18_dynamo.onnx", QuantFormat.QDQ),
+    "mobilenet_v2_qdq": (MODELS / "torchvision" / "mobilenet_v2_dynamo.onnx", QuantFormat.QDQ),
+    "resnet18_qoperator": (MODELS / "torchvision" / "resnet18_dynamo.onnx", QuantFormat.QOperator),
 }
 DYNAMIC = {
     "resnet18_dynamic": (MODELS / "torchvision" / "resnet18_dynamo.onnx", QuantType.QUInt8),
@@ -112,7 +115,7 @@ def main() -> int:
     }
     provenance: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for name, source in STATIC.items():
+        for name, (source, quant_format) in STATIC.items():
             pre = Path(tmp) / f"{name}_pre.onnx"
             quant_pre_process(str(source), str(pre), skip_symbolic_shape=True)
             path = HERE / f"{name}.onnx"
@@ -120,14 +123,14 @@ def main() -> int:
                 str(pre),
                 str(path),
                 RandomImages(onnx.load(str(pre))),
-                quant_format=QuantFormat.QDQ,
+                quant_format=quant_format,
                 per_channel=True,
                 activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
             )
             provenance[path.name] = {
                 "source": str(source.relative_to(MODELS)),
-                "call": "quantize_static(pre, out, RandomImages(8 samples), quant_format=QuantFormat.QDQ, "
+                "call": f"quantize_static(pre, out, RandomImages(8 samples), quant_format={quant_format}, "
                 "per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)",
                 **_check(source, path),
                 "versions": versions,

@@ -16,9 +16,15 @@ def gemm(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
     The reduction axis K couples A and B (the weight's K axis has role in); N couples B, C
     and Y (role out); M passes from A to Y.
     """
-    flow = FlowBuilder()
-    a, b, y = node.input[0], node.input[1], node.output[0]
-    c = opt_input(node, 2)
+    return gemm_flow(FlowBuilder(), node, ctx, (node.input[0], node.input[1], opt_input(node, 2))).build()
+
+
+def gemm_flow(
+    flow: FlowBuilder, node: onnx.NodeProto, ctx: RuleContext, abc: tuple[str, str, str | None]
+) -> FlowBuilder:
+    """Add the links of `gemm` for A, B and C = `abc` to `flow` (also the rule of the quantized
+    Gemm); returns `flow`."""
+    (a, b, c), y = abc, node.output[0]
     a_k = 0 if ctx.attr(node, "transA", 0) else 1
     b_k = 1 if ctx.attr(node, "transB", 0) else 0
     a_m, b_n = 1 - a_k, 1 - b_k
@@ -37,7 +43,7 @@ def gemm(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
     else:
         flow.pin_tensor(a, "Gemm of two run-time tensors (or two constants): reduction not tracked")
         flow.pin_tensor(b, "Gemm of two run-time tensors (or two constants): reduction not tracked")
-        return flow.build()
+        return flow
     c_shape = ctx.shape(c) if c else None
     if c and c_shape is not None:
         y_shape = ctx.shape(y) or (None, None)
@@ -46,7 +52,7 @@ def gemm(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
                 flow.link((c, axis_c), (y, axis_y))
                 if ctx.is_weight_like(c):
                     flow.role((c, axis_c), "out")
-    return flow.build()
+    return flow
 
 
 @channel_rule("MatMul")

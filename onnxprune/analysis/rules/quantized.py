@@ -22,7 +22,8 @@ from onnxprune.analysis.flow import ChannelFlow, FlowBuilder, RuleContext
 from onnxprune.analysis.registry import channel_rule
 from onnxprune.analysis.rules._common import link_same_axes, norm_axis, opt_input
 from onnxprune.analysis.rules.conv import conv_flow
-from onnxprune.analysis.rules.linear import matmul_flow
+from onnxprune.analysis.rules.elementwise import broadcast
+from onnxprune.analysis.rules.linear import gemm_flow, matmul_flow
 
 
 @channel_rule("QuantizeLinear", "DequantizeLinear", per_channel=(1, 2))
@@ -99,6 +100,35 @@ def qlinear_matmul(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
     flow = matmul_flow(FlowBuilder(), ctx, a, b, y)
     _link_matrix_parameters(flow, ctx, node, a, b, node.input[1:3], node.input[4:6])
     for index in (6, 7):
+        _per_tensor(flow, ctx, node, opt_input(node, index))
+    return flow.build()
+
+
+@channel_rule("QGemm", domain="com.microsoft", per_channel=(4, 5, 6))
+def qgemm(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
+    """ONNX Runtime's quantized Gemm (QOperator format): inputs (a, a_scale, a_zp, b, b_scale,
+    b_zp, C, y_scale, y_zp), transA / transB as Gemm; b's scale and zero point may be per
+    column (one per output unit N); A's and the output's are scalars."""
+    a, b = node.input[0], node.input[3]
+    flow = gemm_flow(FlowBuilder(), node, ctx, (a, b, opt_input(node, 6)))
+    n_axis = 0 if ctx.attr(node, "transB", 0) else 1
+    for index in (4, 5):
+        _link_parameter(flow, ctx, node, node.input[index], (b, n_axis))
+    for index in (1, 2, 7, 8):
+        _per_tensor(flow, ctx, node, opt_input(node, index))
+    return flow.build()
+
+
+@channel_rule("QLinearAdd", "QLinearMul", domain="com.microsoft")
+def qlinear_binary(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
+    """ONNX Runtime's quantized Add / Mul (a, a_scale, a_zp, b, b_scale, b_zp, c_scale, c_zp):
+    numpy broadcasting of a and b (a residual Add couples its producers), scalar parameters."""
+    values = onnx.NodeProto()
+    values.CopyFrom(node)
+    del values.input[:]
+    values.input.extend([node.input[0], node.input[3]])
+    flow = _extend(broadcast(values, ctx))
+    for index in (1, 2, 4, 5, 6, 7):
         _per_tensor(flow, ctx, node, opt_input(node, index))
     return flow.build()
 
