@@ -43,7 +43,9 @@ from onnxprune.analysis.rules import (
     linear,
     normalization,
     quantized,
+    recurrent,
     reduce,
+    vocabulary,
 )
 from onnxprune.graph import norm_domain
 from onnxprune.macs import MacFormula, formula_ops
@@ -57,6 +59,8 @@ RULE_MODULES: tuple[ModuleType, ...] = (
     layout,
     reduce,
     attention,
+    recurrent,
+    vocabulary,
     quantized,
     controlflow,
 )
