@@ -186,10 +186,12 @@ ABSOLUTE_FLOOR = 1e-6
 of order-1 intermediate values; see tests/test_property_regressions.py)."""
 
 
-def _compare(name: str, reference: Any, result: Any, tolerance: float, step: float = 0.0) -> OutputDiff:
+def _compare(
+    name: str, reference: Any, result: Any, tolerance: float, step: tuple[float, float] = (0.0, 0.0)
+) -> OutputDiff:
     """Compare one output of one feed: shapes exactly, floats by relative error, the rest exactly.
     An output of an integer path passes within QUANTIZED_STEPS steps of `step`, its quantization
-    step (`quantmask.output_steps`; 1 for an integer output, 0 for a float path)."""
+    step (absolute, relative to the output's largest magnitude: `quantmask.output_steps`)."""
     if not isinstance(reference, np.ndarray) or not isinstance(result, np.ndarray):
         # sequence or map outputs: equal element by element, or not at all
         equal = _deep_equal(reference, result)
@@ -232,7 +234,8 @@ def _compare(name: str, reference: Any, result: Any, tolerance: float, step: flo
         # an absolute floor: outputs that are nearly all zero (a Relu cutting off order-1 values)
         # differ by float rounding of the terms that made them, not by their own size
         ok = max_abs <= tol * (float(finite.max()) if finite.size else 0.0) + ABSOLUTE_FLOOR
-        ok = ok or max_abs <= QUANTIZED_STEPS * step
+        scale = float(finite.max()) if finite.size else 0.0
+        ok = ok or max_abs <= QUANTIZED_STEPS * (step[0] + step[1] * scale)
         return OutputDiff(name, tuple(ref.shape), max_abs, rel_err, ok=ok, tolerance=tol)
     equal = bool(np.array_equal(ref, got))
     if ref.dtype.kind in "biu":
@@ -241,7 +244,7 @@ def _compare(name: str, reference: Any, result: Any, tolerance: float, step: flo
         scale = float(np.abs(ref64).max()) if ref.size else 0.0
     else:
         max_abs, scale = (0.0 if equal else math.inf), 1.0
-    ok = equal or max_abs <= QUANTIZED_STEPS * step
+    ok = equal or max_abs <= QUANTIZED_STEPS * (step[0] + step[1] * scale)
     return OutputDiff(name, tuple(ref.shape), max_abs, max_abs / max(1e-6, scale), ok=ok)
 
 
@@ -312,7 +315,7 @@ def run_parity(
                 break
             tried += 1
             for name, ref, got in zip(names, expected, results, strict=True):
-                diff = _compare(name, ref, got, tolerance, steps.get(name, 0.0))
+                diff = _compare(name, ref, got, tolerance, steps.get(name, (0.0, 0.0)))
                 worst[name] = _worse(worst[name], diff)
         if error:
             break

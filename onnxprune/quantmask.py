@@ -133,22 +133,35 @@ def _removed_inputs(model: onnx.ModelProto, slices: Sequence[TensorSlice]) -> di
     return found
 
 
-def output_steps(model: onnx.ModelProto) -> dict[str, float]:
-    """The quantization step of each graph output an integer path makes: the (largest) scale of
-    the DequantizeLinear that produces it, 1 for an integer output of a quantizing op; outputs
-    made by float ops are absent (they are compared at float tolerance)."""
+RANGE_STEP = 1 / 255
+"""One 8-bit quantization step of a tensor's range: the step of a float output computed from
+integer paths whose scales are chosen at run time (DynamicQuantizeLinear)."""
+
+_INTEGER_OPS = frozenset({"QuantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul"})
+
+
+def output_steps(model: onnx.ModelProto) -> dict[str, tuple[float, float]]:
+    """The quantization step of each graph output of a quantized graph, as (absolute, relative
+    to the output's largest magnitude): the (largest) scale of the DequantizeLinear that
+    produces it; 1 for an integer output of a quantizing op; `RANGE_STEP` of its range for any
+    other output of a graph that quantizes activations dynamically (a value one step apart in a
+    run-time quantized activation moves it by about that much). Outputs of graphs without
+    dynamic quantization made by float ops are absent: they are compared at float tolerance."""
     makers = {o: n for n in model.graph.node for o in n.output}
-    steps: dict[str, float] = {}
+    dynamic = any(n.op_type == "DynamicQuantizeLinear" for n in model.graph.node)
+    steps: dict[str, tuple[float, float]] = {}
     for out in model.graph.output:
         node = makers.get(out.name)
-        if node is None or not is_default_domain(node.domain):
+        if node is None:
             continue
-        if node.op_type == "DequantizeLinear":
+        if node.op_type == "DequantizeLinear" and is_default_domain(node.domain):
             scale = _constant(model, node.input[1])
             if scale is not None and scale.size:
-                steps[out.name] = float(np.abs(scale).max())
-        elif node.op_type in ("QuantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul"):
-            steps[out.name] = 1.0
+                steps[out.name] = (float(np.abs(scale).max()), 0.0)
+        elif node.op_type in _INTEGER_OPS and is_default_domain(node.domain):
+            steps[out.name] = (1.0, 0.0)
+        elif dynamic:
+            steps[out.name] = (0.0, RANGE_STEP)
     return steps
 
 

@@ -323,3 +323,27 @@ def test_without_the_dynamic_mask_parity_would_fail():
     pruned = ort_session(result.model).run(None, feeds)[0]
     assert np.array_equal(with_mask, pruned)
     assert not np.array_equal(without, pruned)
+
+
+def test_output_steps_follow_how_the_output_is_made():
+    """The quantization step parity allows on each output (docs/quantization.md)."""
+    from onnxprune.quantmask import RANGE_STEP, output_steps
+
+    qlinear = build(QLINEAR_CONV, opset=OPSET, positive=SCALES)
+    sy = float(_weight(qlinear, "sy"))
+    assert output_steps(qlinear) == {"y": (sy, 0.0)}  # made by a DequantizeLinear: its scale
+    assert output_steps(build(QDQ_CONV, opset=OPSET, positive=SCALES)) == {}  # float Conv: float tolerance
+    dynamic = build(MATMUL_INTEGER, opset=OPSET, positive=SCALES)
+    assert output_steps(dynamic) == {"y": (0.0, RANGE_STEP)}  # run-time scales: one step of the range
+
+
+def test_one_step_is_allowed_and_two_are_not():
+    from onnxprune.parity import _compare
+
+    ref = np.array([1.0, 2.0, 4.0], np.float32)
+    off = ref + np.array([0.0, 0.01, 0.0], np.float32)
+    assert not _compare("y", ref, off, 1e-4).ok  # float tolerance alone
+    assert _compare("y", ref, off, 1e-4, (0.0, 1 / 255)).ok  # 0.01 <= 4 / 255
+    assert not _compare("y", ref, ref + np.float32(0.02), 1e-4, (0.0, 1 / 255)).ok
+    assert _compare("q", np.array([3], np.uint8), np.array([4], np.uint8), 1e-4, (1.0, 0.0)).ok
+    assert not _compare("q", np.array([3], np.uint8), np.array([5], np.uint8), 1e-4, (1.0, 0.0)).ok
