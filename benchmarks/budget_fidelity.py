@@ -49,7 +49,9 @@ COMPENSATE: dict[str, str] = {}
 """`compensate` for every prune when --compensate is given (else the default: lsq with data)."""
 
 
-def prune_row(path: Any, budget: float, allocation: str, calibration: Any, curves: Any) -> dict[str, Any]:
+def prune_row(
+    path: Any, budget: float, allocation: str, calibration: Any, curves: Any, shapes: Any = None
+) -> dict[str, Any]:
     """Prune at one budget and allocation; validate; the figures of the prune."""
     extra = {"sensitivity": curves} if allocation == "sensitivity" else {}
     extra.update(COMPENSATE)
@@ -58,7 +60,9 @@ def prune_row(path: Any, budget: float, allocation: str, calibration: Any, curve
         path, target_macs=budget, allocation=allocation, calibration=calibration, holdout=0.0, **extra
     )
     seconds = time.perf_counter() - start
-    report = onnxprune.validate(path, result.model, result.plan, structural=result.structural)
+    report = onnxprune.validate(
+        path, result.model, result.plan, structural=result.structural, input_shapes=shapes
+    )
     b = result.report.budget
     return {
         "result": result,
@@ -132,7 +136,8 @@ def minilm_rows(budgets, allocations, work_dir: Path, log: Callable[[str], None]
                 "original": 1.0,
             }
             try:
-                got = prune_row(str(onnx_path), budget, allocation, calib, curves)
+                shapes = {name: [1, 128] for name in calib[0]}  # for validation's random feeds
+                got = prune_row(str(onnx_path), budget, allocation, calib, curves, shapes)
                 emb = embed(session(got.pop("result").model.SerializeToString()), eval_batches)
                 figures = fidelity(eval_emb, emb)
                 row.update(got, pruned=figures["cos_mean"], cosine=figures["cos_mean"], p5=figures["cos_p5"])

@@ -113,9 +113,18 @@ class MacsCost(CostModel):
 
     metric = "macs"
 
-    def __init__(self, terms: MacTerms, shrink: AxisShrink) -> None:
+    def __init__(
+        self,
+        terms: MacTerms,
+        shrink: AxisShrink,
+        input_shapes: Mapping[str, Sequence[int]] | None = None,
+        batch: int = 1,
+    ) -> None:
         self.terms = terms
         self.shrink = shrink
+        self.input_shapes = input_shapes
+        """The input sizes MACs are counted at (the pruned model's count must use the same)."""
+        self.batch = batch
         self._full = float(sum(terms.per_node().values()))
 
     @classmethod
@@ -128,8 +137,11 @@ class MacsCost(CostModel):
         batch: int = 1,
     ) -> MacsCost:
         """The MACs model of a normalized `model` (shapes inferred) and its analysis."""
-        terms = mac_terms(model, input_shapes, batch=batch, shapes_inferred=True, table=table)
-        return cls(terms, AxisShrink.of(analysis))
+        # a dynamic dim other than the batch is never guessed: attention costs grow with its square
+        terms = mac_terms(
+            model, input_shapes, batch=batch, dynamic_default=None, shapes_inferred=True, table=table
+        )
+        return cls(terms, AxisShrink.of(analysis), input_shapes, batch)
 
     @property
     def full(self) -> float:

@@ -325,12 +325,14 @@ def mac_terms(
     input_shapes: Mapping[str, Sequence[int]] | None = None,
     *,
     batch: int = 1,
-    dynamic_default: int = 1,
+    dynamic_default: int | None = 1,
     shapes_inferred: bool = False,
     table: OpTable | None = None,
 ) -> MacTerms:
-    """The MAC formulas of `model`'s nodes and the shapes they read (arguments as `macs_by_node`).
-    Raises ShapeUnknownError when a formula needs a shape inference cannot give."""
+    """The MAC formulas of `model`'s nodes and the shapes they read (arguments as `macs_by_node`;
+    `dynamic_default` None: a dynamic input dim other than dim 0 not in `input_shapes` is a
+    UsageError naming it). Raises ShapeUnknownError when a formula needs a shape inference cannot
+    give."""
     check_input_names(model, input_shapes)
     table = table or default_op_table()
     if shapes_inferred and not model.functions:

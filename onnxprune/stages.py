@@ -388,8 +388,12 @@ def _budget_summary(session: PruneSession) -> dict | None:
         return None
     summary = session.allocation.to_json()
     report = session.report
-    if summary["metric"] == "macs" and report.macs_before and report.macs_after is not None:
-        summary["achieved"] = round(report.macs_after / report.macs_before, 6)
+    costs = session.costs
+    if isinstance(costs, MacsCost) and costs.full:  # counted at the shapes the budget was
+        after = macs_by_node(
+            session.output, costs.input_shapes, batch=costs.batch, table=session.options.op_table
+        )
+        summary["achieved"] = round(sum(after.values()) / costs.full, 6)
     elif summary["metric"] == "params" and report.params_before:
         summary["achieved"] = round(report.params_after / report.params_before, 6)
     return summary

@@ -6,6 +6,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import numpy as np
+import onnx
 import pytest
 
 from onnxprune import prune
@@ -132,6 +133,7 @@ MODELS = [
     "models/densenet_dynamo.onnx",
     "models/transformers/llama_gqa_dynamo.onnx",
 ]
+SHAPES = {"models/transformers/llama_gqa_dynamo.onnx": {"input_ids": [1, 16], "attention_mask": [1, 16]}}
 
 
 @pytest.mark.parametrize("rel", MODELS)
@@ -141,20 +143,22 @@ def test_cost_models_predict_the_counts_of_the_pruned_model(rel):
     target = UniformRatio(0.4)
     kept = {g.id: target.kept(g.size, g.kind) for g in session.analysis.prunable_groups}
     result = prune(REPO / rel, ratio=0.4)
-    macs = MacsCost.build(session.model, session.analysis)
+    shapes = SHAPES.get(rel)
+    macs = MacsCost.build(session.model, session.analysis, input_shapes=shapes)
     params = ParamsCost.build(session.model, session.analysis)
-    assert macs.full == count_macs(session.model)
-    assert macs.cost(kept) == count_macs(result.model)
+    assert macs.full == count_macs(session.model, shapes)
+    assert macs.cost(kept) == count_macs(result.model, shapes)
     assert params.cost(kept) == count_params(result.model)
 
 
 @pytest.mark.parametrize("rel", MODELS)
 @pytest.mark.parametrize("metric", ["macs", "params"])
 def test_budgets_land_within_two_percent_and_report_asked_against_achieved(rel, metric):
-    result = prune(REPO / rel, **{f"target_{metric}": 0.5})
+    shapes = SHAPES.get(rel)
+    result = prune(REPO / rel, input_shapes=shapes, **{f"target_{metric}": 0.5})
     budget = result.report.budget
     real = (
-        count_macs(result.model) / result.report.macs_before
+        count_macs(result.model, shapes) / count_macs(onnx.load(REPO / rel), shapes)
         if metric == "macs"
         else result.report.params_after / result.report.params_before
     )
@@ -191,3 +195,19 @@ def test_a_speedup_target_is_measured_and_every_attempt_reported():
     assert budget["measured_speedup"] in [a["measured_speedup"] for a in budget["attempts"]]
     assert ("note" in budget) == (abs(budget["measured_speedup"] - 1.5) > 0.075)
     assert count_macs(result.model) < result.report.macs_before
+
+
+def test_dynamic_dims_are_counted_at_the_calibration_shapes():
+    path = REPO / "models/transformers/gpt2_dynamo.onnx"
+    rng = np.random.default_rng(0)
+    feeds = [
+        {"input_ids": rng.integers(0, 50, (2, 24)), "attention_mask": np.ones((2, 24), dtype=np.int64)}
+        for _ in range(3)
+    ]
+    result = prune(path, target_macs=0.5, calibration=feeds, holdout=0.0, compensate="none")
+    shapes = {"input_ids": [1, 24], "attention_mask": [1, 24]}
+    real = count_macs(result.model, shapes) / count_macs(onnx.load(path), shapes)
+    assert result.report.budget["achieved"] == pytest.approx(real, abs=1e-6)
+    assert abs(real - 0.5) <= 0.01
+    with pytest.raises(UsageError, match="dynamic"):
+        prune(path, target_macs=0.5)  # no data, no input shapes: the sequence length is not guessed
