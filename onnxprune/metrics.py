@@ -26,7 +26,7 @@ import onnx.shape_inference
 
 from onnxprune.errors import UsageError
 from onnxprune.folding import constants_to_initializers, fold_shapes
-from onnxprune.graph import FLOAT_TYPES, default_opset, is_default_domain
+from onnxprune.graph import FLOAT_TYPES, default_opset, is_default_domain, quantized_weights
 from onnxprune.graph import static_dims as tensor_dims
 from onnxprune.macs import MacFormula, NodeShapes, ShapeUnknownError
 from onnxprune.optable import OpTable, default_op_table
@@ -53,7 +53,8 @@ class ModelStats:
 
 
 def count_params(model: onnx.ModelProto) -> int:
-    """Number of elements of the float (float32/16/64, bfloat16) weight-like tensors.
+    """Number of elements of the float (float32/16/64, bfloat16) weight-like tensors, and of the
+    integer ones a quantization op reads as quantized values (`graph.quantized_weights`).
 
     >>> import onnx
     >>> m = onnx.parser.parse_model('''<ir_version: 8, opset_import: ["" : 17]>
@@ -62,7 +63,12 @@ def count_params(model: onnx.ModelProto) -> int:
     >>> count_params(m)
     2
     """
-    return sum(math.prod(t.dims) for t in weight_tensors(model).values() if t.data_type in FLOAT_TYPES)
+    quantized = quantized_weights(model.graph)
+    return sum(
+        math.prod(t.dims)
+        for name, t in weight_tensors(model).items()
+        if t.data_type in FLOAT_TYPES or name in quantized
+    )
 
 
 def concrete_shape(

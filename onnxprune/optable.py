@@ -36,11 +36,13 @@ from onnxprune import macs, rewriters
 from onnxprune.analysis.registry import Count, OpsetRange, PerChannel, Rule, rule_specs
 from onnxprune.analysis.rules import (
     attention,
+    controlflow,
     conv,
     elementwise,
     layout,
     linear,
     normalization,
+    quantized,
     recurrent,
     reduce,
     vocabulary,
@@ -59,6 +61,8 @@ RULE_MODULES: tuple[ModuleType, ...] = (
     attention,
     recurrent,
     vocabulary,
+    quantized,
+    controlflow,
 )
 """The modules whose `@channel_rule` functions make the default table's entries."""
 REWRITER_MODULES: tuple[ModuleType, ...] = (rewriters,)

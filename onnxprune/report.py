@@ -68,6 +68,9 @@ def prunable_macs_fraction(
     if not total:
         return None
     prunable = {m.tensor for g in analysis.prunable_groups for m in g.weight_members}
+    prunable |= {  # a QDQ weight: the value a DequantizeLinear makes of a prunable quantized one
+        n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in prunable
+    }
     # a recurrent layer's W and R may be rebuilt from the parameters at run time (dynamo)
     rebuilt = {m.tensor for g in analysis.prunable_groups for m in g.members}
     covered = sum(
@@ -76,7 +79,7 @@ def prunable_macs_fraction(
         if node.output
         and (macs := per_node.get(node.output[0]))
         and (
-            any(name in prunable for name in node.input[:2])
+            any(name in prunable for name in node.input[: 4 if node.op_type.startswith("QLinear") else 2])
             or (node.op_type in ("LSTM", "GRU", "RNN") and any(name in rebuilt for name in node.input[1:3]))
         )
     )

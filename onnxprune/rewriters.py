@@ -154,15 +154,15 @@ def _del_attr(node: onnx.NodeProto, name: str) -> None:
             return
 
 
-@rewrites("Conv", "ConvTranspose")
+@rewrites("Conv", "ConvTranspose", "ConvInteger", "QLinearConv")
 def conv_group(node: onnx.NodeProto, edit: NodeEditor) -> list[Rewrite]:
     """A depthwise-like conv has one group per input channel: the group count follows them."""
     group = int(edit.ctx.attr(node, "group", 1))
-    x, w = node.input[0], node.input[1]
+    x, w = node.input[0], node.input[3 if node.op_type == "QLinearConv" else 1]
     if group == 1 or not edit.changed((x, 1)):
         return []
     w_shape = edit.ctx.shape(w)
-    per_group_in = w_shape[1] if node.op_type == "Conv" else w_shape[0] // group
+    per_group_in = w_shape[0] // group if node.op_type == "ConvTranspose" else w_shape[1]
     if per_group_in != 1:
         return []
     new_group = edit.new_size((x, 1))

@@ -78,8 +78,11 @@ _INT_FEEDS = {
 # --- sessions ----------------------------------------------------------------------------------
 
 
-def session_options(threads: int = 2) -> ort.SessionOptions:
+def session_options(threads: int = 2, *, graph_quantization: bool = False) -> ort.SessionOptions:
     """The options of every onnxprune session: all optimisations, `threads` intra-op, no spinning.
+    `graph_quantization` turns off ONNX Runtime's QDQ fusions, so a quantized graph computes
+    what its ops say (a weight-only DequantizeLinear -> MatMul is otherwise run with a
+    dynamically quantized activation): parity compares integer paths this way.
 
     >>> session_options(3).intra_op_num_threads
     3
@@ -94,6 +97,8 @@ def session_options(threads: int = 2) -> ort.SessionOptions:
     # one's pool would busy-wait on the cores the running one needs.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    if graph_quantization:
+        options.add_session_config_entry("session.disable_quant_qdq", "1")
     return options
 
 
@@ -102,8 +107,10 @@ def ort_session(
     threads: int = 2,
     *,
     fallback: onnx.ModelProto | None = None,
+    graph_quantization: bool = False,
 ) -> ort.InferenceSession:
-    """An ONNX Runtime session on the CPU provider with `session_options(threads)`.
+    """An ONNX Runtime session on the CPU provider with `session_options(threads,
+    graph_quantization=...)`.
 
     A ModelProto is serialized to bytes in memory, never written to a temporary file; a path is
     handed to ONNX Runtime as a path (it reads external data itself). If loading the path fails
@@ -115,7 +122,7 @@ def ort_session(
     >>> [o.name for o in ort_session(m).get_outputs()]
     ['y']
     """
-    options = session_options(threads)
+    options = session_options(threads, graph_quantization=graph_quantization)
     if isinstance(model, onnx.ModelProto):
         source: bytes | str = model.SerializeToString()
     elif isinstance(model, bytes | bytearray):

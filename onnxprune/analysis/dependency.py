@@ -33,7 +33,7 @@ from onnxprune.analysis.groups import (
     pins_of,
 )
 from onnxprune.analysis.units import batch_groups, component_groups
-from onnxprune.graph import FLOAT_TYPES, subgraph_reads
+from onnxprune.graph import FLOAT_TYPES, quantized_weights, subgraph_reads
 from onnxprune.optable import OpTable, default_op_table
 
 __all__ = ["Barrier", "DependencyAnalysis", "Group", "Member", "analyze_model"]
@@ -51,6 +51,7 @@ class _Collected:
     virtual: dict[str, int] = field(default_factory=dict)
     choices: list[tuple[str, str, tuple[tuple[Link, ...], ...]]] = field(default_factory=list)
     divisors: set[str] = field(default_factory=set)
+    inherits: list[tuple[Dim, Dim]] = field(default_factory=list)
 
 
 def analyze_model(
@@ -70,8 +71,11 @@ def analyze_model(
     ctx = RuleContext(model) if ctx is None else ctx
     excluded = re.compile(exclude) if exclude else None
     collected = _collect(model, ctx, excluded, table)
-    weights = {  # float weights make a group worth reporting; int constants are shape arithmetic
-        t.name: tuple(int(d) for d in t.dims) for t in model.graph.initializer if t.data_type in FLOAT_TYPES
+    quantized = quantized_weights(model.graph)
+    weights = {  # float and quantized weights make a group worth reporting; other ints are shapes
+        t.name: tuple(int(d) for d in t.dims)
+        for t in model.graph.initializer
+        if t.data_type in FLOAT_TYPES or t.name in quantized
     }
     state = [0] * len(collected.choices)
     cache: dict = {}
@@ -163,6 +167,12 @@ def _collect(
         if op_type == "Div" and len(node.input) > 1 and ctx.is_weight(node.input[1]):
             out.divisors.add(node.input[1])
         out.virtual.update(dict(flow.virtual_sizes))
+        out.inherits.extend(flow.inherited_roles)
+
+    for dim, source in out.inherits:  # a stored (quantized) weight axis is read as its value is
+        role = out.roles.get(source)
+        if role == "in" or (role is not None and dim not in out.roles):
+            out.roles[dim] = role
 
     for dim, role in out.roles.items():  # masking zeroes "in" entries: never those of a divisor
         if role == "in" and dim[0] in out.divisors:
