@@ -130,7 +130,7 @@ def fold_shapes(model: onnx.ModelProto) -> int:
 
 def _shapes(model: onnx.ModelProto) -> dict[str, list[int | None]]:
     graph = model.graph
-    out = {}
+    out = {t.name: [int(d) for d in t.dims] for t in graph.initializer}  # Shape of a weight (tf2onnx)
     for vi in [*graph.input, *graph.value_info, *graph.output]:
         dims = static_dims(vi)
         if dims is not None:

@@ -243,3 +243,50 @@ def node_label(node: onnx.NodeProto) -> str:
     'y'
     """
     return node.name or node.output[0]
+
+
+QUANTIZED_WEIGHT_INPUTS: dict[str, tuple[int, ...]] = {
+    "DequantizeLinear": (0, 2),
+    "QuantizeLinear": (2,),
+    "ConvInteger": (1, 2, 3),
+    "MatMulInteger": (1, 2, 3),
+    "QLinearConv": (2, 3, 5, 7, 8),
+    "QLinearMatMul": (2, 3, 5, 7),
+    "QGemm": (2, 3, 5, 6, 8),  # com.microsoft (ONNX Runtime's QOperator format)
+}
+"""Inputs of the quantization ops (default domain; QGemm of com.microsoft) that hold integer
+values a prune may slice (quantized weights, zero points, int32 biases), by op type."""
+
+QUANTIZATION_DOMAINS = ("", "ai.onnx", "com.microsoft")
+"""Domains whose ops `QUANTIZED_WEIGHT_INPUTS` and `ZERO_POINT_OF` describe."""
+
+ZERO_POINT_OF: dict[str, dict[int, int]] = {
+    "DequantizeLinear": {0: 2},
+    "ConvInteger": {1: 3},
+    "MatMulInteger": {1: 3},
+    "QLinearConv": {3: 5},
+    "QLinearMatMul": {3: 5},
+    "QGemm": {3: 5},
+}
+"""For each quantization op, the input holding the zero point of each quantized input."""
+
+
+def quantized_weights(graph: onnx.GraphProto) -> set[str]:
+    """Names of the integer initializers that a quantization op reads as quantized values
+    (weights, zero points, int32 biases): they are sliced with the channels like float weights.
+
+    >>> import onnx
+    >>> m = onnx.parser.parse_model('''<ir_version: 8, opset_import: ["" : 19]>
+    ... g (float[2, 3] x) => (float[2, 4] y) <int8[3, 4] q = {0,0,0,0,0,0,0,0,0,0,0,0}, float s = {1.0}>
+    ... { w = DequantizeLinear(q, s)  y = MatMul(x, w) }''')
+    >>> quantized_weights(m.graph)
+    {'q'}
+    """
+    ints = {t.name for t in graph.initializer if t.data_type not in FLOAT_TYPES}
+    found: set[str] = set()
+    for node in graph.node:
+        if node.domain in QUANTIZATION_DOMAINS and node.op_type in QUANTIZED_WEIGHT_INPUTS:
+            for index in QUANTIZED_WEIGHT_INPUTS[node.op_type]:
+                if index < len(node.input) and node.input[index] in ints:
+                    found.add(node.input[index])
+    return found

@@ -77,10 +77,10 @@ def formula_ops(fn: object) -> tuple[tuple[str, str], ...]:
     return getattr(fn, _TAG, ()) if callable(fn) else ()
 
 
-@macs_of("Conv")
+@macs_of("Conv", "ConvInteger", "QLinearConv")
 def conv_macs(node: onnx.NodeProto, shape: NodeShapes) -> int:
-    """Output elements x C_in/group x kernel."""
-    return math.prod(shape(0, output=True)) * math.prod(shape(1)[1:])
+    """Output elements x C_in/group x kernel (the weight is input 3 of QLinearConv)."""
+    return math.prod(shape(0, output=True)) * math.prod(shape(3 if node.op_type == "QLinearConv" else 1)[1:])
 
 
 @macs_of("ConvTranspose")
@@ -101,10 +101,11 @@ def gemm_macs(node: onnx.NodeProto, shape: NodeShapes) -> int:
     return m * n * k
 
 
-@macs_of("MatMul")
+@macs_of("MatMul", "MatMulInteger", "QLinearMatMul")
 def matmul_macs(node: onnx.NodeProto, shape: NodeShapes) -> int:
-    """numpy matmul: broadcast batch x M x N x K; a 1-D operand has no M (N)."""
-    a, b = shape(0), shape(1)
+    """numpy matmul: broadcast batch x M x N x K; a 1-D operand has no M (N) (B is input 3 of
+    QLinearMatMul)."""
+    a, b = shape(0), shape(3 if node.op_type == "QLinearMatMul" else 1)
     if not a or not b:
         raise shape.error(f"MatMul inputs have shapes {a} and {b}")
     try:
@@ -114,3 +115,13 @@ def matmul_macs(node: onnx.NodeProto, shape: NodeShapes) -> int:
     m = a[-2] if len(a) > 1 else 1
     n = b[-1] if len(b) > 1 else 1
     return batch * m * n * a[-1]
+
+
+@macs_of("LSTM", "GRU", "RNN")
+def recurrent_macs(node: onnx.NodeProto, shape: NodeShapes) -> int:
+    """Steps x batch x (W + R elements): every step multiplies the input by W and the state by R
+    in each direction (the elementwise gate arithmetic is not counted)."""
+    x, w, r = shape(0), shape(1), shape(2)
+    if len(x) != 3:
+        raise shape.error(f"{node.op_type} input has shape {x}, expected rank 3")
+    return x[0] * x[1] * (math.prod(w) + math.prod(r))

@@ -26,9 +26,11 @@ import onnxruntime as ort
 from onnx import numpy_helper
 
 from onnxprune.errors import ModelError, PlanError
+from onnxprune.graph import quantized_weights
 from onnxprune.io import ModelLike, load_model
 from onnxprune.metrics import check_input_names, graph_inputs, tensor_dims
 from onnxprune.plan import DroppedBranch, Plan
+from onnxprune.quantmask import QUANTIZED_STEPS, mask_dynamic_quantization, mask_fill, output_steps
 from onnxprune.runtime import make_feeds, ort_session
 from onnxprune.slice_check import plan_problems, slice_axis
 from onnxprune.weights import get_weight, set_weight, weight_tensors
@@ -39,8 +41,10 @@ HALF_PRECISION_TOLERANCE = 1e-2
 
 
 def masked_model(original: onnx.ModelProto, plan: Plan) -> onnx.ModelProto:
-    """A copy of `original` with every removed index of every ``role: "in"`` slice set to zero,
-    and every ``dropped`` branch multiplied by zero where its Add reads it.
+    """A copy of `original` with every removed index of every ``role: "in"`` slice set to zero
+    (to its zero point for a quantized weight), the removed channels zeroed at the input of
+    dynamic quantization (`onnxprune.quantmask`), and every ``dropped`` branch multiplied by
+    zero where its Add reads it.
 
     The original is not modified. Raises PlanError if a slice names a tensor that is not a weight
     of `original`, or whose axis size is not the slice's `size`.
@@ -58,6 +62,7 @@ def masked_model(original: onnx.ModelProto, plan: Plan) -> onnx.ModelProto:
     masked = onnx.ModelProto()
     masked.CopyFrom(original)
     zeroed: dict[str, np.ndarray] = {}
+    quantized = quantized_weights(original.graph)
     for s in plan.slices:
         if s.role != "in" or len(s.keep) == s.size:
             continue
@@ -70,9 +75,11 @@ def masked_model(original: onnx.ModelProto, plan: Plan) -> onnx.ModelProto:
             continue
         index: list[Any] = [slice(None)] * array.ndim
         index[axis] = np.setdiff1d(np.arange(s.size), np.asarray(s.keep, dtype=np.int64))
-        array[tuple(index)] = 0
+        fill = mask_fill(original, s.tensor, array.shape) if s.tensor in quantized else 0  # a zero point
+        array[tuple(index)] = fill if np.isscalar(fill) else fill[tuple(index)]
     for name, array in zeroed.items():
         set_weight(masked, name, array)
+    mask_dynamic_quantization(masked, plan.slices)
     _drop_branches(masked, plan.dropped)
     return masked
 
@@ -179,8 +186,12 @@ ABSOLUTE_FLOOR = 1e-6
 of order-1 intermediate values; see tests/test_property_regressions.py)."""
 
 
-def _compare(name: str, reference: Any, result: Any, tolerance: float) -> OutputDiff:
-    """Compare one output of one feed: shapes exactly, floats by relative error, the rest exactly."""
+def _compare(
+    name: str, reference: Any, result: Any, tolerance: float, step: tuple[float, float] = (0.0, 0.0)
+) -> OutputDiff:
+    """Compare one output of one feed: shapes exactly, floats by relative error, the rest exactly.
+    An output of an integer path passes within QUANTIZED_STEPS steps of `step`, its quantization
+    step (absolute, relative to the output's largest magnitude: `quantmask.output_steps`)."""
     if not isinstance(reference, np.ndarray) or not isinstance(result, np.ndarray):
         # sequence or map outputs: equal element by element, or not at all
         equal = _deep_equal(reference, result)
@@ -223,6 +234,8 @@ def _compare(name: str, reference: Any, result: Any, tolerance: float) -> Output
         # an absolute floor: outputs that are nearly all zero (a Relu cutting off order-1 values)
         # differ by float rounding of the terms that made them, not by their own size
         ok = max_abs <= tol * (float(finite.max()) if finite.size else 0.0) + ABSOLUTE_FLOOR
+        scale = float(finite.max()) if finite.size else 0.0
+        ok = ok or max_abs <= QUANTIZED_STEPS * (step[0] + step[1] * scale)
         return OutputDiff(name, tuple(ref.shape), max_abs, rel_err, ok=ok, tolerance=tol)
     equal = bool(np.array_equal(ref, got))
     if ref.dtype.kind in "biu":
@@ -231,7 +244,8 @@ def _compare(name: str, reference: Any, result: Any, tolerance: float) -> Output
         scale = float(np.abs(ref64).max()) if ref.size else 0.0
     else:
         max_abs, scale = (0.0 if equal else math.inf), 1.0
-    return OutputDiff(name, tuple(ref.shape), max_abs, max_abs / max(1e-6, scale), ok=equal)
+    ok = equal or max_abs <= QUANTIZED_STEPS * (step[0] + step[1] * scale)
+    return OutputDiff(name, tuple(ref.shape), max_abs, max_abs / max(1e-6, scale), ok=ok)
 
 
 def _deep_equal(a: Any, b: Any) -> bool:
@@ -278,6 +292,7 @@ def run_parity(
         )
     used_batches = list(batches) if has_dynamic_batch(original) else list(batches)[:1]
     worst: dict[str, OutputDiff | None] = dict.fromkeys(names)
+    steps = output_steps(original)
     tried = 0
     error = None
     for batch in used_batches:
@@ -300,7 +315,8 @@ def run_parity(
                 break
             tried += 1
             for name, ref, got in zip(names, expected, results, strict=True):
-                worst[name] = _worse(worst[name], _compare(name, ref, got, tolerance))
+                diff = _compare(name, ref, got, tolerance, steps.get(name, (0.0, 0.0)))
+                worst[name] = _worse(worst[name], diff)
         if error:
             break
     outputs = [diff for diff in worst.values() if diff is not None]
@@ -322,7 +338,8 @@ def masked_session(
 ) -> ort.InferenceSession | ParityReport:
     """A session of the masked original (the masked copy is dropped once loaded), or a failed report."""
     try:
-        return ort_session(masked_model(original, plan).SerializeToString())
+        exact = bool(quantized_weights(original.graph))
+        return ort_session(masked_model(original, plan).SerializeToString(), graph_quantization=exact)
     except PlanError as exc:
         return ParityReport(False, tolerance, [], 0, error=str(exc))
     except Exception as exc:
@@ -358,7 +375,7 @@ def check_parity(
     if isinstance(reference, ParityReport):
         return reference
     try:
-        session = ort_session(pruned_model)
+        session = ort_session(pruned_model, graph_quantization=bool(quantized_weights(original_model.graph)))
     except Exception as exc:
         return ParityReport(False, tolerance, [], 0, error=f"the pruned model does not load: {exc}")
     return run_parity(

@@ -48,6 +48,12 @@ class PruneReport:
     """With compensation and held-out samples: the structural prune's, before compensation."""
     depth: dict[str, Any] | None = None
     """With depth pruning: the residual branches scored and dropped (`DepthReport.to_json`)."""
+    budget: dict[str, Any] | None = None
+    """With a budget target: the metric, allocation, asked / predicted / achieved kept fractions,
+    the lowest reachable, and why the budget was missed when it was (`Allocation.to_json`); with
+    a speedup target also each measured attempt."""
+    notes: list[str] = field(default_factory=list)
+    """Things the user should know about the result (groups rounding left whole, ...)."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -64,11 +70,19 @@ def prunable_macs_fraction(
     if not total:
         return None
     prunable = {m.tensor for g in analysis.prunable_groups for m in g.weight_members}
+    prunable |= {  # a QDQ weight: the value a DequantizeLinear makes of a prunable quantized one
+        n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in prunable
+    }
+    # a recurrent layer's W and R may be rebuilt from the parameters at run time (dynamo)
+    rebuilt = {m.tensor for g in analysis.prunable_groups for m in g.members}
     covered = sum(
         macs
         for node in model.graph.node
         if node.output
         and (macs := per_node.get(node.output[0]))
-        and any(name in prunable for name in node.input[:2])
+        and (
+            any(name in prunable for name in node.input[: 4 if node.op_type.startswith("QLinear") else 2])
+            or (node.op_type in ("LSTM", "GRU", "RNN") and any(name in rebuilt for name in node.input[1:3]))
+        )
     )
     return covered / total

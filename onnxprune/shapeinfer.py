@@ -104,7 +104,10 @@ def _complete(inferred: onnx.ModelProto, symbolic: onnx.ModelProto | None) -> on
     for vi in [*completed.graph.value_info, *completed.graph.output]:
         known.add(vi.name)
         other = found.get(vi.name)
-        if other is None or not _has_shape(vi) or not _has_shape(other):
+        if other is None or not _has_shape(other):
+            continue
+        if not _has_shape(vi):  # ONNX's inference stopped (a contrib op before it): take the shape
+            vi.type.tensor_type.shape.CopyFrom(other.type.tensor_type.shape)
             continue
         dims, extra = vi.type.tensor_type.shape.dim, other.type.tensor_type.shape.dim
         if len(dims) != len(extra):

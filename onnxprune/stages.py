@@ -27,11 +27,14 @@ import onnx
 from threadpoolctl import threadpool_limits
 
 from onnxprune.analysis import analyze_model
+from onnxprune.budget import Budget
 from onnxprune.calibration import CalibrationData, collect_activation_stats
 from onnxprune.compensate import compensate
+from onnxprune.costs import CostModel, MacsCost, ParamsCost
 from onnxprune.errors import UsageError
 from onnxprune.fidelity import check_fidelity
 from onnxprune.io import has_external_data, materialize, read_model
+from onnxprune.latency import LatencyCost, MeasureSettings
 from onnxprune.metrics import count_params, macs_by_node
 from onnxprune.optable import OpTable
 from onnxprune.passes import (
@@ -45,7 +48,7 @@ from onnxprune.passes import (
 )
 from onnxprune.report import PruneReport, prunable_macs_fraction
 from onnxprune.selection import build_plan, dim_keeps
-from onnxprune.session import PruneSession
+from onnxprune.session import PruneOptions, PruneSession
 from onnxprune.targets import ReplayPlan, UniformRatio
 
 
@@ -159,6 +162,21 @@ class Calibrate(Stage):
             raise UsageError(f"{data.fit.source}: no calibration samples (after the held-out split)")
 
 
+class Costs(Stage):
+    """The cost model of a budget target's metric, on the normalized model (`onnxprune.costs`)."""
+
+    name = "costs"
+    reads = ("analysis",)
+    writes = ("costs",)
+
+    def run(self, session: PruneSession) -> None:
+        given = session.options.cost_model
+        metric = session.options.target.metric
+        session.costs = (
+            given if given is not None and given.metric == metric else build_costs(metric, session)
+        )
+
+
 class Score(Stage):
     """Per-unit scores of the groups the target needs, from the session's importance."""
 
@@ -182,7 +200,12 @@ class Select(Stage):
     writes = ("decisions",)
 
     def run(self, session: PruneSession) -> None:
-        session.decisions = session.options.target.select(session.analysis, session.scores)
+        target = session.options.target
+        if isinstance(target, Budget):
+            session.allocation = target.allocate(session.analysis, session.scores, session.costs)
+            session.decisions = session.allocation.decisions
+        else:
+            session.decisions = target.select(session.analysis, session.scores, session.costs)
 
 
 class BuildPlan(Stage):
@@ -360,18 +383,55 @@ class Report(Stage):
             ),
             depth=session.depth.to_json() if session.depth is not None else None,
         )
+        session.report.budget = _budget_summary(session)
+        session.report.notes = _notes(session)
+
+
+def _budget_summary(session: PruneSession) -> dict | None:
+    """The allocation's figures and the achieved kept fraction of its metric (counted on the
+    output for MACs and parameters; latency is measured by the caller, `prune(target_speedup=)`)."""
+    if session.allocation is None:
+        return None
+    summary = session.allocation.to_json()
+    report = session.report
+    costs = session.costs
+    if isinstance(costs, MacsCost) and costs.full:  # counted at the shapes the budget was
+        after = macs_by_node(
+            session.output, costs.input_shapes, batch=costs.batch, table=session.options.op_table
+        )
+        summary["achieved"] = round(sum(after.values()) / costs.full, 6)
+    elif summary["metric"] == "params" and report.params_before:
+        summary["achieved"] = round(report.params_after / report.params_before, 6)
+    return summary
+
+
+def _notes(session: PruneSession) -> list[str]:
+    target = session.options.target
+    if not isinstance(target, UniformRatio):
+        return []
+    whole = target.left_whole(session.analysis)
+    if not whole:
+        return []
+    smallest = min(g.size for g in whole)
+    return [
+        f"{len(whole)} group(s) of {smallest}-{max(g.size for g in whole)} channels stay whole: removing "
+        f"{target.ratio:g} of them rounds to nothing at --round-to {target.round_to} (kept counts round "
+        f"up); --round-to 1, or --ratio {target.round_to / smallest:.2f} or more, prunes them"
+    ]
 
 
 def default_stages(
     calibration: CalibrationData | None = None,
     tick: Callable[[int], None] | None = None,
     compensation: str | None = None,
+    costs: bool = False,
     depth: Stage | None = None,
 ) -> list[Stage]:
     """The pipeline, in order (a replayed plan scores no group). With `calibration`, activation
     statistics are taken after the analysis, and fidelity is measured on its held-out samples;
     `tick(samples)` follows the calibration run. With `compensation` ("bias" or "lsq"), the kept
-    weights are refitted after cleanup. A `depth` stage (`onnxprune.depth.DropBlocks`) drops
+    weights are refitted after cleanup. With `costs` (a budget target), the cost model of its
+    metric is built before scoring. A `depth` stage (`onnxprune.depth.DropBlocks`) drops
     residual branches from the normalized model before the width analysis."""
     calibrate = [Calibrate(tick)] if calibration is not None else []
     fidelity = [Fidelity()] if calibration is not None and calibration.holdout is not None else []
@@ -383,6 +443,7 @@ def default_stages(
         *([depth] if depth is not None else []),
         Analyze(),
         *calibrate,
+        *([Costs()] if costs else []),
         Score(),
         Select(),
         BuildPlan(),
@@ -393,6 +454,38 @@ def default_stages(
         *fidelity,
         Report(),
     ]
+
+
+def build_costs(metric: str, session: PruneSession) -> CostModel:
+    """The cost model of `metric` for the session's normalized model and analysis."""
+    options, model, analysis = session.options, session.model, session.analysis
+    if metric == "params":
+        return ParamsCost.build(model, analysis)
+    shapes = options.input_shapes or _calibration_shapes(options.calibration, model, options.batch)
+    if metric == "latency":
+        settings = MeasureSettings(threads=options.threads or 2, batch=options.batch, input_shapes=shapes)
+        return LatencyCost.build(
+            model, analysis, options.op_table, settings, lambda ratio: uniform_prune(model, ratio, options)
+        )
+    return MacsCost.build(model, analysis, options.op_table, shapes, options.batch)
+
+
+def _calibration_shapes(
+    calibration: CalibrationData | None, model: onnx.ModelProto, batch: int
+) -> dict[str, list[int]] | None:
+    """Input shapes of the first calibration feed (batch axis set to `batch`): the sizes of dynamic
+    dims (sequence length, image size) costs are counted at when no input shapes were given."""
+    if calibration is None:
+        return None
+    first = next(iter(calibration.fit.feeds(model)), None)
+    return None if first is None else {name: [batch, *a.shape[1:]] for name, a in first.items()}
+
+
+def uniform_prune(model: onnx.ModelProto, ratio: float, options: PruneOptions) -> onnx.ModelProto:
+    """A copy of `model` with `ratio` of every group removed (no alignment, l1), for measuring."""
+    sub = PruneSession.open(model, PruneOptions(UniformRatio(ratio, round_to=1), op_table=options.op_table))
+    run_stages(sub, default_stages())
+    return sub.output
 
 
 def safe_macs_by_node(model: onnx.ModelProto, table: OpTable) -> dict[str, int] | None:

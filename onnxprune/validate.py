@@ -28,6 +28,7 @@ import onnx
 from onnxprune.data import DataLoader, DataSource
 from onnxprune.errors import UsageError
 from onnxprune.fidelity import FidelityReport, OutputFidelity, check_fidelity
+from onnxprune.graph import quantized_weights
 from onnxprune.io import ModelLike
 from onnxprune.metrics import check_input_names, graph_inputs, tensor_dims
 from onnxprune.parity import (
@@ -184,6 +185,8 @@ def _parity(
     reference = masked_session(original, plan, tolerance)
     if isinstance(reference, ParityReport):
         return dataclasses.replace(reference, subject=label)
+    if quantized_weights(original.graph):  # integer paths: compared as the graph computes them
+        session = ort_session(subject, graph_quantization=True)
     report = run_parity(
         original,
         reference,

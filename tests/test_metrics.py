@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import onnx
 import pytest
@@ -406,11 +408,32 @@ def test_reshape_target_computed_from_shape_and_constant_nodes_is_folded() -> No
 RAW_REFERENCE_MODELS = sorted(MODELS.glob("**/*.onnx"))
 
 
+UNCOUNTABLE = {
+    "controlflow/refine_loop_torchscript.onnx": (
+        "/Loop_output_0",
+        "the TorchScript Loop body declares its carried value without a shape: nothing after the "
+        "Loop has a static shape, and the count must say which input it lacks",
+    ),
+    "quantized/resnet18_qoperator.onnx": (
+        "getitem_9_quantized",
+        "ONNX's shape inference does not know ONNX Runtime's com.microsoft QLinearAdd: the raw file's "
+        "QLinearConv after the first residual has no output shape (normalization, which runs ONNX "
+        "Runtime's symbolic inference, sizes it: the pruner counts this model's MACs)",
+    ),
+}
+"""Reference models whose MACs cannot be counted as exported: the tensor the error must name."""
+
+
 @pytest.mark.parametrize("path", RAW_REFERENCE_MODELS, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_macs_of_every_exported_model_as_the_exporter_wrote_it(path) -> None:
     # what `onnxprune bench` counts: the file as exported (legacy shape arithmetic included),
     # at two batch sizes; MACs scale with the batch, and the pruner's path counts the same
     model = read_model(path).model
+    if f"{path.parent.name}/{path.name}" in UNCOUNTABLE:
+        missing, _ = UNCOUNTABLE[f"{path.parent.name}/{path.name}"]
+        with pytest.raises(ShapeUnknownError, match=re.escape(missing)):
+            count_macs(model, batch=1)
+        return
     one, three = count_macs(model, batch=1), count_macs(model, batch=3)
     assert one > 0 and three == 3 * one
     PassManager(normalization_passes()).run(model)

@@ -6,12 +6,16 @@ from __future__ import annotations
 from onnxprune.optable import default_op_table
 from tests import (
     test_rules_attention,
+    test_rules_controlflow,
     test_rules_conv,
     test_rules_elementwise,
     test_rules_layout,
     test_rules_linear,
     test_rules_normalization,
+    test_rules_quantized,
+    test_rules_recurrent,
     test_rules_reduce,
+    test_rules_vocabulary,
 )
 from tests.rule_cases import Case
 
@@ -23,6 +27,10 @@ FAMILIES = {
     "layout": test_rules_layout.CASES,
     "reduce": test_rules_reduce.CASES,
     "attention": test_rules_attention.CASES,
+    "recurrent": test_rules_recurrent.CASES,
+    "vocabulary": test_rules_vocabulary.CASES,
+    "quantized": test_rules_quantized.CASES,
+    "controlflow": test_rules_controlflow.CASES,
 }
 
 

@@ -33,7 +33,7 @@ from onnxprune.analysis.groups import (
     pins_of,
 )
 from onnxprune.analysis.units import batch_groups, component_groups
-from onnxprune.graph import FLOAT_TYPES, subgraph_reads
+from onnxprune.graph import FLOAT_TYPES, quantized_weights, subgraph_reads
 from onnxprune.optable import OpTable, default_op_table
 
 __all__ = ["Barrier", "DependencyAnalysis", "Group", "Member", "analyze_model"]
@@ -51,6 +51,7 @@ class _Collected:
     virtual: dict[str, int] = field(default_factory=dict)
     choices: list[tuple[str, str, tuple[tuple[Link, ...], ...]]] = field(default_factory=list)
     divisors: set[str] = field(default_factory=set)
+    inherits: list[tuple[Dim, Dim]] = field(default_factory=list)
 
 
 def analyze_model(
@@ -70,8 +71,11 @@ def analyze_model(
     ctx = RuleContext(model) if ctx is None else ctx
     excluded = re.compile(exclude) if exclude else None
     collected = _collect(model, ctx, excluded, table)
-    weights = {  # float weights make a group worth reporting; int constants are shape arithmetic
-        t.name: tuple(int(d) for d in t.dims) for t in model.graph.initializer if t.data_type in FLOAT_TYPES
+    quantized = quantized_weights(model.graph)
+    weights = {  # float and quantized weights make a group worth reporting; other ints are shapes
+        t.name: tuple(int(d) for d in t.dims)
+        for t in model.graph.initializer
+        if t.data_type in FLOAT_TYPES or t.name in quantized
     }
     state = [0] * len(collected.choices)
     cache: dict = {}
@@ -85,6 +89,13 @@ def analyze_model(
     for i, (_, _, alternatives) in enumerate(collected.choices):
         for alt in range(1, len(alternatives)):
             trial = [*state[:i], alt, *state[i + 1 :]]
+            if (found := score(trial)) > best:
+                state, best = trial, found
+    for cluster in _joined_choices(collected, graph):  # choices that only help together
+        for alt in range(1, max(len(collected.choices[i][2]) for i in cluster)):
+            trial = list(state)
+            for i in cluster:
+                trial[i] = alt if alt < len(collected.choices[i][2]) else trial[i]
             if (found := score(trial)) > best:
                 state, best = trial, found
     add_links(graph, _chosen_links(collected, state))
@@ -156,6 +167,12 @@ def _collect(
         if op_type == "Div" and len(node.input) > 1 and ctx.is_weight(node.input[1]):
             out.divisors.add(node.input[1])
         out.virtual.update(dict(flow.virtual_sizes))
+        out.inherits.extend(flow.inherited_roles)
+
+    for dim, source in out.inherits:  # a stored (quantized) weight axis is read as its value is
+        role = out.roles.get(source)
+        if role == "in" or (role is not None and dim not in out.roles):
+            out.roles[dim] = role
 
     for dim, role in out.roles.items():  # masking zeroes "in" entries: never those of a divisor
         if role == "in" and dim[0] in out.divisors:
@@ -232,6 +249,34 @@ def _resolve(
     if batch:
         groups, shared = batch_groups(batch, dim_sizes, weights, collected.roles, pins)
     return groups, shared, dim_sizes, links
+
+
+def _joined_choices(collected: _Collected, graph: nx.Graph) -> list[list[int]]:
+    """Clusters of two or more choices whose alternatives touch a common coupling component:
+    one may pin what another frees (a recurrent layer's hidden units merged with its
+    directions by one Reshape for Y and another for Y_h), so flipping one alone gains nothing.
+    Tried after the single flips, each cluster as a whole."""
+    component_of = {d: k for k, dims in enumerate(coupling_components(graph)) for d in dims}
+    owners: dict[object, list[int]] = defaultdict(list)
+    for i, (_, _, alternatives) in enumerate(collected.choices):
+        touched = {component_of.get(d, d) for alt in alternatives for link in alt for d in (link.a, link.b)}
+        for key in touched:
+            owners[key].append(i)
+    parent = list(range(len(collected.choices)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for members in owners.values():
+        for i in members[1:]:
+            parent[root(i)] = root(members[0])
+    clusters: dict[int, list[int]] = defaultdict(list)
+    for i in range(len(collected.choices)):
+        clusters[root(i)].append(i)
+    return [c for c in clusters.values() if len(c) > 1]
 
 
 def _chosen_links(collected: _Collected, state: list[int]) -> list[Link]:

@@ -71,6 +71,7 @@ class ChannelFlow:
     virtual_sizes: tuple[tuple[str, int], ...] = ()
     free: tuple[Dim, ...] = ()
     choices: tuple[tuple[tuple[Link, ...], ...], ...] = ()
+    inherited_roles: tuple[tuple[Dim, Dim], ...] = ()
 
 
 @dataclass
@@ -83,6 +84,7 @@ class FlowBuilder:
     virtual: dict[str, int] = field(default_factory=dict)
     free_dims: list[Dim] = field(default_factory=list)
     choice_sets: list[tuple[tuple[Link, ...], ...]] = field(default_factory=list)
+    inherits: list[tuple[Dim, Dim]] = field(default_factory=list)
 
     def link(self, a: Dim, b: Dim, index_map: IndexMap | None = None) -> None:
         self.links.append(_new_link(Link, (a, b, index_map or _IDENTITY)))
@@ -114,6 +116,11 @@ class FlowBuilder:
     def role(self, dim: Dim, role: Role) -> None:
         self.roles[dim] = role
 
+    def role_from(self, dim: Dim, source: Dim) -> None:
+        """`dim` (a stored weight axis) takes the role its readers give `source` (the value the
+        node computes from it: a dequantized weight read by a Conv)."""
+        self.inherits.append((dim, source))
+
     def virtual_dim(self, name: str, size: int) -> Dim:
         """A dim that belongs to no tensor (the local channel index inside a conv group)."""
         self.virtual[name] = size
@@ -127,6 +134,7 @@ class FlowBuilder:
             tuple(self.virtual.items()),
             tuple(self.free_dims),
             tuple(self.choice_sets),
+            tuple(self.inherits),
         )
 
 
@@ -259,6 +267,8 @@ class RuleContext:
         if node is None or node.op_type != "Gather" or self.attr(node, "axis", 0) != 0:
             return None
         shape_node = self.producer(node.input[0])
+        while shape_node is not None and shape_node.op_type in ("Cast", "Identity"):  # tf2onnx casts
+            shape_node = self.producer(shape_node.input[0])
         indices = self.small_const(node.input[1])
         if shape_node is None or shape_node.op_type != "Shape" or indices is None:
             return None
@@ -308,6 +318,20 @@ class RuleContext:
     def is_weight(self, tensor: str) -> bool:
         """True for initializers (Constant nodes become initializers during normalization)."""
         return tensor in self._consts
+
+    def is_dequantized_weight(self, tensor: str) -> bool:
+        """True for the output of a DequantizeLinear of an initializer (a QDQ model's weight)."""
+        node = self.producer(tensor)
+        return (
+            node is not None
+            and node.op_type == "DequantizeLinear"
+            and is_default_domain(node.domain)
+            and self.is_weight(node.input[0])
+        )
+
+    def is_weight_like(self, tensor: str) -> bool:
+        """An initializer, or a dequantized one: a constant whose axes a rule may slice."""
+        return self.is_weight(tensor) or self.is_dequantized_weight(tensor)
 
     def const(self, tensor: str) -> np.ndarray | None:
         """Value of a constant input, or None if `tensor` is computed at run time."""

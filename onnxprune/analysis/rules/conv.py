@@ -19,16 +19,22 @@ def conv(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
     group count becomes the kept input channel count. Other grouped convs keep the group
     count: a channel's local index inside its group is removed in every group alike.
     """
+    return conv_flow(node, ctx, node.input[0], node.input[1], node.output[0], opt_input(node, 2))
+
+
+def conv_flow(
+    node: onnx.NodeProto, ctx: RuleContext, x: str, w: str, y: str, bias: str | None
+) -> ChannelFlow:
+    """The flow of `conv` for a convolution reading `x`, weight `w` (an initializer or a
+    dequantized one) and `bias`, writing `y` (also the rule of the quantized convolutions)."""
     flow = FlowBuilder()
-    x, w, y = node.input[0], node.input[1], node.output[0]
     w_shape, x_channels = ctx.shape(w), ctx.size((x, 1))
-    if not ctx.is_weight(w) or w_shape is None or x_channels is None:
-        return _pinned(node, ctx)
+    if not ctx.is_weight_like(w) or w_shape is None or x_channels is None:
+        return _pinned(node, ctx, w)
     group = int(ctx.attr(node, "group", 1))
     cout, cin_g = int(w_shape[0]), int(w_shape[1])
     flow.link((y, 1), (w, 0))
     flow.role((w, 0), "out")
-    bias = opt_input(node, 2)
     if bias:
         flow.link((y, 1), (bias, 0))
         flow.role((bias, 0), "out")
@@ -52,8 +58,8 @@ def conv_transpose(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
     flow = FlowBuilder()
     x, w, y = node.input[0], node.input[1], node.output[0]
     w_shape, x_channels = ctx.shape(w), ctx.size((x, 1))
-    if not ctx.is_weight(w) or w_shape is None or x_channels is None:
-        return _pinned(node, ctx)
+    if not ctx.is_weight_like(w) or w_shape is None or x_channels is None:
+        return _pinned(node, ctx, w)
     group = int(ctx.attr(node, "group", 1))
     cin, cout_g = int(w_shape[0]), int(w_shape[1])
     bias = opt_input(node, 2)
@@ -78,10 +84,9 @@ def conv_transpose(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
     return flow.build()
 
 
-def _pinned(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
+def _pinned(node: onnx.NodeProto, ctx: RuleContext, w: str) -> ChannelFlow:
     """Everything a convolution touches stays when its weight is not a constant (or shapes are unknown)."""
     flow = FlowBuilder()
-    w = node.input[1]
     source = ctx.producer(w)
     if source is not None:
         reason = f"{node.op_type} weight '{w}' is computed at run time by {source.op_type} '{source.name}'"

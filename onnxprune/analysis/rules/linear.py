@@ -16,19 +16,25 @@ def gemm(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
     The reduction axis K couples A and B (the weight's K axis has role in); N couples B, C
     and Y (role out); M passes from A to Y.
     """
-    flow = FlowBuilder()
-    a, b, y = node.input[0], node.input[1], node.output[0]
-    c = opt_input(node, 2)
+    return gemm_flow(FlowBuilder(), node, ctx, (node.input[0], node.input[1], opt_input(node, 2))).build()
+
+
+def gemm_flow(
+    flow: FlowBuilder, node: onnx.NodeProto, ctx: RuleContext, abc: tuple[str, str, str | None]
+) -> FlowBuilder:
+    """Add the links of `gemm` for A, B and C = `abc` to `flow` (also the rule of the quantized
+    Gemm); returns `flow`."""
+    (a, b, c), y = abc, node.output[0]
     a_k = 0 if ctx.attr(node, "transA", 0) else 1
     b_k = 1 if ctx.attr(node, "transB", 0) else 0
     a_m, b_n = 1 - a_k, 1 - b_k
-    if ctx.is_weight(b) and not ctx.is_weight(a):
+    if ctx.is_weight_like(b) and not ctx.is_weight_like(a):
         flow.link((a, a_k), (b, b_k))
         flow.role((b, b_k), "in")
         flow.link((y, 1), (b, b_n))
         flow.role((b, b_n), "out")
         flow.link((y, 0), (a, a_m))
-    elif ctx.is_weight(a) and not ctx.is_weight(b):
+    elif ctx.is_weight_like(a) and not ctx.is_weight_like(b):
         flow.link((b, b_k), (a, a_k))
         flow.role((a, a_k), "in")
         flow.link((y, 0), (a, a_m))
@@ -37,16 +43,16 @@ def gemm(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
     else:
         flow.pin_tensor(a, "Gemm of two run-time tensors (or two constants): reduction not tracked")
         flow.pin_tensor(b, "Gemm of two run-time tensors (or two constants): reduction not tracked")
-        return flow.build()
+        return flow
     c_shape = ctx.shape(c) if c else None
     if c and c_shape is not None:
         y_shape = ctx.shape(y) or (None, None)
         for axis_c, axis_y in zip(range(len(c_shape) - 1, -1, -1), (1, 0), strict=False):
             if c_shape[axis_c] != 1 or y_shape[axis_y] == 1:
                 flow.link((c, axis_c), (y, axis_y))
-                if ctx.is_weight(c):
+                if ctx.is_weight_like(c):
                     flow.role((c, axis_c), "out")
-    return flow.build()
+    return flow
 
 
 @channel_rule("MatMul")
@@ -57,20 +63,24 @@ def matmul(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
     reduction axis: removing contracted channels needs the producers' weights, which this
     rule does not see.
     """
-    flow = FlowBuilder()
-    a, b, y = node.input[0], node.input[1], node.output[0]
+    return matmul_flow(FlowBuilder(), ctx, node.input[0], node.input[1], node.output[0]).build()
+
+
+def matmul_flow(flow: FlowBuilder, ctx: RuleContext, a: str, b: str, y: str) -> FlowBuilder:
+    """Add the links of `matmul` for `y = a @ b` to `flow` (also the rule of the quantized
+    matrix products); returns `flow`."""
     ra, rb, ry = ctx.rank(a), ctx.rank(b), ctx.rank(y)
     if ra is None or rb is None or ry is None or ra < 2 or rb < 2:
         flow.pin_tensor(a, "MatMul with unknown or 1-D operands")
         flow.pin_tensor(b, "MatMul with unknown or 1-D operands")
-        return flow.build()
+        return flow
     flow.link((a, ra - 2), (y, ry - 2))
     flow.link((b, rb - 1), (y, ry - 1))
-    if ctx.is_weight(b) and not ctx.is_weight(a):
+    if ctx.is_weight_like(b) and not ctx.is_weight_like(a):
         flow.link((a, ra - 1), (b, rb - 2))
         flow.role((b, rb - 2), "in")
         flow.role((b, rb - 1), "out")
-    elif ctx.is_weight(a) and not ctx.is_weight(b):
+    elif ctx.is_weight_like(a) and not ctx.is_weight_like(b):
         flow.link((b, rb - 2), (a, ra - 1))
         flow.role((a, ra - 1), "in")
         flow.role((a, ra - 2), "out")
@@ -80,7 +90,7 @@ def matmul(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
         flow.pin((b, rb - 2), reason)
     _link_batch_axes(flow, ctx, a, y, ra - 2, ry - 2)
     _link_batch_axes(flow, ctx, b, y, rb - 2, ry - 2)
-    return flow.build()
+    return flow
 
 
 def _link_batch_axes(flow: FlowBuilder, ctx: RuleContext, src: str, y: str, n_src: int, n_y: int) -> None:
