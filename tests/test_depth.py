@@ -175,6 +175,7 @@ def test_choose_takes_the_lowest_scores_and_skips_nested_branches():
         ({"drop_blocks": 1, "depth_ratio": 0.5}, UsageError, "not both"),
         ({"drop_blocks": 1, "depth_criterion": "block-influence"}, UsageError, "needs calibration"),
         ({"depth_ratio": 1.5}, UsageError, "outside"),
+        ({"drop_blocks": 1, "target_macs": 0.5}, UsageError, "budgets"),
     ],
 )
 def test_bad_depth_requests_are_usage_errors(kwargs, error, pattern):
