@@ -24,10 +24,8 @@ from dataclasses import dataclass
 import onnx
 
 from onnxprune.analysis import DependencyAnalysis, Dim
-from onnxprune.graph import FLOAT_TYPES
-from onnxprune.metrics import MacTerms, mac_terms
+from onnxprune.metrics import MacTerms, mac_terms, param_tensors
 from onnxprune.optable import OpTable
-from onnxprune.weights import weight_tensors
 
 Kept = Mapping[int, int]
 """Group id -> units kept (a group not named keeps all its units)."""
@@ -155,7 +153,7 @@ class MacsCost(CostModel):
 
 
 class ParamsCost(CostModel):
-    """Elements of the float weights at narrowed shapes (the count `count_params` gives)."""
+    """Elements of the weights `count_params` counts, at narrowed shapes."""
 
     metric = "params"
 
@@ -166,9 +164,7 @@ class ParamsCost(CostModel):
 
     @classmethod
     def build(cls, model: onnx.ModelProto, analysis: DependencyAnalysis) -> ParamsCost:
-        shapes = {
-            name: list(t.dims) for name, t in weight_tensors(model).items() if t.data_type in FLOAT_TYPES
-        }
+        shapes = {name: list(t.dims) for name, t in param_tensors(model).items()}
         return cls(shapes, AxisShrink.of(analysis))
 
     @property

@@ -63,12 +63,17 @@ def count_params(model: onnx.ModelProto) -> int:
     >>> count_params(m)
     2
     """
+    return sum(math.prod(t.dims) for t in param_tensors(model).values())
+
+
+def param_tensors(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
+    """The weights `count_params` counts, by name."""
     quantized = quantized_weights(model.graph)
-    return sum(
-        math.prod(t.dims)
+    return {
+        name: t
         for name, t in weight_tensors(model).items()
         if t.data_type in FLOAT_TYPES or name in quantized
-    )
+    }
 
 
 def concrete_shape(
