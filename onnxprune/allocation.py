@@ -7,8 +7,10 @@ the safe side (removing channels on both sides of a layer saves the product, mor
 sum of what each saved alone), so the pruned model's MACs are at most the budget's estimate; for
 the losses it is the usual first-order assumption of sensitivity-based allocation (the real loss
 of the combination is measured by pruning it). The choice is a multiple-choice knapsack, solved
-exactly by dynamic programming over the MACs to remove in `resolution` steps (each point's
-saving rounded down, so the budget holds on the measured figures).
+by dynamic programming over the MACs to remove in at most `resolution` steps: exactly when
+there are no more MACs to remove than steps; otherwise each point's saving is rounded down to
+a step, so the budget still holds on the measured figures and the loss is the least to within
+that rounding.
 
 >>> from onnxprune.sensitivity import GroupCurve, SensitivityPoint, SensitivityReport
 >>> def curve(gid, points):
@@ -32,7 +34,7 @@ MAX_RESOLUTION = 100_000
 
 
 def allocate_by_sensitivity(
-    curves: SensitivityReport, macs_budget: int, *, resolution: int = 1000
+    curves: SensitivityReport, macs_budget: int, *, resolution: int = 10_000
 ) -> dict[int, float]:
     """Per-group ratios {group id: ratio} (groups left whole are absent) whose summed measured
     fidelity loss is least among the choices whose MACs, estimated as `curves.macs_before` minus
@@ -54,6 +56,7 @@ def allocate_by_sensitivity(
             f"MACs budget {macs_budget:,} is out of reach: pruning every group at its largest "
             f"measured ratio leaves {curves.macs_before - reachable:,} of {curves.macs_before:,} MACs"
         )
+    resolution = min(resolution, need)
     step = need / resolution
     best, picks = np.zeros(resolution + 1), []
     best[1:] = np.inf  # best[b]: least loss that removes at least b steps (b capped at resolution)

@@ -7,7 +7,7 @@ original interleaved, and measures the outputs' fidelity (on the held-out calibr
 or random feeds). A trial that raises is a row with its error; the sweep goes on.
 
 With calibration data, the activation statistics are taken once, in the calling process
-(`calibration_stats`), and shipped to every trial with the model (`prune(..., activations=...)`).
+(`calibration_stats`), and shipped to every trial with the model (as `CalibrationData.stats`).
 
 Trials run where an `Executor` sends them: `InProcess` (no workers), `LocalProcesses(n)`
 (spawned processes: safe with ONNX Runtime's threads), or `RayExecutor` (a Ray cluster, the
@@ -45,7 +45,7 @@ from onnxprune.validate import validate
 TrialSpec = dict[str, Any]
 """Keyword arguments of `onnxprune.prune` for one trial (JSON-able values)."""
 
-SHARED_KEYS = ("calibration", "calibration_samples", "holdout", "activations", "progress")
+SHARED_KEYS = ("calibration", "calibration_samples", "eval_data", "holdout", "progress")
 """`prune` arguments a sweep sets itself, the same for every trial."""
 
 
@@ -217,14 +217,11 @@ def _trial_steps(job: TrialJob, row: TrialRow, model: ModelLike, activations: Ac
     bad = sorted(set(job.spec) & set(SHARED_KEYS))
     if bad:
         raise UsageError(f"trial settings may not set {', '.join(bad)}: the sweep sets them for every trial")
-    result = prune(
-        model,
-        **job.spec,
-        calibration=job.calibration,
-        calibration_samples=job.calibration_samples,
-        holdout=job.holdout,
-        activations=activations,
-    )
+    data = None
+    if job.calibration is not None:
+        data = calibration_data(job.calibration, samples=job.calibration_samples, holdout=job.holdout)
+        data = dataclasses.replace(data, stats=activations)
+    result = prune(model, **job.spec, calibration=data)
     report = result.report
     row.params_before, row.params_after = report.params_before, report.params_after
     row.macs_before, row.macs_after = report.macs_before, report.macs_after
@@ -278,12 +275,12 @@ def calibration_stats(
     progress: Callable[[int], None] | None = None,
 ) -> ActivationStats:
     """The activation statistics `prune(model, calibration=...)` would take (on the samples it
-    does not hold out), for every prunable group: taken once, passed to many prunes as
-    `prune(..., activations=stats)`.
+    does not hold out), for every prunable group: taken once, given to many prunes as
+    `CalibrationData.stats`.
 
     >>> stats = calibration_stats("models/resnet_dynamo.onnx", "calib.npz")  # doctest: +SKIP
-    >>> result = prune("models/resnet_dynamo.onnx", ratio=0.3, calibration="calib.npz",
-    ...                activations=stats)  # doctest: +SKIP
+    >>> data = dataclasses.replace(calibration_data("calib.npz"), stats=stats)  # doctest: +SKIP
+    >>> result = prune("models/resnet_dynamo.onnx", ratio=0.3, calibration=data)  # doctest: +SKIP
     """
     data = calibration_data(calibration, samples=samples, holdout=holdout)
     session = PruneSession.open(model, PruneOptions(target=None, calibration=data))
