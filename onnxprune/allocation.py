@@ -12,7 +12,7 @@ there are no more MACs to remove than steps; otherwise each point's saving is ro
 a step, so the budget still holds on the measured figures and the loss is the least to within
 that rounding.
 
->>> from onnxprune.sensitivity import GroupCurve, SensitivityPoint, SensitivityReport
+>>> from onnxprune.group_sensitivity import GroupCurve, SensitivityPoint, SensitivityReport
 >>> def curve(gid, points):
 ...     pts = [SensitivityPoint(r, 0, cosine=c, delta_macs=d) for r, c, d in points]
 ...     return GroupCurve(gid, f"g{gid}", "channels", 8, pts)
@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 
 from onnxprune.errors import UsageError
-from onnxprune.sensitivity import GroupCurve, SensitivityReport
+from onnxprune.group_sensitivity import GroupCurve, SensitivityReport
 
 MAX_RESOLUTION = 100_000
 

@@ -22,9 +22,9 @@ from rich.table import Table
 from onnxprune.cli import _Parser, parse_input_shapes
 from onnxprune.errors import EXIT_OK, UsageError
 from onnxprune.executors import Executor, InProcess, LocalProcesses, RayExecutor
+from onnxprune.group_sensitivity import DEFAULT_RATIOS, sensitivity
 from onnxprune.importance import default_importances
 from onnxprune.plots import plot_pareto, plot_sensitivity, pyplot
-from onnxprune.sensitivity import DEFAULT_RATIOS, sensitivity
 from onnxprune.sweep import markdown_table, parse_ratios, ratio_specs, sweep
 from onnxprune.targets import DEFAULT_ROUND_TO
 

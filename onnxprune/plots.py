@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from onnxprune.errors import UsageError
-from onnxprune.sensitivity import SensitivityReport
+from onnxprune.group_sensitivity import SensitivityReport
 from onnxprune.sweep import SweepReport, TrialRow
 
 NAMED_WORST = 5

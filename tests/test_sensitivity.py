@@ -1,4 +1,4 @@
-"""Sensitivity curves (onnxprune/sensitivity.py), allocation from them (onnxprune/allocation.py)
+"""Sensitivity curves (onnxprune/group_sensitivity.py), allocation from them (onnxprune/allocation.py)
 and their plot: each point is what a full prune of that one group gives."""
 
 from __future__ import annotations
@@ -17,15 +17,15 @@ from onnxprune.allocation import allocate_by_sensitivity
 from onnxprune.analysis import DependencyAnalysis, Group
 from onnxprune.errors import UsageError
 from onnxprune.fidelity import check_fidelity
-from onnxprune.importance import UnitScores
-from onnxprune.plots import plot_sensitivity
-from onnxprune.sensitivity import (
+from onnxprune.group_sensitivity import (
     GroupCurve,
     SensitivityPoint,
     SensitivityReport,
     SingleGroup,
     sensitivity,
 )
+from onnxprune.importance import UnitScores
+from onnxprune.plots import plot_sensitivity
 from onnxprune.targets import Decisions, Target
 from tests.conftest import MODELS
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -160,3 +161,15 @@ def test_bad_command_lines_are_usage_errors(args, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(args) == 2
     assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_readme_example_runs(tmp_path, monkeypatch):
+    readme = (MODELS.parent / "README.md").read_text()
+    section = readme.split("## Sensitivity and sweeps", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    (tmp_path / "models").symlink_to(MODELS)
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    exec(compile(code, "README.md", "exec"), scope)
+    assert scope["ratios"] and all(0 < r < 1 for r in scope["ratios"].values())
+    assert [row.ok for row in scope["report"].rows] == [True, True]

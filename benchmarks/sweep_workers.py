@@ -1,0 +1,118 @@
+"""How a sweep's wall time scales with workers: 8 trials (ratios 0.1 ... 0.8; each prunes,
+validates, times and measures fidelity) on 1 and 2 local worker processes and on a local Ray
+instance with 2 CPUs, on this machine.
+
+    python benchmarks/sweep_workers.py [--model /tmp/onnxprune-bench/resnet50.onnx] [--repeats 2]
+
+Model: the full-width ResNet-50 of `benchmarks/export_torchvision.py` (random weights: time does
+not depend on them). Each trial times the pruned model against the original over `--bench-runs`
+interleaved runs with (cores / workers) ONNX Runtime threads, so every configuration uses the
+same cores. The configurations run in turn, `--repeats` times (1, 2, Ray, 1, 2, Ray, ...), so a
+change in the machine's load hits each alike; the load averages are recorded. The rows of every
+run, timing columns aside, must be the same table (the script says so, or fails).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from machine import cpu_model, git_state, load_average, ram_gib
+
+from onnxprune.executors import LocalProcesses, RayExecutor
+from onnxprune.sweep import ratio_specs, sweep
+
+HERE = Path(__file__).resolve().parent
+RATIOS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]
+
+
+def run_once(model: str, label: str, bench_runs: int) -> dict:
+    """One sweep of the 8 trials on the executor `label` names; its wall time and table."""
+    if label == "ray x2":
+        import ray
+
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        executor = RayExecutor()
+    else:
+        executor = LocalProcesses(int(label.split("x")[-1]))
+    load = load_average()
+    start = time.perf_counter()
+    try:
+        report = sweep(model, ratio_specs(RATIOS), executor=executor, bench_runs=bench_runs)
+    finally:
+        if label == "ray x2":
+            ray.shutdown()
+    wall = time.perf_counter() - start
+    failed = [r.error for r in report.rows if not r.ok]
+    print(f"{label}: {wall:.1f} s, load {load} -> {load_average()}, failed {failed}", flush=True)
+    return {
+        "executor": label,
+        "wall_s": wall,
+        "load_before": load,
+        "load_after": load_average(),
+        "table": report.markdown(timing=False),
+        "report": report.to_json(),
+    }
+
+
+def summary(runs: list[dict], labels: list[str]) -> list[dict]:
+    rows = []
+    base = statistics.median(r["wall_s"] for r in runs if r["executor"] == labels[0])
+    for label in labels:
+        walls = [r["wall_s"] for r in runs if r["executor"] == label]
+        median = statistics.median(walls)
+        rows.append({"executor": label, "walls": walls, "median": median, "vs_1": median / base})
+    return rows
+
+
+def write(out: Path, args: argparse.Namespace, runs: list[dict], rows: list[dict], same: bool) -> None:
+    lines = [
+        "# Sweep wall time against workers",
+        "",
+        f"Written by `benchmarks/sweep_workers.py --repeats {args.repeats} --bench-runs {args.bench_runs}` "
+        f"on {cpu_model()}, {ram_gib():.0f} GiB, 2 cores shared with other jobs; code {git_state()}; "
+        f"{time.strftime('%Y-%m-%d')}. Model {Path(args.model).name}; 8 trials, ratios "
+        f"{RATIOS[0]} ... {RATIOS[-1]}, each: prune, validate (checker, ONNX Runtime, parity), "
+        f"{args.bench_runs} interleaved timed runs against the original, fidelity on random feeds.",
+        "",
+        "| executor | wall s (each run) | median s | median / 1 worker |",
+        "| --- | --- | --- | --- |",
+    ]
+    for row in rows:
+        walls = ", ".join(f"{w:.1f}" for w in row["walls"])
+        lines.append(f"| {row['executor']} | {walls} | {row['median']:.1f} | {row['vs_1']:.2f} |")
+    loads = ", ".join(f"{r['executor']} {r['load_before'][0]}" for r in runs)
+    lines += [
+        "",
+        f"1-minute load average when each run started (2 cores): {loads}.",
+        "",
+        "Every run wrote the same table (timing columns aside): " + ("yes." if same else "NO."),
+        "",
+        runs[0]["table"],
+        "",
+    ]
+    out.write_text("\n".join(lines))
+    out.with_suffix(".json").write_text(json.dumps({"runs": runs, "summary": rows}, indent=1))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="/tmp/onnxprune-bench/resnet50.onnx")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--bench-runs", type=int, default=10)
+    parser.add_argument("--out", type=Path, default=HERE / "sweep_workers.md")
+    args = parser.parse_args()
+    labels = ["local x1", "local x2", "ray x2"]
+    runs = [run_once(args.model, label, args.bench_runs) for _ in range(args.repeats) for label in labels]
+    same = len({r["table"] for r in runs}) == 1
+    write(args.out, args, runs, summary(runs, labels), same)
+    print(args.out.read_text())
+    return 0 if same else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
