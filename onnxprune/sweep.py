@@ -234,7 +234,7 @@ def _trial_steps(job: TrialJob, row: TrialRow, model: ModelLike, activations: Ac
             result.model,
             result.plan,
             structural=result.structural,
-            fidelity=True,
+            fidelity=report.fidelity is None,  # held-out samples, when given, are measured by prune
             input_shapes=job.input_shapes,
         )
         row.valid = bool(checked)
