@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import statistics
 import sys
 import time
@@ -30,7 +31,7 @@ HERE = Path(__file__).resolve().parent
 RATIOS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]
 
 
-def run_once(model: str, label: str, bench_runs: int) -> dict:
+def run_once(model: str, label: str, bench_runs: int, threads: int | None) -> dict:
     """One sweep of the 8 trials on the executor `label` names; its wall time and table."""
     if label == "ray x2":
         import ray
@@ -40,18 +41,25 @@ def run_once(model: str, label: str, bench_runs: int) -> dict:
     else:
         executor = LocalProcesses(int(label.split("x")[-1]))
     load = load_average()
+    cpu = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     try:
-        report = sweep(model, ratio_specs(RATIOS), executor=executor, bench_runs=bench_runs)
+        report = sweep(model, ratio_specs(RATIOS), executor=executor, bench_runs=bench_runs, threads=threads)
     finally:
         if label == "ray x2":
             ray.shutdown()
     wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)  # local workers, once their pool is closed
+    worker_cpu = None if label == "ray x2" else after.ru_utime + after.ru_stime - cpu.ru_utime - cpu.ru_stime
     failed = [r.error for r in report.rows if not r.ok]
-    print(f"{label}: {wall:.1f} s, load {load} -> {load_average()}, failed {failed}", flush=True)
+    print(
+        f"{label}: {wall:.1f} s, worker CPU {worker_cpu} s, load {load} -> {load_average()}, failed {failed}",
+        flush=True,
+    )
     return {
         "executor": label,
         "wall_s": wall,
+        "worker_cpu_s": worker_cpu,
         "load_before": load,
         "load_after": load_average(),
         "table": report.markdown(timing=False),
@@ -63,9 +71,12 @@ def summary(runs: list[dict], labels: list[str]) -> list[dict]:
     rows = []
     base = statistics.median(r["wall_s"] for r in runs if r["executor"] == labels[0])
     for label in labels:
-        walls = [r["wall_s"] for r in runs if r["executor"] == label]
+        mine = [r for r in runs if r["executor"] == label]
+        walls = [r["wall_s"] for r in mine]
         median = statistics.median(walls)
-        rows.append({"executor": label, "walls": walls, "median": median, "vs_1": median / base})
+        cpu = [r["worker_cpu_s"] for r in mine if r["worker_cpu_s"] is not None]
+        row = {"executor": label, "walls": walls, "median": median, "vs_1": median / base}
+        rows.append({**row, "worker_cpu": statistics.median(cpu) if cpu else None})
     return rows
 
 
@@ -73,18 +84,24 @@ def write(out: Path, args: argparse.Namespace, runs: list[dict], rows: list[dict
     lines = [
         "# Sweep wall time against workers",
         "",
-        f"Written by `benchmarks/sweep_workers.py --repeats {args.repeats} --bench-runs {args.bench_runs}` "
+        f"Written by `benchmarks/sweep_workers.py {' '.join(sys.argv[1:])}` "
         f"on {cpu_model()}, {ram_gib():.0f} GiB, 2 cores shared with other jobs; code {git_state()}; "
         f"{time.strftime('%Y-%m-%d')}. Model {Path(args.model).name}; 8 trials, ratios "
         f"{RATIOS[0]} ... {RATIOS[-1]}, each: prune, validate (checker, ONNX Runtime, parity), "
-        f"{args.bench_runs} interleaved timed runs against the original, fidelity on random feeds.",
+        f"{args.bench_runs} interleaved timed runs against the original, fidelity on random feeds; "
+        + (
+            f"{args.threads} ONNX Runtime thread(s) per trial."
+            if args.threads
+            else "ONNX Runtime threads per trial: 2 cores / workers (the default)."
+        ),
         "",
-        "| executor | wall s (each run) | median s | median / 1 worker |",
-        "| --- | --- | --- | --- |",
+        "| executor | wall s (each run) | median s | median / 1 worker | worker CPU s (median) |",
+        "| --- | --- | --- | --- | --- |",
     ]
     for row in rows:
         walls = ", ".join(f"{w:.1f}" for w in row["walls"])
-        lines.append(f"| {row['executor']} | {walls} | {row['median']:.1f} | {row['vs_1']:.2f} |")
+        cpu = "n/a (Ray workers)" if row["worker_cpu"] is None else f"{row['worker_cpu']:.1f}"
+        lines.append(f"| {row['executor']} | {walls} | {row['median']:.1f} | {row['vs_1']:.2f} | {cpu} |")
     loads = ", ".join(f"{r['executor']} {r['load_before'][0]}" for r in runs)
     lines += [
         "",
@@ -104,10 +121,17 @@ def main() -> int:
     parser.add_argument("--model", default="/tmp/onnxprune-bench/resnet50.onnx")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--bench-runs", type=int, default=10)
+    parser.add_argument(
+        "--threads", type=int, default=None, help="ORT threads per trial (default 2 / workers)"
+    )
     parser.add_argument("--out", type=Path, default=HERE / "sweep_workers.md")
     args = parser.parse_args()
     labels = ["local x1", "local x2", "ray x2"]
-    runs = [run_once(args.model, label, args.bench_runs) for _ in range(args.repeats) for label in labels]
+    runs = [
+        run_once(args.model, label, args.bench_runs, args.threads)
+        for _ in range(args.repeats)
+        for label in labels
+    ]
     same = len({r["table"] for r in runs}) == 1
     write(args.out, args, runs, summary(runs, labels), same)
     print(args.out.read_text())

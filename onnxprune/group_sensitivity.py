@@ -35,7 +35,7 @@ from onnxprune.data import DataSource
 from onnxprune.errors import UsageError
 from onnxprune.fidelity import FidelityReport, ReferenceOutputs, compare_to_reference, reference_outputs
 from onnxprune.importance import UnitScores, default_importances
-from onnxprune.io import ModelLike, read_model
+from onnxprune.io import ModelLike, has_external_data, materialize, read_model
 from onnxprune.passes import AnalysisCache
 from onnxprune.session import PruneOptions, PruneSession
 from onnxprune.stages import Analyze, Apply, BuildPlan, Calibrate, Cleanup, Count, Normalize, run_stages
@@ -353,6 +353,8 @@ def _pruned_copy(base: PruneSession, decisions: Decisions) -> tuple[onnx.ModelPr
         stage_seconds={},
     )
     run_stages(trial, [BuildPlan(), Apply(), Cleanup()])
+    if has_external_data(trial.output):  # ONNX Runtime gets it in memory: the unsliced weights read in
+        materialize(trial.output, base.source.base_dir)
     return trial.output, trial.macs_after
 
 

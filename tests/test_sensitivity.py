@@ -10,8 +10,10 @@ import json
 from collections.abc import Mapping
 
 import numpy as np
+import onnx
 import pytest
 
+import onnxprune.io
 from onnxprune import prune
 from onnxprune.allocation import allocate_by_sensitivity
 from onnxprune.analysis import DependencyAnalysis, Group
@@ -200,3 +202,16 @@ def test_the_allocated_model_meets_the_budget_it_was_given(resnet_report):
     assert chosen
     result = prune(RESNETS[0], target=_GroupRatios(tuple(chosen.items())))
     assert result.report.macs_after <= budget  # savings add up at least as the curves say
+
+
+def test_a_model_with_external_data_is_measured_like_its_in_memory_copy(tmp_path, monkeypatch):
+    monkeypatch.setattr(onnxprune.io, "LAZY_MIN_BYTES", 0)  # every weight stays on disk while pruning
+    path = tmp_path / "external.onnx"
+    onnx.save_model(
+        onnx.load(RESNETS[0]), path, save_as_external_data=True, location="w.bin", size_threshold=0
+    )
+    external = sensitivity(path, ratios=(0.5,), latency_runs=0)
+    in_memory = sensitivity(RESNETS[0], ratios=(0.5,), latency_runs=0)
+    assert all(p.error is None for c in external.curves for p in c.points)
+    got = [(p.cosine, p.delta_macs) for c in external.curves for p in c.points]
+    assert got == [(p.cosine, p.delta_macs) for c in in_memory.curves for p in c.points]
