@@ -28,6 +28,7 @@ from onnxprune.executors import LocalProcesses, RayExecutor
 from onnxprune.sweep import ratio_specs, sweep
 
 HERE = Path(__file__).resolve().parent
+RERENDERED = " (this page rendered again from the JSON by --rerender)"
 RATIOS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]
 
 
@@ -80,13 +81,41 @@ def summary(runs: list[dict], labels: list[str]) -> list[dict]:
     return rows
 
 
-def write(out: Path, args: argparse.Namespace, runs: list[dict], rows: list[dict], same: bool) -> None:
+def scheduler_note() -> str:
+    """What the kernel's CPU scheduler does with a session's processes (autogroup)."""
+    try:
+        autogroup = Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() == "1"
+    except OSError:
+        return "Scheduler autogroup: unknown."
+    if not autogroup:
+        return "Scheduler autogroup is off: every runnable thread gets its own share of the cores."
+    return (
+        "Scheduler autogroup is on: the kernel shares the cores fairly between sessions, not threads, "
+        "so while other sessions keep both cores busy this sweep's processes, in one session, get one "
+        "session's share whatever the number of workers."
+    )
+
+
+def run_meta() -> dict:
+    """How and where the runs were made (kept in the JSON, so --rerender says the same)."""
+    return {
+        "argv": " ".join(sys.argv[1:]),
+        "machine": f"{cpu_model()}, {ram_gib():.0f} GiB",
+        "code": git_state(),
+        "date": time.strftime("%Y-%m-%d"),
+    }
+
+
+def write(
+    out: Path, args: argparse.Namespace, runs: list[dict], rows: list[dict], same: bool, meta: dict
+) -> None:
     lines = [
         "# Sweep wall time against workers",
         "",
-        f"Written by `benchmarks/sweep_workers.py {' '.join(sys.argv[1:])}` "
-        f"on {cpu_model()}, {ram_gib():.0f} GiB, 2 cores shared with other jobs; code {git_state()}; "
-        f"{time.strftime('%Y-%m-%d')}. Model {Path(args.model).name}; 8 trials, ratios "
+        f"Written by `benchmarks/sweep_workers.py {meta['argv']}` "
+        f"on {meta['machine']}, 2 cores shared with other jobs; code {meta['code']}; "
+        f"{meta['date']}{RERENDERED if args.rerender else ''}. Model {Path(args.model).name}; "
+        "8 trials, ratios "
         f"{RATIOS[0]} ... {RATIOS[-1]}, each: prune, validate (checker, ONNX Runtime, parity), "
         f"{args.bench_runs} interleaved timed runs against the original, fidelity on random feeds; "
         + (
@@ -95,17 +124,23 @@ def write(out: Path, args: argparse.Namespace, runs: list[dict], rows: list[dict
             else "ONNX Runtime threads per trial: 2 cores / workers (the default)."
         ),
         "",
-        "| executor | wall s (each run) | median s | median / 1 worker | worker CPU s (median) |",
-        "| --- | --- | --- | --- | --- |",
+        "| executor | wall s (each run) | median s | median / 1 worker | worker CPU s | cores used |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
     for row in rows:
         walls = ", ".join(f"{w:.1f}" for w in row["walls"])
-        cpu = "n/a (Ray workers)" if row["worker_cpu"] is None else f"{row['worker_cpu']:.1f}"
-        lines.append(f"| {row['executor']} | {walls} | {row['median']:.1f} | {row['vs_1']:.2f} | {cpu} |")
+        cpu = used = "n/a (Ray's workers)"
+        if row["worker_cpu"] is not None:
+            cpu, used = f"{row['worker_cpu']:.1f}", f"{row['worker_cpu'] / row['median']:.2f}"
+        cells = f"{walls} | {row['median']:.1f} | {row['vs_1']:.2f} | {cpu} | {used}"
+        lines.append(f"| {row['executor']} | {cells} |")
     loads = ", ".join(f"{r['executor']} {r['load_before'][0]}" for r in runs)
     lines += [
         "",
-        f"1-minute load average when each run started (2 cores): {loads}.",
+        f"1-minute load average when each run started (2 cores): {loads}. Worker CPU s: user + "
+        "system seconds of the worker processes (medians); cores used: that over the median wall time.",
+        "",
+        scheduler_note(),
         "",
         "Every run wrote the same table (timing columns aside): " + ("yes." if same else "NO."),
         "",
@@ -113,7 +148,8 @@ def write(out: Path, args: argparse.Namespace, runs: list[dict], rows: list[dict
         "",
     ]
     out.write_text("\n".join(lines))
-    out.with_suffix(".json").write_text(json.dumps({"runs": runs, "summary": rows}, indent=1))
+    data = {"meta": meta, "runs": runs, "summary": rows}
+    out.with_suffix(".json").write_text(json.dumps(data, indent=1))
 
 
 def main() -> int:
@@ -125,15 +161,21 @@ def main() -> int:
         "--threads", type=int, default=None, help="ORT threads per trial (default 2 / workers)"
     )
     parser.add_argument("--out", type=Path, default=HERE / "sweep_workers.md")
+    parser.add_argument("--rerender", action="store_true", help="write the .md again from the .json")
     args = parser.parse_args()
     labels = ["local x1", "local x2", "ray x2"]
-    runs = [
-        run_once(args.model, label, args.bench_runs, args.threads)
-        for _ in range(args.repeats)
-        for label in labels
-    ]
+    meta = run_meta()
+    if args.rerender:
+        saved = json.loads(args.out.with_suffix(".json").read_text())
+        runs, meta = saved["runs"], saved.get("meta", {**meta, "argv": "(arguments not recorded)"})
+    else:
+        runs = [
+            run_once(args.model, label, args.bench_runs, args.threads)
+            for _ in range(args.repeats)
+            for label in labels
+        ]
     same = len({r["table"] for r in runs}) == 1
-    write(args.out, args, runs, summary(runs, labels), same)
+    write(args.out, args, runs, summary(runs, labels), same, meta)
     print(args.out.read_text())
     return 0 if same else 1
 
