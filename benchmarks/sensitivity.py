@@ -21,42 +21,20 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 from machine import cpu_model, git_state, load_average, ram_gib
 
 from onnxprune import prune
 from onnxprune.allocation import allocate_by_sensitivity
-from onnxprune.analysis import DependencyAnalysis, Group
 from onnxprune.fidelity import check_fidelity
-from onnxprune.group_sensitivity import SingleGroup, sensitivity
-from onnxprune.importance import UnitScores
+from onnxprune.group_sensitivity import GroupRatios, SingleGroup, sensitivity
 from onnxprune.plots import plot_sensitivity
-from onnxprune.targets import Decisions, Target
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 TRAINED = ROOT / "models" / "trained"
 RATIOS = (0.25, 0.5, 0.75)
-
-
-@dataclass(frozen=True)
-class GroupRatios(Target):
-    """Each listed group at its own ratio (what the allocation chose)."""
-
-    ratios: tuple[tuple[int, float], ...]
-
-    def groups_to_score(self, analysis: DependencyAnalysis) -> list[Group]:
-        wanted = dict(self.ratios)
-        return [g for g in analysis.prunable_groups if g.id in wanted]
-
-    def select(self, analysis: DependencyAnalysis, scores: Mapping[int, UnitScores]) -> Decisions:
-        decisions: Decisions = {}
-        for group_id, ratio in self.ratios:
-            decisions.update(SingleGroup(group_id, ratio).select(analysis, scores))
-        return decisions
 
 
 def cosine(model: Path, pruned, data: Path) -> float:
@@ -94,9 +72,7 @@ def crepe_part(out: Path) -> tuple[list[str], dict]:
         uniform = prune(model, ratio=ratio, calibration=calib, compensate="none")
         budget = uniform.report.macs_after
         chosen = allocate_by_sensitivity(report, budget)
-        allocated = prune(
-            model, target=GroupRatios(tuple(chosen.items())), calibration=calib, compensate="none"
-        )
+        allocated = prune(model, target=GroupRatios.of(chosen), calibration=calib, compensate="none")
         cos_u, cos_a = cosine(model, uniform.model, evaluation), cosine(model, allocated.model, evaluation)
         allocations[ratio] = {"budget": budget, "chosen": chosen, "macs": allocated.report.macs_after}
         allocations[ratio].update(uniform_cosine=cos_u, allocated_cosine=cos_a)

@@ -31,6 +31,7 @@ import onnx
 from onnxprune.analysis import DependencyAnalysis, Group
 from onnxprune.bench import benchmark
 from onnxprune.calibration import CalibrationData, calibration_data
+from onnxprune.costs import CostModel
 from onnxprune.data import DataSource
 from onnxprune.errors import UsageError
 from onnxprune.fidelity import FidelityReport, ReferenceOutputs, compare_to_reference, reference_outputs
@@ -74,11 +75,47 @@ class SingleGroup(Target):
             if g.id == self.group and self.kept_of(g.size, g.kind) < g.size
         ]
 
-    def select(self, analysis: DependencyAnalysis, scores: Mapping[int, UnitScores]) -> Decisions:
+    def select(
+        self, analysis: DependencyAnalysis, scores: Mapping[int, UnitScores], costs: CostModel | None = None
+    ) -> Decisions:
         return {
             g.id: top_units(scores[g.id].member_normalized(), self.kept_of(g.size, g.kind))
             for g in self.groups_to_score(analysis)
         }
+
+
+@dataclass(frozen=True)
+class GroupRatios(Target):
+    """Each listed group loses its own ratio of units, ranked as `SingleGroup` ranks them; the
+    other groups stay whole. Applies what `allocate_by_sensitivity` chose.
+
+    >>> target = GroupRatios.of({3: 0.5, 7: 0.25})
+    >>> target.ratios
+    ((3, 0.5), (7, 0.25))
+    """
+
+    ratios: tuple[tuple[int, float], ...]
+    round_to: int = DEFAULT_ROUND_TO
+
+    @classmethod
+    def of(cls, ratios: Mapping[int, float], round_to: int = DEFAULT_ROUND_TO) -> GroupRatios:
+        """The target of a {group id: ratio} mapping."""
+        return cls(tuple(sorted((int(g), float(r)) for g, r in ratios.items())), round_to)
+
+    def _parts(self) -> list[SingleGroup]:
+        return [SingleGroup(g, r, self.round_to) for g, r in self.ratios]
+
+    def groups_to_score(self, analysis: DependencyAnalysis) -> list[Group]:
+        wanted = {g.id for part in self._parts() for g in part.groups_to_score(analysis)}
+        return [g for g in analysis.prunable_groups if g.id in wanted]
+
+    def select(
+        self, analysis: DependencyAnalysis, scores: Mapping[int, UnitScores], costs: CostModel | None = None
+    ) -> Decisions:
+        decisions: Decisions = {}
+        for part in self._parts():
+            decisions.update(part.select(analysis, scores))
+        return decisions
 
 
 @dataclass
@@ -141,6 +178,19 @@ class SensitivityReport:
     latency_runs: int
     curves: list[GroupCurve]
     seconds: float = 0.0
+
+    def loss_curves(self) -> dict[int, tuple[tuple[float, float], ...]]:
+        """Group id -> ((ratio, fidelity loss), ...) of the points that did not fail: the curves
+        `onnxprune.budget.Budget(..., allocation="sensitivity", sensitivity=...)` reads.
+
+        >>> report = SensitivityReport("m", "random feeds", "l1", 8, [0.5], None, None, 0,
+        ...     [GroupCurve(3, "w:0", "channels", 16, [SensitivityPoint(0.5, 8, cosine=0.9)])])
+        >>> {g: [(r, round(x, 3)) for r, x in c] for g, c in report.loss_curves().items()}
+        {3: [(0.5, 0.1)]}
+        """
+        return {
+            c.group: tuple((p.ratio, p.loss) for p in c.points if p.loss is not None) for c in self.curves
+        }
 
     def worst(self, n: int = 5) -> list[GroupCurve]:
         """The `n` groups that lose the most fidelity (at their worst point), worst first."""
@@ -373,6 +423,7 @@ def _measure(point: SensitivityPoint, fidelity: FidelityReport) -> None:
 __all__ = [
     "DEFAULT_RATIOS",
     "GroupCurve",
+    "GroupRatios",
     "SensitivityPoint",
     "SensitivityReport",
     "SingleGroup",

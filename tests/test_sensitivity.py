@@ -7,7 +7,6 @@ import dataclasses
 import importlib
 import itertools
 import json
-from collections.abc import Mapping
 
 import numpy as np
 import onnx
@@ -16,11 +15,12 @@ import pytest
 import onnxprune.io
 from onnxprune import prune
 from onnxprune.allocation import allocate_by_sensitivity
-from onnxprune.analysis import DependencyAnalysis, Group
+from onnxprune.budget import Budget
 from onnxprune.errors import UsageError
 from onnxprune.fidelity import check_fidelity
 from onnxprune.group_sensitivity import (
     GroupCurve,
+    GroupRatios,
     SensitivityPoint,
     SensitivityReport,
     SingleGroup,
@@ -28,7 +28,6 @@ from onnxprune.group_sensitivity import (
 )
 from onnxprune.importance import UnitScores
 from onnxprune.plots import plot_sensitivity
-from onnxprune.targets import Decisions, Target
 from tests.conftest import MODELS
 
 RESNETS = [MODELS / "resnet_dynamo.onnx", MODELS / "resnet_torchscript.onnx"]
@@ -179,28 +178,11 @@ def test_allocation_edges():
         allocate_by_sensitivity(report, 85)
 
 
-@dataclasses.dataclass(frozen=True)
-class _GroupRatios(Target):
-    """Each listed group at its own ratio (what a budget target built on the allocation does)."""
-
-    ratios: tuple[tuple[int, float], ...]
-
-    def groups_to_score(self, analysis: DependencyAnalysis) -> list[Group]:
-        wanted = dict(self.ratios)
-        return [g for g in analysis.prunable_groups if g.id in wanted]
-
-    def select(self, analysis: DependencyAnalysis, scores: Mapping[int, UnitScores]) -> Decisions:
-        decisions: Decisions = {}
-        for group_id, ratio in self.ratios:
-            decisions.update(SingleGroup(group_id, ratio).select(analysis, scores))
-        return decisions
-
-
 def test_the_allocated_model_meets_the_budget_it_was_given(resnet_report):
     budget = int(0.6 * resnet_report.macs_before)
     chosen = allocate_by_sensitivity(resnet_report, budget)
     assert chosen
-    result = prune(RESNETS[0], target=_GroupRatios(tuple(chosen.items())))
+    result = prune(RESNETS[0], target=GroupRatios.of(chosen))
     assert result.report.macs_after <= budget  # savings add up at least as the curves say
 
 
@@ -215,3 +197,13 @@ def test_a_model_with_external_data_is_measured_like_its_in_memory_copy(tmp_path
     assert all(p.error is None for c in external.curves for p in c.points)
     got = [(p.cosine, p.delta_macs) for c in external.curves for p in c.points]
     assert got == [(p.cosine, p.delta_macs) for c in in_memory.curves for p in c.points]
+
+
+def test_loss_curves_feed_the_budget_target(resnet_report):
+    curves = resnet_report.loss_curves()
+    assert set(curves) == {c.group for c in resnet_report.curves}
+    for curve in resnet_report.curves:
+        assert curves[curve.group] == tuple((p.ratio, p.loss) for p in curve.points)
+    budget = Budget("macs", 0.6, allocation="sensitivity", sensitivity=curves)
+    result = prune(RESNETS[0], target=budget)
+    assert result.report.macs_after <= 0.6 * result.report.macs_before * 1.02
