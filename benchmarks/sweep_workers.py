@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import resource
 import statistics
 import sys
@@ -30,6 +31,26 @@ from onnxprune.sweep import ratio_specs, sweep
 HERE = Path(__file__).resolve().parent
 RERENDERED = " (this page rendered again from the JSON by --rerender)"
 RATIOS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]
+
+
+def _spin(seconds: float) -> float:
+    """Busy-loop for `seconds` of wall time; the CPU seconds this process got meanwhile."""
+    start, cpu = time.perf_counter(), time.process_time()
+    while time.perf_counter() - start < seconds:
+        pass
+    return time.process_time() - cpu
+
+
+def cpu_share_probe(seconds: float = 4.0) -> dict[int, float]:
+    """Cores this script's processes get together when 1 and when 2 of them are busy (spawned
+    like the sweep's workers): what more workers can gain on this machine at this moment."""
+    shares = {}
+    context = multiprocessing.get_context("spawn")
+    for count in (1, 2):
+        with context.Pool(count) as pool:
+            pool.map(abs, range(count))  # started before timing
+            shares[count] = round(sum(pool.map(_spin, [seconds] * count)) / seconds, 2)
+    return shares
 
 
 def run_once(model: str, label: str, bench_runs: int, threads: int | None) -> dict:
@@ -81,6 +102,18 @@ def summary(runs: list[dict], labels: list[str]) -> list[dict]:
     return rows
 
 
+def probe_note(meta: dict) -> list[str]:
+    shares = meta.get("cpu_share_probe")
+    if not shares:
+        return []
+    one, two = shares.get("1", shares.get(1)), shares.get("2", shares.get(2))
+    return [
+        f"CPU share probe before the runs (busy loops, 4 s): 1 process of this script got {one} "
+        f"cores, 2 processes together {two}.",
+        "",
+    ]
+
+
 def scheduler_note() -> str:
     """What the kernel's CPU scheduler does with a session's processes (autogroup)."""
     try:
@@ -99,6 +132,7 @@ def scheduler_note() -> str:
 def run_meta() -> dict:
     """How and where the runs were made (kept in the JSON, so --rerender says the same)."""
     return {
+        "cpu_share_probe": cpu_share_probe(),
         "argv": " ".join(sys.argv[1:]),
         "machine": f"{cpu_model()}, {ram_gib():.0f} GiB",
         "code": git_state(),
@@ -142,6 +176,7 @@ def write(
         "",
         scheduler_note(),
         "",
+        *probe_note(meta),
         "Every run wrote the same table (timing columns aside): " + ("yes." if same else "NO."),
         "",
         runs[0]["table"],
