@@ -1,16 +1,19 @@
 """Per-group ratios from sensitivity curves: the least total fidelity loss under a MACs budget.
 
 Each group takes one of its measured ratios (or none); a choice costs the fidelity loss its
-point measured (1 - cosine, `SensitivityPoint.loss`) and removes the MACs it measured
-(`delta_macs`). Losses and savings are taken as additive over groups: for the MACs this is on
-the safe side (removing channels on both sides of a layer saves the product, more than the
-sum of what each saved alone), so the pruned model's MACs are at most the budget's estimate; for
-the losses it is the usual first-order assumption of sensitivity-based allocation (the real loss
-of the combination is measured by pruning it). The choice is a multiple-choice knapsack, solved
-by dynamic programming over the MACs to remove in at most `resolution` steps: exactly when
-there are no more MACs to remove than steps; otherwise each point's saving is rounded down to
-a step, so the budget still holds on the measured figures and the loss is the least to within
-that rounding.
+point measured (1 - cosine, `SensitivityPoint.loss`) and removes MACs. Losses are taken as
+additive over groups (the usual first-order assumption of sensitivity-based allocation; the real
+loss of the combination is measured by pruning it). Savings are not: two groups on either side
+of one layer save less together than the sum of what each saved alone (a conv keeping half its
+inputs and half its outputs keeps a quarter of its MACs, not none). So the choice is made on the
+summed savings (`delta_macs`), a multiple-choice knapsack solved by dynamic programming, and then
+checked on the exact MACs of the combination (`onnxprune.costs.MacsCost`, the cost model the
+report carries); while those are over the budget, the knapsack is asked for more savings
+(bisection) until they are not. Without a cost model (a report read back from JSON), only the
+summed savings are used: the model may then keep more MACs than the budget.
+
+The knapsack works in at most `resolution` steps of MACs: exactly when there are no more MACs
+to remove than steps; otherwise each point's saving is rounded down to a step.
 
 >>> from onnxprune.group_sensitivity import GroupCurve, SensitivityPoint, SensitivityReport
 >>> def curve(gid, points):
@@ -19,7 +22,7 @@ that rounding.
 >>> report = SensitivityReport("m", "random feeds", "l1", 1, [0.25, 0.5], 100, None, 0, [
 ...     curve(0, [(0.25, 0.99, 10), (0.5, 0.90, 20)]),
 ...     curve(1, [(0.25, 0.999, 10), (0.5, 0.995, 20)])])
->>> allocate_by_sensitivity(report, macs_budget=75)
+>>> allocate_by_sensitivity(report, macs_budget=75)  # no cost model: summed savings
 {0: 0.25, 1: 0.5}
 """
 
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from onnxprune.costs import CostModel
 from onnxprune.errors import UsageError
 from onnxprune.group_sensitivity import GroupCurve, SensitivityReport
 
@@ -34,16 +38,23 @@ MAX_RESOLUTION = 100_000
 
 
 def allocate_by_sensitivity(
-    curves: SensitivityReport, macs_budget: int, *, resolution: int = 10_000
+    curves: SensitivityReport,
+    macs_budget: int,
+    *,
+    cost: CostModel | None = None,
+    resolution: int = 10_000,
 ) -> dict[int, float]:
-    """Per-group ratios {group id: ratio} (groups left whole are absent) whose summed measured
-    fidelity loss is least among the choices whose MACs, estimated as `curves.macs_before` minus
-    the summed `delta_macs`, are at most `macs_budget` (an absolute MAC count: for a fraction f of
-    the original, pass `int(f * curves.macs_before)`). Points that failed are never chosen.
+    """Per-group ratios {group id: ratio} (groups left whole are absent) with the least summed
+    measured fidelity loss among the choices whose MACs are at most `macs_budget` (an absolute
+    MAC count: for a fraction f of the original, pass `int(f * curves.macs_before)`). MACs are
+    checked exactly on `cost` (default: the cost model `onnxprune.sensitivity` put in the report;
+    see the module's note when there is none). Points that failed are never chosen. Apply the
+    result with `prune(model, target=GroupRatios.of(ratios))`.
 
     UsageError when the curves cannot reach the budget (it names the least MACs they reach) or
     carry no MAC counts.
     """
+    cost = cost if cost is not None else curves.cost
     if curves.macs_before is None:
         raise UsageError("the sensitivity report has no MAC counts (shapes unknown): cannot allocate MACs")
     need = int(curves.macs_before) - int(macs_budget)
@@ -56,6 +67,52 @@ def allocate_by_sensitivity(
             f"MACs budget {macs_budget:,} is out of reach: pruning every group at its largest "
             f"measured ratio leaves {curves.macs_before - reachable:,} of {curves.macs_before:,} MACs"
         )
+    chosen = _knapsack(curves.curves, options, need, resolution)
+    if cost is None:
+        return chosen
+    return _within_exact_budget(curves, options, cost, macs_budget, (need, reachable, chosen), resolution)
+
+
+def _within_exact_budget(
+    curves: SensitivityReport,
+    options: list[list[tuple[float, int, float]]],
+    cost: CostModel,
+    budget: int,
+    start: tuple[int, int, dict[int, float]],
+    resolution: int,
+) -> dict[int, float]:
+    """The knapsack's choice for the least summed saving (bisected between `need` and
+    `reachable`) whose exact MACs on `cost` are within `budget`."""
+    kept = {c.group: {p.ratio: p.kept for p in c.points} for c in curves.curves}
+
+    def macs(chosen: dict[int, float]) -> float:
+        return cost.cost({g: kept[g][r] for g, r in chosen.items()})
+
+    lo, hi, chosen = start
+    if macs(chosen) <= budget:
+        return chosen
+    best = _knapsack(curves.curves, options, hi, resolution)
+    if macs(best) > budget:
+        raise UsageError(
+            f"MACs budget {budget:,} is out of reach: pruning every group at its largest measured "
+            f"ratio leaves {macs(best):,.0f} of {curves.macs_before:,} MACs"
+        )
+    lo += 1
+    while lo < hi:
+        mid = (lo + hi) // 2
+        trial = _knapsack(curves.curves, options, mid, resolution)
+        if macs(trial) <= budget:
+            best, hi = trial, mid
+        else:
+            lo = mid + 1
+    return best
+
+
+def _knapsack(
+    curves: list[GroupCurve], options: list[list[tuple[float, int, float]]], need: int, resolution: int
+) -> dict[int, float]:
+    """The least-loss choice whose summed savings are at least `need` MACs (at most the largest
+    summed saving)."""
     resolution = min(resolution, need)
     step = need / resolution
     best, picks = np.zeros(resolution + 1), []
@@ -64,10 +121,13 @@ def allocate_by_sensitivity(
         best, pick = _add_group(best, opts, step)
         picks.append(pick)
     if not np.isfinite(best[resolution]):  # rounding each saving down lost the last steps
-        if resolution >= MAX_RESOLUTION:
-            raise UsageError(f"MACs budget {macs_budget:,} is only just in reach: give a little more")
-        return allocate_by_sensitivity(curves, macs_budget, resolution=resolution * 10)
-    return _trace(curves.curves, options, picks, step, resolution)
+        if resolution < MAX_RESOLUTION:
+            return _knapsack(curves, options, need, resolution * 10)
+        # only the largest savings reach it: every group at its largest saving does
+        return {
+            c.group: max(opts, key=lambda o: o[1])[0] for c, opts in zip(curves, options, strict=True) if opts
+        }
+    return _trace(curves, options, picks, step, resolution)
 
 
 def _choices(curve: GroupCurve) -> list[tuple[float, int, float]]:

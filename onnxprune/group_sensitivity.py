@@ -31,9 +31,9 @@ import onnx
 from onnxprune.analysis import DependencyAnalysis, Group
 from onnxprune.bench import benchmark
 from onnxprune.calibration import CalibrationData, calibration_data
-from onnxprune.costs import CostModel
+from onnxprune.costs import CostModel, MacsCost
 from onnxprune.data import DataSource
-from onnxprune.errors import UsageError
+from onnxprune.errors import ModelError, UsageError
 from onnxprune.fidelity import FidelityReport, ReferenceOutputs, compare_to_reference, reference_outputs
 from onnxprune.importance import UnitScores, default_importances
 from onnxprune.io import ModelLike, has_external_data, materialize, read_model
@@ -178,6 +178,9 @@ class SensitivityReport:
     latency_runs: int
     curves: list[GroupCurve]
     seconds: float = 0.0
+    cost: CostModel | None = field(default=None, repr=False, compare=False)
+    """The exact MACs model of the analysed model (`onnxprune.costs.MacsCost`), for
+    `allocate_by_sensitivity`; not in the JSON (None after `from_json`)."""
 
     def loss_curves(self) -> dict[int, tuple[tuple[float, float], ...]]:
         """Group id -> ((ratio, fidelity loss), ...) of the points that did not fail: the curves
@@ -197,8 +200,10 @@ class SensitivityReport:
         return sorted(self.curves, key=lambda c: (-c.worst_loss(), c.group))[:n]
 
     def to_json(self) -> dict[str, Any]:
-        """Plain JSON data (non-finite floats become None)."""
-        return _finite(dataclasses.asdict(self))
+        """Plain JSON data (non-finite floats become None); the cost model is left out."""
+        data = dataclasses.asdict(dataclasses.replace(self, cost=None))
+        del data["cost"]
+        return _finite(data)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> SensitivityReport:
@@ -323,7 +328,16 @@ def sensitivity(
         latency_runs=latency_runs,
         curves=curves,
         seconds=time.perf_counter() - start,
+        cost=_macs_cost(base, input_shapes),
     )
+
+
+def _macs_cost(session: PruneSession, input_shapes: dict[str, list[int]] | None) -> MacsCost | None:
+    """The exact MACs model of the normalized model, or None where shapes are unknown."""
+    try:
+        return MacsCost.build(session.model, session.analysis, session.options.op_table, input_shapes)
+    except ModelError:
+        return None
 
 
 def _check_ratios(ratios: Sequence[float]) -> list[float]:
