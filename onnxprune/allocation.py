@@ -44,11 +44,13 @@ def allocate_by_sensitivity(
     cost: CostModel | None = None,
     resolution: int = 10_000,
 ) -> dict[int, float]:
-    """Per-group ratios {group id: ratio} (groups left whole are absent) with the least summed
-    measured fidelity loss among the choices whose MACs are at most `macs_budget` (an absolute
-    MAC count: for a fraction f of the original, pass `int(f * curves.macs_before)`). MACs are
-    checked exactly on `cost` (default: the cost model `onnxprune.sensitivity` put in the report;
-    see the module's note when there is none). Points that failed are never chosen. Apply the
+    """Per-group ratios {group id: ratio} (groups left whole are absent) whose MACs are at most
+    `macs_budget` (an absolute MAC count: for a fraction f of the original, pass
+    `int(f * curves.macs_before)`), chosen for the least summed measured fidelity loss. MACs are
+    checked exactly on `cost` (default: the cost model `onnxprune.sensitivity` put in the
+    report): the result is the least-loss choice of the smallest summed saving whose exact MACs
+    fit, which may leave some budget unused (the ratios are the few measured ones). Without a
+    cost model, see the module's note. Points that failed are never chosen. Apply the
     result with `prune(model, target=GroupRatios.of(ratios))`.
 
     UsageError when the curves cannot reach the budget (it names the least MACs they reach) or
