@@ -45,7 +45,7 @@ from onnxprune.validate import validate
 TrialSpec = dict[str, Any]
 """Keyword arguments of `onnxprune.prune` for one trial (JSON-able values)."""
 
-SHARED_KEYS = ("calibration", "calibration_samples", "eval_data", "holdout", "progress")
+SHARED_KEYS = ("calibration", "calibration_samples", "holdout", "progress")
 """`prune` arguments a sweep sets itself, the same for every trial."""
 
 
