@@ -5,8 +5,10 @@
 >>> result.save("pruned.onnx")  # doctest: +SKIP
 """
 
+from onnxprune.allocation import allocate_by_sensitivity
 from onnxprune.analysis import Barrier, DependencyAnalysis, Group
 from onnxprune.errors import InternalError, ModelError, OnnxPruneError, PlanError, UsageError
+from onnxprune.group_sensitivity import SensitivityReport, sensitivity
 from onnxprune.pipeline import PruneReport, PruneResult, analyze, prune
 from onnxprune.plan import Plan, TensorSlice, TensorUpdate
 from onnxprune.targets import ReplayPlan, Target, UniformRatio
@@ -27,6 +29,7 @@ __all__ = [
     "PruneReport",
     "PruneResult",
     "ReplayPlan",
+    "SensitivityReport",
     "Target",
     "TensorSlice",
     "TensorUpdate",
@@ -34,7 +37,9 @@ __all__ = [
     "UsageError",
     "ValidationReport",
     "__version__",
+    "allocate_by_sensitivity",
     "analyze",
     "prune",
+    "sensitivity",
     "validate",
 ]

@@ -61,6 +61,9 @@ class CalibrationData:
 
     fit: DataLoader
     holdout: DataLoader | None = None
+    stats: ActivationStats | None = None
+    """Statistics already taken on `fit` (a sweep takes them once for all its trials): the
+    calibrate stage uses them instead of running the model again."""
 
 
 def calibration_data(

@@ -4,6 +4,8 @@
     onnxprune analyze in.onnx
     onnxprune validate orig.onnx pruned.onnx --plan PLAN.json
     onnxprune bench a.onnx [b.onnx] [--runs N] [--threads N] [--batch N]
+    onnxprune sensitivity in.onnx [--calib DATA] [--ratios 0.25,0.5,0.75]   (onnxprune/cli_study.py)
+    onnxprune sweep in.onnx --ratios 0.1:0.6:0.1 [--workers N] [--ray auto|local|ADDRESS]
 
 Exit codes: 0 success, 1 a validation check failed, 2 usage error, 3 model error, 4 internal
 error (a bug in onnxprune).
@@ -28,7 +30,7 @@ from onnxprune.errors import EXIT_CHECK_FAILED, EXIT_INTERNAL, EXIT_OK, OnnxPrun
 from onnxprune.importance import default_importances
 from onnxprune.targets import DEFAULT_ROUND_TO
 
-SUBCOMMANDS = ("prune", "analyze", "validate", "bench")
+SUBCOMMANDS = ("prune", "analyze", "validate", "bench", "sensitivity", "sweep")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -242,6 +244,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _validate(_validate_parser().parse_args(rest), console)
         if command == "bench":
             return _bench(_bench_parser().parse_args(rest), console)
+        if command in ("sensitivity", "sweep"):
+            from onnxprune import cli_study
+
+            return cli_study.run(command, rest, console)
         return _prune(_prune_parser().parse_args(rest), console)
     except OnnxPruneError as exc:
         if debug:

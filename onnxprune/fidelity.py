@@ -182,3 +182,74 @@ def check_fidelity(
             else:
                 sums[name].detail = "non-tensor output: no fidelity figures"
     return FidelityReport(loader.source, count, [sums[name].result(name) for name in names])
+
+
+@dataclass
+class ReferenceOutputs:
+    """The original model's outputs on fixed feeds, taken once, so that many final models (one
+    per group and ratio of a sensitivity analysis) are measured without running it again.
+
+    >>> import onnx
+    >>> m = onnx.parser.parse_model('''<ir_version: 8, opset_import: ["" : 17]>
+    ... g (float[N, 3] x) => (float[N, 3] y) { y = Relu(x) }''')
+    >>> reference = reference_outputs(m)
+    >>> round(compare_to_reference(reference, m).outputs[0].cosine, 6)
+    1.0
+    """
+
+    source: str
+    names: list[str]
+    feeds: list[dict[str, np.ndarray]]
+    outputs: list[list[Any]]
+
+
+def reference_outputs(
+    original: ModelLike,
+    data: DataSource | DataLoader | None = None,
+    *,
+    input_shapes: dict[str, list[int]] | None = None,
+    seeds: tuple[int, ...] = (0, 1, 2),
+    threads: int = 2,
+) -> ReferenceOutputs:
+    """Run `original` once on `data` (random feeds as in `check_fidelity` without it) and keep the
+    feeds and outputs in memory (meant for a few batches: held-out or random samples)."""
+    model = as_model(original)
+    check_input_names(model, input_shapes)
+    if data is None:
+        batch = 2 if has_dynamic_batch(model) else 1
+        loader: DataLoader = RandomLoader(seeds=seeds, batch=batch, input_shapes=input_shapes)
+    else:
+        loader = open_data(data)
+    session = ort_session(model, threads)
+    feeds = [dict(feed) for feed in loader.feeds(model)]
+    return ReferenceOutputs(
+        loader.source,
+        [o.name for o in session.get_outputs()],
+        feeds,
+        [session.run(None, feed) for feed in feeds],
+    )
+
+
+def compare_to_reference(
+    reference: ReferenceOutputs, final: ModelLike, *, threads: int = 2
+) -> FidelityReport:
+    """`check_fidelity` of `final` against outputs taken before (`reference_outputs`)."""
+    try:
+        session = ort_session(as_model(final), threads)
+    except Exception as exc:
+        return FidelityReport(reference.source, 0, error=f"the final model does not load: {exc}")
+    if [o.name for o in session.get_outputs()] != reference.names:
+        return FidelityReport(reference.source, 0, error="the final model's outputs are not the original's")
+    sums = {name: _Sums() for name in reference.names}
+    for count, (feed, expected) in enumerate(zip(reference.feeds, reference.outputs, strict=True)):
+        try:
+            results = session.run(None, feed)
+        except Exception as exc:
+            return FidelityReport(reference.source, count, error=f"feed {count} failed to run: {exc}")
+        for name, ref, got in zip(reference.names, expected, results, strict=True):
+            if isinstance(ref, np.ndarray) and isinstance(got, np.ndarray):
+                sums[name].add(ref, got)
+            else:
+                sums[name].detail = "non-tensor output: no fidelity figures"
+    outputs = [sums[name].result(name) for name in reference.names]
+    return FidelityReport(reference.source, len(reference.feeds), outputs)

@@ -152,6 +152,9 @@ class Calibrate(Stage):
         data = session.options.calibration
         if data is None:
             raise UsageError("calibration needs data (--calib)")
+        if data.stats is not None:  # taken once for many runs (a sweep)
+            session.activations = data.stats
+            return
         model = session.reference if session.reference is not None else session.model
         if has_external_data(model):  # ONNX Runtime gets the model in memory: weights read in
             model = onnx.ModelProto()
