@@ -106,8 +106,6 @@ class Budget(Target):
             raise UsageError(f"max_group_ratio {self.max_group_ratio} is outside (0, 1)")
         if int(self.min_kept) < 1 or int(self.round_to) < 1:
             raise UsageError("min_kept and round_to must be >= 1")
-        if self.allocation == "sensitivity" and not self.sensitivity:
-            raise UsageError("allocation 'sensitivity' needs sensitivity curves (onnxprune.sensitivity)")
 
     def describe(self) -> str:
         return f"{self.metric} x{self.keep:.2f} ({self.allocation} allocation)"
@@ -142,6 +140,8 @@ class Budget(Target):
         """Kept counts meeting the budget as closely as the allocation's knob allows."""
         if costs is None or costs.metric != self.metric:
             raise UsageError(f"a {self.metric} budget needs a {self.metric} cost model")
+        if self.allocation == "sensitivity" and not self.sensitivity:
+            raise UsageError("allocation 'sensitivity' needs sensitivity curves (onnxprune.sensitivity)")
         groups = self.groups_to_score(analysis)
         floor = {g.id: g.size - self.max_removed(g) for g in groups}
         reachable = costs.fraction(floor)
@@ -168,7 +168,7 @@ class Budget(Target):
         self, groups: list[Group], scores: Mapping[int, UnitScores], costs: CostModel
     ) -> tuple[dict[int, int], float]:
         """Kept counts from the allocation's knob, bisected, then refined by single steps."""
-        knob = _KNOBS[self.allocation](self, groups, scores)
+        knob = _KNOBS[self.allocation](self, groups, scores, costs)
         return _refine(self, groups, _search(knob, costs, float(self.keep)), costs)
 
     def within(self, fraction: float) -> bool:
@@ -188,7 +188,9 @@ def _ranking(scores: UnitScores) -> np.ndarray:
     return scores.member_normalized()
 
 
-def _uniform_knob(budget: Budget, groups: list[Group], scores: Mapping[int, UnitScores]) -> Knob:
+def _uniform_knob(
+    budget: Budget, groups: list[Group], scores: Mapping[int, UnitScores], _: CostModel
+) -> Knob:
     def kept(position: float) -> dict[int, int]:
         ratio = position * budget.max_group_ratio
         found = {}
@@ -200,7 +202,7 @@ def _uniform_knob(budget: Budget, groups: list[Group], scores: Mapping[int, Unit
     return kept
 
 
-def _global_knob(budget: Budget, groups: list[Group], scores: Mapping[int, UnitScores]) -> Knob:
+def _global_knob(budget: Budget, groups: list[Group], scores: Mapping[int, UnitScores], _: CostModel) -> Knob:
     """One threshold over every unit's score relative to its group's mean score."""
     relative = {}
     for g in groups:
@@ -220,26 +222,37 @@ def _global_knob(budget: Budget, groups: list[Group], scores: Mapping[int, UnitS
     return kept
 
 
-def _sensitivity_knob(budget: Budget, groups: list[Group], scores: Mapping[int, UnitScores]) -> Knob:
-    """A threshold on the marginal fidelity loss per removed unit, read off each group's curve:
-    a group is pruned to the largest ratio whose loss stays under the threshold."""
+def _sensitivity_knob(
+    budget: Budget, groups: list[Group], scores: Mapping[int, UnitScores], costs: CostModel
+) -> Knob:
+    """A price on fidelity loss: every group takes the measured ratio that minimises
+    ``loss - price * saving`` (its loss on its curve, the metric it saves alone by the cost
+    model), the price rising with the knob: the least summed loss for the saving (a Lagrangian
+    relaxation of the knapsack). The search then checks the combined cost exactly, since groups
+    sharing a layer save less together than apart."""
     curves = budget.sensitivity or {}
-    losses = [loss for c in curves.values() for _, loss in c]
-    top = max(losses, default=0.0) or 1.0
+    options: dict[int, list[tuple[int, float, float]]] = {}
+    for g in groups:
+        found = [(g.size, 0.0, 0.0)]
+        for ratio, loss in curves.get(g.id, ()):
+            removed = min(int(np.floor(ratio * g.size + 1e-9)), budget.max_removed(g))
+            kept = budget.aligned(g, g.size - removed)
+            if kept < g.size:
+                found.append((kept, float(loss), costs.full - costs.cost({g.id: kept})))
+        options[g.id] = found
+    rates = [loss / saved for opts in options.values() for _, loss, saved in opts if saved > 0 and loss > 0]
+    scale = float(np.median(rates)) if rates else 1.0
 
     def kept(position: float) -> dict[int, int]:
-        limit = position * top
-        found = {}
-        for g in groups:
-            ratio = max((r for r, loss in curves.get(g.id, ()) if loss <= limit), default=0.0)
-            removed = min(int(np.floor(ratio * g.size + 1e-9)), budget.max_removed(g))
-            found[g.id] = budget.aligned(g, g.size - removed)
-        return found
+        price = scale * position / max(1.0 - position, 1e-9)
+        return {
+            gid: min(opts, key=lambda o: (o[1] - price * o[2], -o[2]))[0] for gid, opts in options.items()
+        }
 
     return kept
 
 
-_KNOBS: dict[str, Callable[[Budget, list[Group], Mapping[int, UnitScores]], Knob]] = {
+_KNOBS: dict[str, Callable[[Budget, list[Group], Mapping[int, UnitScores], CostModel], Knob]] = {
     "uniform": _uniform_knob,
     "global": _global_knob,
     "sensitivity": _sensitivity_knob,

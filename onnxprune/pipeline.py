@@ -7,6 +7,7 @@ returns a `PruneResult`; `analyze` stops after the analysis.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import gc
 import os
@@ -24,6 +25,7 @@ from onnxprune.costs import CostModel
 from onnxprune.data import DataSource
 from onnxprune.depth import DropBlocks
 from onnxprune.errors import ModelError, UsageError
+from onnxprune.group_sensitivity import sensitivity
 from onnxprune.importance import default_importances
 from onnxprune.io import ModelLike, has_external_data, materialize, save_model
 from onnxprune.plan import Plan
@@ -215,18 +217,33 @@ def prune(
     goal = budget or _target(ratio, head_ratio, ffn_ratio, round_to, plan, target, drop_blocks, depth_ratio)
     depth = depth_stage(goal, drop_blocks, depth_ratio, depth_criterion)
     method = _compensation(compensate, calibration is not None, plan is not None, depth is not None)
-    options = PruneOptions(
-        target=goal,
-        importance=default_importances().get(criterion or ("l1" if calibration is None else "activation")),
-        exclude=_check_exclude(exclude),
-        calibration=calibration,
-        input_shapes=input_shapes,
-        batch=batch,
-        threads=threads,
-    )
+    importance = default_importances().get(criterion or ("l1" if calibration is None else "activation"))
+    measure = {"input_shapes": input_shapes, "batch": batch, "threads": threads}
+    options = PruneOptions(goal, importance, _check_exclude(exclude), calibration=calibration, **measure)
+    options = _with_sensitivity(options, model)
     if target_speedup is not None:
         return prune_to_speedup(lambda o: _run(model, o, progress, method), options, model, target_speedup)
     return _run(model, options, progress, method, depth)
+
+
+def _with_sensitivity(options: PruneOptions, model: ModelLike) -> PruneOptions:
+    """A sensitivity-allocated budget without curves gets them measured on `model` (structural
+    prunes of each group alone, fidelity on the calibration data's held-out share, or on random
+    feeds without data; `onnxprune.sensitivity`)."""
+    goal = options.target
+    if not isinstance(goal, Budget) or goal.allocation != "sensitivity" or goal.sensitivity is not None:
+        return options
+    curves = sensitivity(
+        model,
+        calibration=options.calibration,
+        criterion=options.importance.name,
+        round_to=goal.round_to,
+        exclude=options.exclude,
+        latency_runs=0,
+        threads=options.threads or 2,
+        input_shapes=options.input_shapes,
+    )
+    return dataclasses.replace(options, target=dataclasses.replace(goal, sensitivity=curves.loss_curves()))
 
 
 def _run(

@@ -112,7 +112,6 @@ def test_heads_take_part_without_alignment():
         {"metric": "macs", "keep": 1.5},
         {"metric": "macs", "keep": 0.5, "allocation": "greedy"},
         {"metric": "macs", "keep": 0.5, "max_group_ratio": 1.0},
-        {"metric": "macs", "keep": 0.5, "allocation": "sensitivity"},
     ],
 )
 def test_bad_budgets_are_usage_errors(kwargs):
@@ -211,3 +210,19 @@ def test_dynamic_dims_are_counted_at_the_calibration_shapes():
     assert abs(real - 0.5) <= 0.01
     with pytest.raises(UsageError, match="dynamic"):
         prune(path, target_macs=0.5)  # no data, no input shapes: the sequence length is not guessed
+
+
+def test_sensitivity_allocation_spends_the_budget_where_the_measured_loss_is_least():
+    analysis, scores, costs = _setup()
+    curves = {0: ((0.25, 0.30), (0.5, 0.60)), 1: ((0.25, 0.01), (0.5, 0.02))}
+    budget = Budget("macs", 0.75, allocation="sensitivity", sensitivity=curves, round_to=1)
+    allocation = budget.allocate(analysis, scores, costs)
+    assert allocation.met and list(allocation.decisions) == [1] and len(allocation.decisions[1]) == 8
+    with pytest.raises(UsageError, match="sensitivity curves"):
+        Budget("macs", 0.75, allocation="sensitivity").allocate(analysis, scores, costs)
+
+
+def test_a_sensitivity_budget_without_curves_measures_them():
+    result = prune(REPO / "models/default.onnx", target_macs=0.6, allocation="sensitivity")
+    assert result.report.budget["allocation"] == "sensitivity"
+    assert abs(result.report.budget["achieved"] - 0.6) <= 0.012
