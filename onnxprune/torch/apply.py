@@ -61,7 +61,7 @@ def _holders(module: nn.Module) -> dict[str, list[tuple[nn.Module, str, str]]]:
 def _state(module: nn.Module, held: dict) -> dict[str, np.ndarray]:
     state = {}
     for name, places in held.items():
-        owner, attr, kind = places[0]
+        owner, attr, _ = places[0]
         t = getattr(owner, attr)
         if t is not None and t.dtype.is_floating_point:
             state[name] = t.detach().cpu().numpy()
@@ -90,9 +90,10 @@ def _swap(held, keeps, values, biases, module, journal: layers.Journal, result: 
         for axis, keep in keeps.get(name, {}).items():
             new = new.index_select(axis, torch.tensor(keep, dtype=torch.long, device=new.device))
         if name in values:
-            fresh = torch.as_tensor(np.ascontiguousarray(values[name]), dtype=old.dtype, device=old.device)
+            fresh = torch.as_tensor(np.array(values[name], copy=True), dtype=old.dtype, device=old.device)
             if tuple(fresh.shape) != tuple(new.shape):
-                raise PlanError(f"update for '{name}' has shape {tuple(fresh.shape)}, expected {tuple(new.shape)}")
+                shape = tuple(fresh.shape)
+                raise PlanError(f"update for '{name}' has shape {shape}, expected {tuple(new.shape)}")
             new = fresh
             result.updated.append(name)
         new = nn.Parameter(new.clone(), requires_grad=old.requires_grad) if kind == "param" else new.clone()
@@ -102,7 +103,8 @@ def _swap(held, keeps, values, biases, module, journal: layers.Journal, result: 
     for layer, bias in biases.items():
         sub = module.get_submodule(layer)
         ref = sub.weight
-        journal.set(sub, "bias", nn.Parameter(torch.as_tensor(bias, dtype=ref.dtype, device=ref.device)), "param")
+        fresh = torch.as_tensor(np.array(bias, copy=True), dtype=ref.dtype, device=ref.device)
+        journal.set(sub, "bias", nn.Parameter(fresh), "param")
         result.updated.append(f"{layer}.bias")
 
 
@@ -133,7 +135,8 @@ def apply_plan(
     try:
         before = trace.run(module, inputs)
     except Exception as exc:  # the user's module: any failure means the inputs do not fit it
-        raise UsageError(f"the module does not run on the example inputs ({exc}); pass example_inputs=") from exc
+        why = f"the module does not run on the example inputs ({exc}); pass example_inputs="
+        raise UsageError(why) from exc
     held = _holders(module)
     state = _state(module, held)
     placed = place_plan(plan, model, weights, TensorIndex(state))
@@ -142,7 +145,8 @@ def apply_plan(
         raise PlanError(f"cannot place {len(placed.unplaced)} plan tensor(s) on the module: {listed}")
     shapes = {n: v.shape for n, v in state.items()}
     keeps = torch_keeps(plan, placed, module, before.producers, shapes)
-    values, biases = update_values(plan, placed, keeps, state, module, before.producers, pruned_model, weights)
+    producers = before.producers
+    values, biases = update_values(plan, placed, keeps, state, module, producers, pruned_model, weights)
     result = AppliedPlan(dict(placed.placements))
     journal = layers.Journal()
     try:

@@ -40,7 +40,9 @@ def _weight_of(model: onnx.ModelProto, tensor: str) -> str | None:
     return None
 
 
-def place_plan(plan: Plan, model: onnx.ModelProto, weights: dict[str, np.ndarray], index: TensorIndex) -> Placed:
+def place_plan(
+    plan: Plan, model: onnx.ModelProto, weights: dict[str, np.ndarray], index: TensorIndex
+) -> Placed:
     """Place every tensor of the input model that `plan` slices or updates."""
     names = list(dict.fromkeys([s.tensor for s in plan.slices] + [u.tensor for u in plan.updates]))
     placements: dict[str, Placement] = {}
@@ -56,11 +58,9 @@ def place_plan(plan: Plan, model: onnx.ModelProto, weights: dict[str, np.ndarray
         targets = {p.target for p in found}
         if len(targets) == 1:
             placements[name] = found[0]
-        elif len(targets) > 1:
-            unplaced[name] = f"ambiguous: its values match {sorted(targets)}"
-        else:
-            pending.append(name)
-    for name in pending:
+        else:  # none, or several (all-zero biases of an untrained model): try the graph
+            pending.append((name, sorted(targets)))
+    for name, candidates in pending:
         weight = _weight_of(model, name)
         if weight is not None and weight not in placements and weight in weights:
             found = index.place(weight, weights[weight])
@@ -70,6 +70,8 @@ def place_plan(plan: Plan, model: onnx.ModelProto, weights: dict[str, np.ndarray
         if owner is not None and owner.target.endswith(".weight"):
             module = owner.target[: -len(".weight")]
             placements[name] = Placement(name, module, "folded-bias", "graph")
+        elif candidates:
+            unplaced[name] = f"ambiguous: its values match {candidates}"
         else:
             unplaced[name] = "no parameter or buffer of the module has its values"
     return Placed(placements, unplaced)
@@ -101,7 +103,8 @@ def torch_keeps(
             continue
         axis = p.torch_axis(s.axis)
         if shapes[p.target][axis] != s.size:
-            raise PlanError(f"'{s.tensor}' axis {s.axis} has {s.size} channels, '{p.target}' {shapes[p.target]}")
+            have = shapes[p.target]
+            raise PlanError(f"'{s.tensor}' axis {s.axis} has {s.size} channels, '{p.target}' {have}")
         _put(keeps, p.target, axis, s.keep, s.tensor)
     layer_out: dict[str, tuple[int, ...]] = {}
     for name, sub in module.named_modules():
@@ -123,7 +126,8 @@ def _join(prefix: str, attr: str) -> str:
 def _norm_keeps(name: str, norm: nn.Module, keeps: Keeps, from_producer: tuple[int, ...] | None) -> None:
     """A normalization layer's vectors all keep the same channels: its own placed ones, or else
     those of the layer feeding it (a BatchNorm the exporter folded)."""
-    attrs = [a for a in ("weight", "bias", "running_mean", "running_var") if getattr(norm, a, None) is not None]
+    vectors = ("weight", "bias", "running_mean", "running_var")
+    attrs = [a for a in vectors if getattr(norm, a, None) is not None]
     own = [keeps[_join(name, a)][0] for a in attrs if 0 in keeps.get(_join(name, a), {})]
     keep = own[0] if own else from_producer
     if keep is None:
