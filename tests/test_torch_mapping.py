@@ -13,7 +13,7 @@ import onnxprune
 from onnxprune.plan import Plan, TensorSlice
 from onnxprune.torch import apply_plan
 from onnxprune.torch.mapping import name_candidates, relation
-from tests.torch_cases import torch_state, torchvision_case, transformers_case
+from tests.torch_cases import ort_run, rel_err, torch_state, torchvision_case, transformers_case
 
 
 def test_relation_recognises_each_exporter_transform():
@@ -116,3 +116,39 @@ def test_folded_bias_update_lands_in_the_batchnorm_bias():
     assert "layer1.0.bn2.bias" in applied.updated
     keep = next(s.keep for s in result.plan.slices if s.tensor == "layer1.0.conv2.weight" and s.axis == 0)
     assert not torch.allclose(case.module.layer1[0].bn2.bias.detach(), bn_bias[list(keep)])
+
+
+class FlattenIntoLinear(torch.nn.Module):
+    """torchcrepe's pattern: the flattened width is an attribute read by ``reshape``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.bn = torch.nn.BatchNorm2d(8)
+        self.in_features = 8 * 4 * 4
+        self.classifier = torch.nn.Linear(self.in_features, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.nn.functional.max_pool2d(torch.relu(self.bn(self.conv(x))), 2)
+        return self.classifier(x.reshape(-1, self.in_features))
+
+
+@pytest.mark.parametrize("exporter", ["dynamo", "torchscript"])
+def test_a_width_attribute_feeding_a_reshape_follows_the_linear(tmp_path, exporter):
+    torch.manual_seed(0)
+    net = FlattenIntoLinear().eval()
+    with torch.no_grad():
+        net.bn.running_mean.uniform_(-0.1, 0.1)
+        net.bn.running_var.uniform_(0.5, 1.5)
+    x = torch.randn(2, 3, 8, 8)
+    path = tmp_path / "net.onnx"
+    torch.onnx.export(
+        net, (x,), str(path), dynamo=exporter == "dynamo", input_names=["x"], external_data=False
+    )
+    result = onnxprune.prune(path, ratio=0.5)
+    apply_plan(net, result.plan, path, pruned=result.model)
+    assert net.conv.out_channels == net.bn.num_features == 4
+    assert net.in_features == net.classifier.in_features == 4 * 4 * 4
+    want = ort_run(result.model, {"x": x.numpy()})[0]
+    with torch.no_grad():
+        assert rel_err(net(x).numpy(), want) < 1e-5

@@ -165,8 +165,12 @@ def apply_plan(
 
 def _refresh(module, plan, model, placements, journal, result: AppliedPlan) -> None:
     groups = _group_rewrites(plan, model, placements, module)
+    linear_in = {id(m): m.in_features for m in module.modules() if isinstance(m, nn.Linear)}
     for name, sub in module.named_modules():
         if layers.refresh_layer(sub, groups, journal):
+            result.modules.append(name)
+    for name, sub in module.named_modules():
+        if layers.refresh_feature_sizes(sub, linear_in, journal):
             result.modules.append(name)
     for name, sub in module.named_modules():
         counts = layers.refresh_heads(name, sub, journal)

@@ -153,6 +153,21 @@ def refresh_heads(name: str, m: nn.Module, journal: Journal) -> dict[str, int] |
     return counts
 
 
+def refresh_feature_sizes(m: nn.Module, linear_in: dict[int, int], journal: Journal) -> bool:
+    """A module that flattens into a child Linear and keeps the width in an integer attribute
+    named ``*features*`` (torchcrepe's ``Crepe.in_features`` feeds ``reshape(-1, in_features)``)
+    gets the child's new width. True if anything changed."""
+    changed = False
+    for child in m.children():
+        old = linear_in.get(id(child))
+        if old is None or old == child.in_features:
+            continue
+        for attr, value in vars(m).items():
+            if "features" in attr and isinstance(value, int) and value == old:
+                changed |= journal.set(m, attr, child.in_features)
+    return changed
+
+
 def refresh_config(module: nn.Module, heads: dict[str, dict[str, int]], journal: Journal) -> None:
     """Write uniform head counts into a Hugging Face config that can state them exactly.
 
