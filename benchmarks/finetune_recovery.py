@@ -333,7 +333,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", nargs="+", default=["crepe", "minilm"])
     parser.add_argument("--work-dir", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=HERE / "finetune_recovery.md")
+    parser.add_argument(
+        "--from-json", type=Path, nargs="+", help="only write the report from earlier runs' .json files"
+    )
     args = parser.parse_args(argv)
+    if args.from_json:
+        results = {k: v for path in args.from_json for k, v in json.loads(path.read_text()).items()}
+        args.out.write_text(markdown(results, argv))
+        args.out.with_suffix(".json").write_text(json.dumps(results, indent=1, default=str) + "\n")
+        return 0
     torch.manual_seed(SEED)
     torch.set_num_threads(2)
     results = {}
