@@ -58,10 +58,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-for _stub in ("torchaudio", "librosa", "resampy"):  # torchcrepe imports them for audio files only
-    sys.modules.setdefault(_stub, types.ModuleType(_stub))
+_STUBS = [m for m in ("torchaudio", "librosa", "resampy") if m not in sys.modules]
+for _stub in _STUBS:  # torchcrepe imports them for audio files only
+    sys.modules[_stub] = types.ModuleType(_stub)
 
 import torchcrepe  # noqa: E402
+
+for _stub in _STUBS:  # gone again: transformers probes for torchaudio and must not find a stub
+    del sys.modules[_stub]
 from machine import cpu_model, git_state, load_average  # noqa: E402
 from trained_fidelity import raw_pitch_accuracy  # noqa: E402
 
@@ -167,6 +171,7 @@ def torch_pruning_at(
             ignored_layers=[model.classifier],
         )
         pruner.step()
+        model.in_features = model.classifier.in_features  # the reshape width, as apply_plan sets it
         macs, _ = tp.utils.count_ops_and_params(model, example)
         if best is None or abs(macs - macs_target) < abs(best[2] - macs_target):
             best = (model.eval(), float(r), float(macs))
@@ -190,6 +195,7 @@ def crepe_rows(ratio: float, steps: int, work: Path) -> dict[str, Any]:
         return export_dynamo(module, example, ["frames"], dynamic, work / name)
 
     rows: dict[str, Any] = {"dense": {"metric": rpa(path)}}
+    log = lambda: print(json.dumps(rows, default=str), flush=True)  # noqa: E731
     pruned = onnxprune.prune(str(path), ratio=ratio, calibration={"frames": calib}, compensate="none")
     rows["pruned"] = {"metric": rpa(pruned.model)}
     comp = onnxprune.prune(str(path), ratio=ratio, calibration={"frames": calib}, compensate="lsq")
@@ -207,9 +213,11 @@ def crepe_rows(ratio: float, steps: int, work: Path) -> dict[str, Any]:
         "losses": losses,
         "updated_from_compensation": len(applied.updated),
     }
+    log()
     dense_macs, dense_params = tp.utils.count_ops_and_params(teacher, example)
     peer, peer_ratio, peer_macs = torch_pruning_at(macs, ratio, example)
     rows["Torch-Pruning pruned"] = {"metric": rpa(export(peer, "crepe_tp.onnx")), "ratio": peer_ratio}
+    log()
     start = time.perf_counter()
     peer_losses = distill(peer, teacher, crepe_batches(calib), crepe_loss, steps, lr=1e-4)
     rows["Torch-Pruning fine-tuned"] = {
@@ -267,6 +275,7 @@ def minilm_rows(ratio: float, steps: int, work: Path) -> dict[str, Any]:
     rows["pruned"] = score(onnxprune.prune(str(path), compensate="none", **kwargs).model)
     comp = onnxprune.prune(str(path), compensate="lsq", **kwargs)
     rows["compensated"] = score(comp.model)
+    print(json.dumps(rows, default=str), flush=True)
     student = copy.deepcopy(teacher)
     apply_plan(student, comp.plan, path, pruned=comp.model)
 
