@@ -26,6 +26,7 @@ from onnxprune.io import ModelLike, has_external_data, materialize, save_model
 from onnxprune.plan import Plan
 from onnxprune.report import PruneReport
 from onnxprune.session import PruneOptions, PruneSession
+from onnxprune.sparsity import SparsityOptions, parse_nm
 from onnxprune.stages import Analyze, Normalize, default_stages, run_stages
 from onnxprune.targets import DEFAULT_ROUND_TO, ReplayPlan, Target, UniformRatio
 
@@ -157,6 +158,10 @@ def prune(
     holdout: float = 0.2,
     compensate: str | None = None,
     progress: Callable[[int], None] | None = None,
+    sparsity: float | None = None,
+    sparsity_scope: str = "layer",
+    nm: str | tuple[int, int] | None = None,
+    sparse_format: bool = False,
 ) -> PruneResult:
     """Remove `ratio` of the channels of every prunable coupling group.
 
@@ -180,6 +185,15 @@ def prune(
     plan's `updates`; `result.structural` is the model before they changed (parity is checked
     on it: `validate(original, result.model, result.plan, structural=result.structural)`).
 
+    `sparsity` zeroes that fraction of the entries of every Conv/Gemm/MatMul weight after the
+    structural prune: the smallest |W| (Wanda's |W|·‖X‖ with calibration data) per layer, or over
+    all layers with `sparsity_scope` "global"; `nm` ("2:4") keeps the N largest of every M along
+    the reduction axis instead. The first and last layers stay dense unless `exclude` is given
+    (then exactly the nodes it matches stay dense). Without a ratio, nothing is removed
+    structurally. `sparse_format` stores the zeroed weights as sparse initializers where that is
+    smaller. The zeroed tensors are the plan's `updates` (`by` "sparsity" or "sparsity-N:M");
+    `result.structural` is the model before sparsity (and compensation).
+
     `model` is a path, bytes or an ``onnx.ModelProto`` (never modified). With `plan`, the
     given plan is replayed instead of selecting (ratio, criterion and round_to are ignored).
 
@@ -194,6 +208,9 @@ def prune(
     if criterion is None:
         criterion = "activation" if calibration is not None else "l1"
     method = _compensation(compensate, calibration is not None, plan is not None)
+    sparse = _sparsity(sparsity, sparsity_scope, nm, exclude, sparse_format)
+    if sparse is not None and ratio is None and head_ratio is None and ffn_ratio is None:
+        ratio = 0.0  # weight sparsity alone
     options = PruneOptions(
         target=_target(ratio, head_ratio, ffn_ratio, round_to, plan, target),
         importance=default_importances().get(criterion),
@@ -203,7 +220,7 @@ def prune(
     session = PruneSession.open(model, options)
     loaded = session.source
     try:
-        run_stages(session, default_stages(calibration, progress, method))
+        run_stages(session, default_stages(calibration, progress, method, sparse))
     except ModelError as exc:  # a problem found deep in a stage: name the file it is in
         located = exc.located(loaded.name)
         if located is exc:
@@ -259,6 +276,26 @@ def _compensation(asked: str | None, calibrated: bool, replay: bool) -> str | No
     if asked == "lsq" and not calibrated:
         raise UsageError("lsq compensation needs calibration data (--calib); 'bias' works without")
     return None if asked == "none" else asked
+
+
+def _sparsity(
+    ratio: float | None,
+    scope: str,
+    nm: str | tuple[int, int] | None,
+    exclude: str | None,
+    sparse_format: bool,
+) -> SparsityOptions | None:
+    """The weight sparsity `prune`'s arguments ask for (None: none)."""
+    if nm is not None:
+        pair = parse_nm(nm) if isinstance(nm, str) else (int(nm[0]), int(nm[1]))
+        if ratio:
+            raise UsageError("give a sparsity ratio or an N:M pattern (--nm), not both")
+        return SparsityOptions(nm=pair, exclude=_check_exclude(exclude), sparse_format=sparse_format)
+    if ratio is None:
+        if sparse_format:
+            raise UsageError("sparse format needs weight sparsity (--sparsity or --nm)")
+        return None
+    return SparsityOptions(float(ratio), scope, None, _check_exclude(exclude), sparse_format)  # type: ignore[arg-type]
 
 
 def _check_exclude(exclude: str | None) -> str | None:

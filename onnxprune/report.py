@@ -46,6 +46,8 @@ class PruneReport:
     """With held-out samples: the output model against the input (`FidelityReport.to_json`)."""
     structural_fidelity: dict[str, Any] | None = None
     """With compensation and held-out samples: the structural prune's, before compensation."""
+    sparsity: dict[str, Any] | None = None
+    """With weight sparsity: per-layer and overall sparsity, file sizes raw and gzip, the note."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -29,6 +29,7 @@ from onnxprune.metrics import count_params
 from onnxprune.optable import OpTable, default_op_table
 from onnxprune.passes import AnalysisCache, PassManager, PassResult
 from onnxprune.plan import Plan
+from onnxprune.sparsity import SparsityReport
 from onnxprune.targets import Decisions, Target
 from onnxprune.weights import weight_tensors
 from onnxprune.weightstore import WeightStore
@@ -89,6 +90,8 @@ class PruneSession:
     fidelity: FidelityReport | None = None
     structural_fidelity: FidelityReport | None = None
     """With compensation and held-out data: the structural prune's fidelity, before compensation."""
+    sparsity: SparsityReport | None = None
+    """With weight sparsity: what it zeroed, per layer."""
     report: PruneReport | None = None
     pass_results: list[PassResult] = field(default_factory=list)
     stage_seconds: dict[str, float] = field(default_factory=dict)

@@ -46,6 +46,8 @@ from onnxprune.passes import (
 from onnxprune.report import PruneReport, prunable_macs_fraction
 from onnxprune.selection import build_plan, dim_keeps
 from onnxprune.session import PruneSession
+from onnxprune.sparsity import SparsityOptions, sparsify, sparsity_targets
+from onnxprune.sparsity.run import NO_SPEEDUP, activation_norms, merge_updates, sizes, store_sparse
 from onnxprune.targets import ReplayPlan, UniformRatio
 
 
@@ -299,6 +301,65 @@ class Compensate(Stage):
         session.plan = dataclasses.replace(session.plan, updates=tuple(found.updates))
 
 
+class Sparsify(Stage):
+    """Zero weight entries of what the structural prune (and compensation) left
+    (`onnxprune.sparsity`): the smallest |W|, or Wanda's |W|·‖X‖ with calibration data, per layer,
+    globally or N:M. The model before it is kept as `structural` unless compensation kept it
+    already; every zeroed tensor is listed in the plan's `updates` (`by` "sparsity[-N:M]")."""
+
+    name = "sparsity"
+    reads = ("output", "plan")
+    writes = ("structural", "sparsity")
+
+    def __init__(self, options: SparsityOptions) -> None:
+        self.options = options
+
+    def run(self, session: PruneSession) -> None:
+        if session.structural is None:
+            structural = onnx.ModelProto()
+            structural.CopyFrom(session.output)
+            session.structural = structural
+        base_dir = session.source.base_dir
+        data = session.options.calibration
+        norms = None
+        if data is not None:
+            model = session.output
+            if has_external_data(model):  # ONNX Runtime gets the model in memory: weights read in
+                model = onnx.ModelProto()
+                model.CopyFrom(session.output)
+                materialize(model, base_dir)
+            known = session.activations.channels if session.activations and not session.keeps else None
+            norms = activation_norms(model, sparsity_targets(model).values(), data.fit, known)
+        found, updates = sparsify(
+            session.output, self.options, base_dir=base_dir, names=session.input_weights, norms=norms
+        )
+        session.sparsity = found
+        session.plan = dataclasses.replace(session.plan, updates=merge_updates(session.plan.updates, updates))
+
+
+class StoreSparse(Stage):
+    """Store the sparsified weights as sparse initializers where that is smaller, checked to load
+    and give the same outputs in ONNX Runtime (else the output stays dense and the report says
+    why); the report's sparse-format figures."""
+
+    name = "sparse-format"
+    reads = ("output", "sparsity", "report")
+
+    def run(self, session: PruneSession) -> None:
+        dense = session.output
+        if has_external_data(dense):
+            materialize(dense, session.source.base_dir)
+        data = session.options.calibration
+        names = [layer.tensor for layer in session.sparsity.layers]
+        session.output, summary = store_sparse(dense, names, data.fit if data is not None else None)
+        figures = session.report.sparsity
+        if figures is not None:
+            figures["sparse_format"] = summary
+            figures["file_size"].update(
+                sizes({"sparse_format": session.output if summary["tensors"] else None})
+            )
+
+
 class Fidelity(Stage):
     """The output model against the input on the held-out samples: cosine, relative error and
     argmax agreement per output (`onnxprune.fidelity`); with compensation, the structural prune's
@@ -353,6 +414,7 @@ class Report(Stage):
             structural_fidelity=(
                 session.structural_fidelity.to_json() if session.structural_fidelity is not None else None
             ),
+            sparsity=_sparsity_summary(session),
         )
 
 
@@ -360,15 +422,19 @@ def default_stages(
     calibration: CalibrationData | None = None,
     tick: Callable[[int], None] | None = None,
     compensation: str | None = None,
+    sparsity: SparsityOptions | None = None,
 ) -> list[Stage]:
     """The pipeline, in order (a replayed plan scores no group). With `calibration`, activation
     statistics are taken after the analysis, and fidelity is measured on its held-out samples;
     `tick(samples)` follows the calibration run. With `compensation` ("bias" or "lsq"), the kept
-    weights are refitted after cleanup."""
+    weights are refitted after cleanup. With `sparsity`, weight entries are zeroed after that (and
+    stored as sparse initializers after the report when it asks)."""
     calibrate = [Calibrate(tick)] if calibration is not None else []
     fidelity = [Fidelity()] if calibration is not None and calibration.holdout is not None else []
     compensate_ = [Compensate(compensation)] if compensation is not None else []
     reference = [KeepReference()] if compensation is not None else []
+    sparsify = [Sparsify(sparsity)] if sparsity is not None else []
+    store = [StoreSparse()] if sparsity is not None and sparsity.sparse_format else []
     return [
         Normalize(),
         *reference,
@@ -381,8 +447,10 @@ def default_stages(
         Apply(),
         Cleanup(),
         *compensate_,
+        *sparsify,
         *fidelity,
         Report(),
+        *store,
     ]
 
 
@@ -470,3 +538,22 @@ def _compensation_summary(session: PruneSession) -> dict[str, object] | None:
         "skipped": [f"{r.op} {r.node}: {r.reason}" for r in found.consumers if not r.applied],
         "notes": list(found.notes),
     }
+
+
+def _sparsity_summary(session: PruneSession) -> dict[str, object] | None:
+    """The sparsity report's figures, the file sizes (input, structural prune, output; raw and
+    gzip) and the note that ONNX Runtime's CPU kernels run them dense."""
+    found = session.sparsity
+    if found is None:
+        return None
+    if has_external_data(session.output):
+        found.notes.append("file sizes not measured: the model keeps external data")
+    figures = found.to_json()
+    figures["note"] = NO_SPEEDUP
+    if has_external_data(session.output):
+        figures["file_size"] = {}
+        return figures
+    original = read_model(session.input).model
+    structural = session.structural if session.keeps else None
+    figures["file_size"] = sizes({"input": original, "structural": structural, "output": session.output})
+    return figures
