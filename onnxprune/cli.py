@@ -91,7 +91,13 @@ def _prune_parser() -> argparse.ArgumentParser:
         metavar="N",
         help=f"kept channel counts are multiples of N (default {DEFAULT_ROUND_TO}: fast on CPUs; 1: off)",
     )
-    p.add_argument("--exclude", metavar="REGEX", help="node names whose channels stay")
+    p.add_argument(
+        "--exclude",
+        metavar="REGEX",
+        help="node names whose channels stay (and, with --sparsity/--nm, whose weights stay dense; "
+        "default there: the first and last layers)",
+    )
+    _add_sparsity(p)
     p.add_argument("--plan", metavar="PLAN.json", help="write the plan here")
     p.add_argument("--apply-plan", metavar="PLAN.json", help="replay this plan instead of selecting")
     p.add_argument("--report", metavar="REPORT.json", help="write the report here")
@@ -103,6 +109,30 @@ def _prune_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="allow the output to overwrite the input")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
+
+
+def _add_sparsity(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--sparsity",
+        type=float,
+        metavar="S",
+        help="zero this fraction of the Conv/Gemm/MatMul weight entries after the structural prune "
+        "(smallest |W|; Wanda's |W|*||X|| with --calib); --ratio may then be left out",
+    )
+    p.add_argument(
+        "--sparsity-scope",
+        choices=("layer", "global"),
+        default="layer",
+        help="--sparsity per layer (default) or over all layers at once",
+    )
+    p.add_argument(
+        "--nm", metavar="N:M", help="keep the N largest of every M weights along the reduction axis"
+    )
+    p.add_argument(
+        "--sparse-format",
+        action="store_true",
+        help="store sparsified weights as sparse initializers where smaller (checked in ONNX Runtime)",
+    )
 
 
 def _analyze_parser() -> argparse.ArgumentParser:
@@ -219,9 +249,12 @@ def _prune(args: argparse.Namespace, console: Console) -> int:
     from onnxprune.pipeline import prune
     from onnxprune.plan import Plan
 
-    if args.apply_plan is None and args.ratio is None and args.head_ratio is None and args.ffn_ratio is None:
+    sparse = args.sparsity is not None or args.nm is not None
+    ratios = (args.ratio, args.head_ratio, args.ffn_ratio)
+    if args.apply_plan is None and all(r is None for r in ratios) and not sparse:
         raise UsageError(
-            "onnxprune: give --ratio R (or --head-ratio / --ffn-ratio, or --apply-plan PLAN.json)"
+            "onnxprune: give --ratio R (or --head-ratio / --ffn-ratio, --sparsity S, --nm N:M, or "
+            "--apply-plan PLAN.json)"
         )
     plan = Plan.load(args.apply_plan) if args.apply_plan else None
     if args.calib is None and (args.eval_data or args.calib_samples is not None):
@@ -242,6 +275,10 @@ def _prune(args: argparse.Namespace, console: Console) -> int:
             holdout=args.holdout,
             compensate=args.compensate,
             progress=tick,
+            sparsity=args.sparsity,
+            sparsity_scope=args.sparsity_scope,
+            nm=args.nm,
+            sparse_format=args.sparse_format,
         )
     ok = True
     validation = bench = None
@@ -346,10 +383,36 @@ def _print_summary(console: Console, report, bench=None, path=None) -> None:
             f"compensation {c['method']}: {c['applied']} of {c['consumers']} consumers refitted, "
             f"{c['tensors_updated']} tensors updated, {c['seconds']:.1f} s"
         )
+    if report.sparsity is not None:
+        _print_sparsity(console, report.sparsity)
     if report.structural_fidelity is not None:
-        _print_fidelity(console, report.structural_fidelity, "structural prune, before compensation")
+        before = "compensation" if report.compensation else "sparsity"
+        _print_fidelity(console, report.structural_fidelity, f"structural prune, before {before}")
     if report.fidelity is not None:
         _print_fidelity(console, report.fidelity, "output model" if report.compensation else "")
+
+
+def _print_sparsity(console: Console, figures: dict) -> None:
+    """Weight sparsity: overall, per layer, file sizes, and that ONNX Runtime runs it dense."""
+    scope = f" ({figures['scope']})" if figures["scope"] else ""
+    console.print(
+        f"weight sparsity {figures['pattern']}{scope}: {figures['zeros']:,} of {figures['size']:,} entries "
+        f"zero ({figures['sparsity']:.1%}) in {len(figures['layers'])} weights; "
+        f"{figures['all_sparsity']:.1%} of all Conv/Gemm/MatMul weights"
+    )
+    for layer in figures["layers"]:
+        console.print(f"  {layer['tensor']} ({layer['op_type']} {layer['node']}): {layer['sparsity']:.1%}")
+    for why in figures["dense"]:
+        console.print(f"  dense: {why}")
+    for what, size in figures.get("file_size", {}).items():
+        console.print(f"  file size, {what}: {size['raw']:,} bytes raw, {size['gzip']:,} gzip")
+    stored = figures.get("sparse_format")
+    if stored is not None:
+        console.print(
+            f"  sparse initializers: {stored['tensors']} weights"
+            + (f"; {stored['kept_dense']}" if stored["kept_dense"] else "")
+        )
+    console.print(figures["note"])
 
 
 def _print_fidelity(console: Console, fidelity: dict, what: str = "") -> None:
