@@ -185,14 +185,9 @@ def prune(
     plan's `updates`; `result.structural` is the model before they changed (parity is checked
     on it: `validate(original, result.model, result.plan, structural=result.structural)`).
 
-    `sparsity` zeroes that fraction of the entries of every Conv/Gemm/MatMul weight after the
-    structural prune: the smallest |W| (Wanda's |W|·‖X‖ with calibration data) per layer, or over
-    all layers with `sparsity_scope` "global"; `nm` ("2:4") keeps the N largest of every M along
-    the reduction axis instead. The first and last layers stay dense unless `exclude` is given
-    (then exactly the nodes it matches stay dense). Without a ratio, nothing is removed
-    structurally. `sparse_format` stores the zeroed weights as sparse initializers where that is
-    smaller. The zeroed tensors are the plan's `updates` (`by` "sparsity" or "sparsity-N:M");
-    `result.structural` is the model before sparsity (and compensation).
+    `sparsity` (per layer, or over all layers with `sparsity_scope` "global") or `nm` ("2:4") zero
+    weight entries after the structural prune, and `sparse_format` stores them as sparse
+    initializers (`onnxprune.sparsity`, `docs/plan-format.md`); `ratio` may then be left out.
 
     `model` is a path, bytes or an ``onnx.ModelProto`` (never modified). With `plan`, the
     given plan is replayed instead of selecting (ratio, criterion and round_to are ignored).
@@ -209,10 +204,8 @@ def prune(
         criterion = "activation" if calibration is not None else "l1"
     method = _compensation(compensate, calibration is not None, plan is not None)
     sparse = _sparsity(sparsity, sparsity_scope, nm, exclude, sparse_format)
-    if sparse is not None and ratio is None and head_ratio is None and ffn_ratio is None:
-        ratio = 0.0  # weight sparsity alone
     options = PruneOptions(
-        target=_target(ratio, head_ratio, ffn_ratio, round_to, plan, target),
+        target=_target(ratio, head_ratio, ffn_ratio, round_to, plan, target, sparse is not None),
         importance=default_importances().get(criterion),
         exclude=_check_exclude(exclude),
         calibration=calibration,
@@ -226,6 +219,12 @@ def prune(
         if located is exc:
             raise
         raise located from exc
+    return _result(session)
+
+
+def _result(session: PruneSession) -> PruneResult:
+    """The result of a session that ran every stage."""
+    loaded = session.source
     return PruneResult(
         model=session.output,
         structural=session.structural,
@@ -246,14 +245,17 @@ def _target(
     round_to: int,
     plan: Plan | str | os.PathLike | None,
     target: Target | None,
+    sparsity_alone: bool = False,
 ) -> Target:
-    """The target `prune`'s arguments ask for."""
+    """The target `prune`'s arguments ask for (with weight sparsity, no ratio means none)."""
     if plan is not None:
         return ReplayPlan(plan if isinstance(plan, Plan) else Plan.load(plan))
     if target is not None:
         return target
     if ratio is None and ffn_ratio is None and head_ratio is None:
-        raise UsageError("give a ratio (or a plan to replay)")
+        if not sparsity_alone:
+            raise UsageError("give a ratio (or a plan to replay)")
+        ratio = 0.0
     for name, value in (("ratio", ratio), ("head_ratio", head_ratio), ("ffn_ratio", ffn_ratio)):
         if value is not None and not 0.0 <= float(value) < 1.0:
             raise UsageError(f"{name} {value} is outside [0, 1)")

@@ -157,7 +157,7 @@ class Calibrate(Stage):
             model.CopyFrom(session.model)
             materialize(model, session.source.base_dir)
         session.activations = collect_activation_stats(model, session.analysis, data.fit, tick=self.tick)
-        if not session.activations.feeds:
+        if not session.activations.feeds and session.analysis.prunable_groups:  # none: nothing to read
             raise UsageError(f"{data.fit.source}: no calibration samples (after the held-out split)")
 
 

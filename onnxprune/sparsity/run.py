@@ -16,6 +16,7 @@ import onnx
 
 from onnxprune.calibration import channel_stats
 from onnxprune.data import DataLoader
+from onnxprune.errors import UsageError
 from onnxprune.plan import TensorUpdate
 from onnxprune.runtime import make_feeds
 from onnxprune.sparsity.layout import SparseTarget
@@ -48,7 +49,10 @@ def activation_norms(
     norms = {name: rms(known[name]) for name in wanted if known is not None and name in known}
     missing = {name: axis for name, axis in wanted.items() if name not in norms}
     if missing:
-        norms.update({name: rms(s) for name, s in channel_stats(model, missing, data).items()})
+        found = channel_stats(model, missing, data)
+        if not found:
+            raise UsageError(f"{data.source}: no calibration samples to take activation norms on")
+        norms.update({name: rms(s) for name, s in found.items()})
     return norms
 
 
