@@ -119,7 +119,7 @@ def _kb(sizes: dict, what: str, key: str) -> str:
     return "—" if entry is None else f"{entry[key] / 1024:,.0f}"
 
 
-def markdown(rows: list[Row], command: str, seconds: float) -> str:
+def markdown(rows: list[Row], command: str, seconds: float, code: str) -> str:
     from importlib.metadata import version
 
     versions = ", ".join(f"{p} {version(p)}" for p in ("onnxprune", "onnx", "onnxruntime", "numpy"))
@@ -131,7 +131,7 @@ def markdown(rows: list[Row], command: str, seconds: float) -> str:
         f"- command: `{command}`",
         f"- machine: {machine.cpu_model()}, {platform.system()} {platform.machine()}, "
         f"Python {platform.python_version()}",
-        f"- versions: {versions}; code {machine.git_state()}",
+        f"- versions: {versions}; code {code}",
         f"- wall time: {seconds:.0f} s",
         "",
         "Task metric on the held-out evaluation set: CREPE = raw pitch accuracy within 50 cents,",
@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     models += [tf.kind_of_extra(spec) for spec in args.extra]
     configs = [(n, c) for n, c in CONFIGS if fnmatch.fnmatch(n, args.configs)]
-    start, rows = time.perf_counter(), []
+    start, rows, code = time.perf_counter(), [], machine.git_state()  # the code as it was when started
     for path, kind_name in models:
         kind = tf.KINDS[kind_name]
         feeds, labels = tf.load_npz(kind.eval_data), tf.load_npz(kind.eval_labels)
@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     command = "python benchmarks/sparsity_fidelity.py " + " ".join(
         shlex.quote(a) for a in (argv or sys.argv[1:])
     )
-    Path(args.out).write_text(markdown(rows, command.strip(), time.perf_counter() - start))
+    Path(args.out).write_text(markdown(rows, command.strip(), time.perf_counter() - start, code))
     if args.json:
         Path(args.json).write_text(json.dumps([asdict(r) for r in rows], indent=1))
     return 0 if all(r.valid for r in rows) else 1
