@@ -9,7 +9,10 @@ together and re-exports the names callers import from it.
 A plan with `updates` (compensation changed kept weights after slicing) is validated in two
 steps: parity on the *structural* model (sliced, before any weight-changing pass; give it as
 `structural=`), then, on the final model, exact slices for every tensor not in `updates` and
-shapes for those in it, with fidelity reported beside.
+shapes for those in it, with fidelity reported beside. Weight sparsity's updates are checked
+further (`onnxprune.sparsity.check`: only entries zeroed, N:M patterns), and a plan whose updates
+are all weight sparsity gets parity on the final model itself, the original carrying the same
+zeros. Sparse initializers are checked in their dense form.
 
 >>> report = validate("model.onnx", "pruned.onnx", Plan.load("plan.json"))  # doctest: +SKIP
 >>> bool(report), report.parity.outputs[0].rel_err < 1e-4  # doctest: +SKIP

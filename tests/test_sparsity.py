@@ -18,6 +18,7 @@ from onnxprune.sparsity.run import merge_updates
 from onnxprune.sparsity.storage import densified
 from onnxprune.validate import validate
 from onnxprune.weights import get_weight
+from tests.conftest import ROOT
 from tests.sparsity_graphs import cnn, mlp
 
 ALL = "no node is called this"  # an --exclude that leaves every layer to sparsify
@@ -281,3 +282,27 @@ def test_sparsify_in_place_on_a_model() -> None:
     assert [layer.tensor for layer in report.layers] == ["w2"]  # first and last stay dense
     assert updates == [TensorUpdate("w2", (32, 16), "sparsity")]
     assert int(np.count_nonzero(get_weight(model, "w2") == 0)) == 128
+
+
+def test_wanda_maps_grouped_conv_entries_to_their_input_channels() -> None:
+    from onnxprune.sparsity.layout import SparseTarget
+    from onnxprune.sparsity.masks import wanda
+
+    target = SparseTarget("conv", "Conv", "w", 1, "x", 1, groups=2)
+    scores = wanda(np.ones((4, 2, 1, 1)), target, np.array([1.0, 2.0, 3.0, 4.0]))
+    # outputs 0-1 read channels 0-1, outputs 2-3 read channels 2-3
+    assert scores[:, :, 0, 0].tolist() == [[1.0, 2.0], [1.0, 2.0], [3.0, 4.0], [3.0, 4.0]]
+    with pytest.raises(ValueError, match="channels"):
+        wanda(np.ones((4, 2, 1, 1)), target, np.ones(3))
+
+
+def test_wanda_with_calibration_on_an_exported_cnn() -> None:
+    rng = np.random.default_rng(4)
+    data = {"x": rng.normal(size=(16, 3, 32, 32)).astype(np.float32)}
+    path = ROOT / "models" / "mobilenetv2_dynamo.onnx"
+    result = onnxprune.prune(path, sparsity=0.5, calibration=data, compensate="none")
+    criteria = {layer["criterion"] for layer in result.report.sparsity["layers"]}
+    assert criteria == {"wanda"}  # depthwise (grouped) convs included
+    assert any(layer["op_type"] == "Conv" for layer in result.report.sparsity["layers"])
+    report = validate(path, result.model, result.plan, structural=result.structural)
+    assert report, str(report)
