@@ -306,3 +306,16 @@ def test_wanda_with_calibration_on_an_exported_cnn() -> None:
     assert any(layer["op_type"] == "Conv" for layer in result.report.sparsity["layers"])
     report = validate(path, result.model, result.plan, structural=result.structural)
     assert report, str(report)
+
+
+def test_ties_at_the_threshold_go_in_order_of_position() -> None:
+    scores = np.array([2.0, 1.0, 1.0, 1.0, 3.0, 1.0])
+    assert layer_mask(scores, 0.5).tolist() == [True, False, False, False, True, True]
+    assert layer_mask(scores, 0.0).all() and not layer_mask(scores, 0.99).any()
+    rng = np.random.default_rng(5)
+    values = rng.integers(0, 20, size=500).astype(np.float64)  # many ties
+    for ratio in (0.1, 0.37, 0.5, 0.9):
+        count = round(ratio * values.size)
+        expected = np.ones(values.size, dtype=bool)
+        expected[np.argsort(values, kind="stable")[:count]] = False
+        assert np.array_equal(layer_mask(values, ratio), expected)

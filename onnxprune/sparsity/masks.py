@@ -7,7 +7,7 @@
   lowest over all weights together, as ``global_unstructured`` does.
 - `nm_mask` keeps the n highest of every m consecutive entries along the reduction axis.
 
-Ties are broken by position (a stable sort), so a mask is the same on every run.
+Ties are broken by position, so a mask is the same on every run.
 
 >>> w = np.array([[0.5, -2.0, 0.1, 3.0]])
 >>> layer_mask(magnitude(w), 0.5).tolist()
@@ -63,15 +63,24 @@ def wanda(weight: np.ndarray, target: SparseTarget, norms: np.ndarray) -> np.nda
 
 
 def _lowest(flat: np.ndarray, count: int) -> np.ndarray:
-    """Positions of the `count` lowest values (ties: the earlier position first)."""
-    return np.argsort(flat, kind="stable")[:count]
+    """Mask of the `count` lowest values (ties at the threshold: the earlier positions first), in
+    linear time: a partition finds the threshold, no full sort."""
+    drop = np.zeros(flat.size, dtype=bool)
+    if count <= 0:
+        return drop
+    if count >= flat.size:
+        drop[:] = True
+        return drop
+    threshold = np.partition(flat, count - 1)[count - 1]
+    np.less(flat, threshold, out=drop)
+    ties = np.flatnonzero(flat == threshold)[: count - int(np.count_nonzero(drop))]
+    drop[ties] = True
+    return drop
 
 
 def layer_mask(scores: np.ndarray, ratio: float) -> np.ndarray:
     """Keep mask (True: kept) zeroing the round(ratio · size) lowest-scored entries."""
-    keep = np.ones(scores.size, dtype=bool)
-    keep[_lowest(scores.reshape(-1), round(ratio * scores.size))] = False
-    return keep.reshape(scores.shape)
+    return ~_lowest(scores.reshape(-1), round(ratio * scores.size)).reshape(scores.shape)
 
 
 def global_masks(scores: Mapping[str, np.ndarray], ratio: float) -> dict[str, np.ndarray]:
@@ -80,8 +89,7 @@ def global_masks(scores: Mapping[str, np.ndarray], ratio: float) -> dict[str, np
     if not names:
         return {}
     flat = np.concatenate([scores[n].reshape(-1) for n in names])
-    keep = np.ones(flat.size, dtype=bool)
-    keep[_lowest(flat, round(ratio * flat.size))] = False
+    keep = ~_lowest(flat, round(ratio * flat.size))
     masks, start = {}, 0
     for name in names:
         size = scores[name].size
