@@ -18,13 +18,15 @@ so a sparsified model is checked for parity without a structural model.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import onnx
 from onnx import numpy_helper
 
 from onnxprune.plan import Plan, TensorUpdate
 from onnxprune.sparsity.api import SPARSITY_BY, nm_of, only_sparsity
-from onnxprune.sparsity.layout import nm_violations, sparsity_targets
+from onnxprune.sparsity.layout import SparseTarget, nm_violations, sparsity_targets
 from onnxprune.weights import set_weight, weight_tensors
 
 
@@ -51,12 +53,14 @@ def _zeroed_only(name: str, expected: np.ndarray, got: np.ndarray, by: str) -> s
     return None
 
 
-def _pattern_problem(update: TensorUpdate, got: np.ndarray, pruned: onnx.ModelProto) -> str | None:
+def _pattern_problem(
+    update: TensorUpdate, got: np.ndarray, targets: Mapping[str, SparseTarget]
+) -> str | None:
     """The problem when an N:M update does not hold its pattern along its reduction axis."""
     nm = nm_of(update.by)
     if nm is None:
         return None
-    target = sparsity_targets(pruned).get(update.tensor)
+    target = targets.get(update.tensor)
     if target is None:
         return f"{update.tensor}: {update.by}, but no Conv, Gemm or MatMul reads it as a weight"
     bad = nm_violations(got, target.axis, *nm)
@@ -78,13 +82,14 @@ def sparsity_problems(original: onnx.ModelProto, pruned: onnx.ModelProto, plan: 
     with some entries zeroed; one whose `by` also names another pass is checked for its pattern
     only."""
     before, after = weight_tensors(original), weight_tensors(pruned)
+    targets = sparsity_targets(pruned) if any(nm_of(u.by) for u in plan.updates) else {}
     problems = []
     for u in plan.updates:
         sparsified = any(part.startswith(SPARSITY_BY) for part in u.by.split("+"))
         if not sparsified or u.tensor not in after:
             continue  # not sparsity, or missing (the update-shape check names it)
         got = numpy_helper.to_array(after[u.tensor])
-        problem = _pattern_problem(u, got, pruned)
+        problem = _pattern_problem(u, got, targets)
         if problem is None and only_sparsity(u.by):
             if u.tensor not in before:
                 problem = f"{u.tensor}: {u.by}, but it is not a weight of the original model"
