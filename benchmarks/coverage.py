@@ -1,13 +1,16 @@
 """Coverage table: every reference export of an architecture family, pruned at one ratio.
 
-For each model in models/torchvision, models/keras and models/transformers: the share of MACs
+For each model in models/torchvision, models/keras, models/transformers and models/sequence: the share of MACs
 in layers with prunable channels, params and MACs before -> after `onnxprune.prune` with
 default options, mask-equivalence parity (worst relative error over the validation feeds), and
 the ONNX Runtime speedup from `onnxprune.bench.benchmark` (interleaved, CPU).
 
     python benchmarks/coverage.py [--ratio 0.4] [--runs 20] [--out benchmarks/coverage.md] [--readme]
+        [--families sequence ...]
 
-`--readme` also replaces the table between the coverage markers in README.md.
+`--readme` also replaces the table between the coverage markers in README.md; with `--families`,
+only the rows of those families are measured and replaced (the other rows and the table's
+header stay as they were).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import onnxprune
 from onnxprune.bench import benchmark
 
 ROOT = Path(__file__).resolve().parent.parent
-FAMILIES = ("torchvision", "keras", "transformers")
+FAMILIES = ("torchvision", "keras", "transformers", "sequence")
 START, END = "<!-- coverage:start -->", "<!-- coverage:end -->"
 
 
@@ -100,27 +103,45 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ratio", type=float, default=0.4)
     parser.add_argument("--runs", type=int, default=20)
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "coverage.md")
+    parser.add_argument("--out", type=Path, help="default benchmarks/coverage.md (coverage_<families>.md)")
     parser.add_argument("--readme", action="store_true", help="update the table in README.md too")
+    parser.add_argument("--families", nargs="+", choices=FAMILIES, help="measure only these families")
     args = parser.parse_args()
     rows = []
-    for family in FAMILIES:
+    for family in args.families or FAMILIES:
         provenance = json.loads((ROOT / "models" / family / "PROVENANCE.json").read_text())
         for name in sorted(provenance):
             row = measure(ROOT / "models" / family / name, args.ratio, args.runs)
             rows.append(row)
             print(json.dumps(row), flush=True)
     text = table(rows, args.ratio, args.runs)
+    name = "coverage.md" if not args.families else f"coverage_{'_'.join(args.families)}.md"
+    args.out = args.out or ROOT / "benchmarks" / name
+    families = f" --families {' '.join(args.families)}" if args.families else ""
     args.out.write_text(
         f"# Coverage\n\nCommand: `python benchmarks/coverage.py --ratio {args.ratio} --runs "
-        f"{args.runs}`\n\n{text}\n"
+        f"{args.runs}{families}`\n\n{text}\n"
     )
-    if args.readme:
+    if args.families and args.readme:
+        merge_readme_rows(rows, set(args.families))
+    elif args.readme:
         readme = ROOT / "README.md"
         content = readme.read_text()
         head, rest = content.split(START, 1)
         _, tail = rest.split(END, 1)
         readme.write_text(f"{head}{START}\n{text}\n{END}{tail}")
+
+
+def merge_readme_rows(rows: list[dict], families: set[str]) -> None:
+    """Replace the README table's rows of `families` with the lines of `rows` (appended after the
+    other families' rows, in FAMILIES order); everything else in the table stays."""
+    readme = ROOT / "README.md"
+    content = readme.read_text()
+    head, rest = content.split(START, 1)
+    block, tail = rest.split(END, 1)
+    new = table(rows, 0.0, 0).splitlines()[4:]  # the measured rows, without the header lines
+    kept = [line for line in block.strip("\n").splitlines() if line.split(" | ")[0][2:] not in families]
+    readme.write_text(f"{head}{START}\n" + "\n".join(kept + new) + f"\n{END}{tail}")
 
 
 if __name__ == "__main__":

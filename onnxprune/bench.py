@@ -32,6 +32,7 @@ import onnxruntime as ort
 from onnxprune.errors import UsageError
 from onnxprune.io import ModelLike, load_model
 from onnxprune.metrics import ShapeUnknownError, count_macs, count_params, graph_inputs, tensor_dims
+from onnxprune.roofline import machine_balance, roofline_us
 from onnxprune.runtime import GRAPH_OPTIMIZATION_LEVEL, PROVIDER, make_feeds, ort_session, session_options
 
 _FEED_SEED = 0
@@ -98,6 +99,9 @@ class BenchmarkReport:
     speedup: float | None
     ideal_speedup: float | None
     realised_fraction: float | None
+    roofline_speedup: float | None = None
+    """Roofline time A / roofline time B (`onnxprune.roofline`): the ideal when memory-bound ops
+    are counted by the bytes they move, not only MACs."""
 
     def to_json(self) -> dict[str, Any]:
         """A dict of plain JSON values (``json.dumps`` accepts it)."""
@@ -138,7 +142,11 @@ class BenchmarkReport:
             for row in rows
         ]
         if len(self.models) > 1:
-            parts = [f"speedup {_ratio(self.speedup)}", f"ideal (MACs) {_ratio(self.ideal_speedup)}"]
+            parts = [
+                f"speedup {_ratio(self.speedup)}",
+                f"ideal (MACs) {_ratio(self.ideal_speedup)}",
+                f"roofline {_ratio(self.roofline_speedup)}",
+            ]
             if self.realised_fraction is not None:
                 parts.append(f"realised {self.realised_fraction:.2f}")
             lines.append(", ".join(parts))
@@ -235,6 +243,17 @@ def _macs(model: onnx.ModelProto, shapes: dict[str, list[int]], batch: int) -> i
         return None
 
 
+def _roofline(
+    protos: list[onnx.ModelProto], shapes: dict[str, list[int]], batch: int, threads: int
+) -> float | None:
+    try:
+        balance = machine_balance(threads)
+        before, after = (roofline_us(proto, balance, shapes, batch) for proto in protos)
+    except ShapeUnknownError:
+        return None
+    return _finite(before / after) if after > 0 else None
+
+
 def _check_options(**options: int) -> None:
     for label, low in (("runs", 1), ("warmup", 0), ("threads", 1), ("batch", 1)):
         value = options[label]
@@ -313,6 +332,7 @@ def benchmark(
 
     macs = [_macs(proto, shapes, batch) for proto in protos]
     speedup, ideal, realised = _speedups(latency, macs)
+    roofline = _roofline(protos, shapes, batch, threads) if len(protos) == 2 else None
     return BenchmarkReport(
         models=names,
         batch=batch,
@@ -333,6 +353,7 @@ def benchmark(
         speedup=speedup,
         ideal_speedup=ideal,
         realised_fraction=realised,
+        roofline_speedup=roofline,
     )
 
 

@@ -23,6 +23,7 @@ from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn
 from rich.table import Table
 
+from onnxprune.budget import ALLOCATIONS, DEFAULT_MAX_GROUP_RATIO
 from onnxprune.errors import EXIT_CHECK_FAILED, EXIT_INTERNAL, EXIT_OK, OnnxPruneError, UsageError
 from onnxprune.importance import default_importances
 from onnxprune.targets import DEFAULT_ROUND_TO
@@ -48,6 +49,7 @@ def _prune_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--ffn-ratio", type=float, help="fraction of other channels (FFN, filters) removed (default: --ratio)"
     )
+    _add_budget(p)
     importances = default_importances()
     p.add_argument(
         "--criterion",
@@ -133,6 +135,36 @@ def _add_sparsity(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="store sparsified weights as sparse initializers where smaller (checked in ONNX Runtime)",
     )
+
+
+def _add_budget(p: argparse.ArgumentParser) -> None:
+    budget = p.add_argument_group("budgets (instead of --ratio; onnxprune.budget)")
+    budget.add_argument("--target-macs", type=float, metavar="F", help="keep this fraction of the MACs")
+    budget.add_argument(
+        "--target-params", type=float, metavar="F", help="keep this fraction of the parameters"
+    )
+    budget.add_argument(
+        "--target-speedup",
+        type=float,
+        metavar="X",
+        help="make the model X times faster, measured in ONNX Runtime at --threads, --batch, --input-shape",
+    )
+    budget.add_argument(
+        "--allocate",
+        choices=ALLOCATIONS,
+        default="global",
+        help="how groups share the budget: global (one threshold on scores made comparable across "
+        "groups), uniform (one ratio), sensitivity (measured curves) (default: global)",
+    )
+    budget.add_argument(
+        "--max-group-ratio",
+        type=float,
+        default=DEFAULT_MAX_GROUP_RATIO,
+        metavar="R",
+        help=f"no group loses more than this fraction of its units ({DEFAULT_MAX_GROUP_RATIO})",
+    )
+    budget.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads for timing (2)")
+    budget.add_argument("--batch", type=int, default=1, help="batch size for MACs and timing (1)")
 
 
 def _analyze_parser() -> argparse.ArgumentParser:
@@ -249,16 +281,17 @@ def _prune(args: argparse.Namespace, console: Console) -> int:
     from onnxprune.pipeline import prune
     from onnxprune.plan import Plan
 
-    sparse = args.sparsity is not None or args.nm is not None
+    budgets = (args.target_macs, args.target_params, args.target_speedup)
     ratios = (args.ratio, args.head_ratio, args.ffn_ratio)
-    if args.apply_plan is None and all(r is None for r in ratios) and not sparse:
+    if args.apply_plan is None and all(v is None for v in (*ratios, *budgets, args.sparsity, args.nm)):
         raise UsageError(
-            "onnxprune: give --ratio R (or --head-ratio / --ffn-ratio, --sparsity S, --nm N:M, or "
-            "--apply-plan PLAN.json)"
+            "onnxprune: give --ratio R (or --head-ratio / --ffn-ratio, --target-macs F, --target-params F, "
+            "--target-speedup X, --sparsity S, --nm N:M, or --apply-plan PLAN.json)"
         )
     plan = Plan.load(args.apply_plan) if args.apply_plan else None
     if args.calib is None and (args.eval_data or args.calib_samples is not None):
         raise UsageError("onnxprune: --eval-data and --calib-samples need --calib DATA")
+    shapes = parse_input_shapes(args.input_shape)
     with _progress(console, "pruning", "calibration samples" if args.calib else None) as tick:
         result = prune(
             args.input,
@@ -275,6 +308,14 @@ def _prune(args: argparse.Namespace, console: Console) -> int:
             holdout=args.holdout,
             compensate=args.compensate,
             progress=tick,
+            target_macs=args.target_macs,
+            target_params=args.target_params,
+            target_speedup=args.target_speedup,
+            allocation=args.allocate,
+            max_group_ratio=args.max_group_ratio,
+            input_shapes=shapes,
+            batch=args.batch,
+            threads=args.threads,
             sparsity=args.sparsity,
             sparsity_scope=args.sparsity_scope,
             nm=args.nm,
@@ -282,7 +323,6 @@ def _prune(args: argparse.Namespace, console: Console) -> int:
         )
     ok = True
     validation = bench = None
-    shapes = parse_input_shapes(args.input_shape)
     if args.validate:
         from onnxprune.bench import benchmark
         from onnxprune.validate import validate
@@ -363,7 +403,11 @@ def _print_summary(console: Console, report, bench=None, path=None) -> None:
     if bench is not None and bench.speedup is not None:
         ideal = f"{bench.ideal_speedup:.2f}x" if bench.ideal_speedup else "unknown"
         realised = f"{bench.realised_fraction:.2f}" if bench.realised_fraction is not None else "unknown"
-        console.print(f"speedup {bench.speedup:.2f}x, ideal (MACs) {ideal}, realised fraction {realised}")
+        roofline = f"{bench.roofline_speedup:.2f}x" if bench.roofline_speedup else "unknown"
+        console.print(
+            f"speedup {bench.speedup:.2f}x, ideal (MACs) {ideal}, realised fraction {realised}; "
+            f"roofline (MACs and bytes moved) {roofline}"
+        )
     if report.prunable_macs_fraction is not None:
         console.print(f"{report.prunable_macs_fraction:.0%} of the MACs are in layers with prunable channels")
     console.print(
@@ -384,7 +428,14 @@ def _print_summary(console: Console, report, bench=None, path=None) -> None:
             f"{c['tensors_updated']} tensors updated, {c['seconds']:.1f} s"
         )
     if report.sparsity is not None:
-        _print_sparsity(console, report.sparsity)
+        from onnxprune.sparsity.run import summary_lines
+
+        for line in summary_lines(report.sparsity):
+            console.print(line)
+    if report.budget is not None:
+        _print_budget(console, report.budget)
+    for note in report.notes:
+        console.print(f"note: {note}")
     if report.structural_fidelity is not None:
         before = "compensation" if report.compensation else "sparsity"
         _print_fidelity(console, report.structural_fidelity, f"structural prune, before {before}")
@@ -392,27 +443,26 @@ def _print_summary(console: Console, report, bench=None, path=None) -> None:
         _print_fidelity(console, report.fidelity, "output model" if report.compensation else "")
 
 
-def _print_sparsity(console: Console, figures: dict) -> None:
-    """Weight sparsity: overall, per layer, file sizes, and that ONNX Runtime runs it dense."""
-    scope = f" ({figures['scope']})" if figures["scope"] else ""
-    console.print(
-        f"weight sparsity {figures['pattern']}{scope}: {figures['zeros']:,} of {figures['size']:,} entries "
-        f"zero ({figures['sparsity']:.1%}) in {len(figures['layers'])} weights; "
-        f"{figures['all_sparsity']:.1%} of all Conv/Gemm/MatMul weights"
-    )
-    for layer in figures["layers"]:
-        console.print(f"  {layer['tensor']} ({layer['op_type']} {layer['node']}): {layer['sparsity']:.1%}")
-    for why in figures["dense"]:
-        console.print(f"  dense: {why}")
-    for what, size in figures.get("file_size", {}).items():
-        console.print(f"  file size, {what}: {size['raw']:,} bytes raw, {size['gzip']:,} gzip")
-    stored = figures.get("sparse_format")
-    if stored is not None:
-        console.print(
-            f"  sparse initializers: {stored['tensors']} weights"
-            + (f"; {stored['kept_dense']}" if stored["kept_dense"] else "")
+def _print_budget(console: Console, budget: dict) -> None:
+    """Asked against achieved, and why not when the budget was missed."""
+    metric = budget["metric"]
+    if "asked_speedup" in budget:
+        line = (
+            f"budget: speedup {budget['asked_speedup']:.2f}x asked, "
+            f"{budget['measured_speedup']:.2f}x measured ({len(budget['attempts'])} attempt(s), "
+            f"{budget['allocation']} allocation)"
         )
-    console.print(figures["note"])
+    else:
+        achieved = budget.get("achieved", budget["predicted"])
+        line = (
+            f"budget: {metric} x{budget['asked']:.3f} asked, x{achieved:.3f} achieved "
+            f"({budget['allocation']} allocation; lowest reachable x{budget['reachable']:.3f})"
+        )
+    console.print(line)
+    for remark in budget.get("remarks", []):
+        console.print(f"note: {remark}")
+    if budget.get("note"):
+        console.print(f"[yellow]budget missed: {budget['note']}[/]", markup=True)
 
 
 def _print_fidelity(console: Console, fidelity: dict, what: str = "") -> None:

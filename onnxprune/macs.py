@@ -114,3 +114,13 @@ def matmul_macs(node: onnx.NodeProto, shape: NodeShapes) -> int:
     m = a[-2] if len(a) > 1 else 1
     n = b[-1] if len(b) > 1 else 1
     return batch * m * n * a[-1]
+
+
+@macs_of("LSTM", "GRU", "RNN")
+def recurrent_macs(node: onnx.NodeProto, shape: NodeShapes) -> int:
+    """Steps x batch x (W + R elements): every step multiplies the input by W and the state by R
+    in each direction (the elementwise gate arithmetic is not counted)."""
+    x, w, r = shape(0), shape(1), shape(2)
+    if len(x) != 3:
+        raise shape.error(f"{node.op_type} input has shape {x}, expected rank 3")
+    return x[0] * x[1] * (math.prod(w) + math.prod(r))

@@ -28,7 +28,7 @@ from onnxprune.errors import UsageError
 from onnxprune.folding import constants_to_initializers, fold_shapes
 from onnxprune.graph import FLOAT_TYPES, default_opset, is_default_domain
 from onnxprune.graph import static_dims as tensor_dims
-from onnxprune.macs import NodeShapes, ShapeUnknownError
+from onnxprune.macs import MacFormula, NodeShapes, ShapeUnknownError
 from onnxprune.optable import OpTable, default_op_table
 from onnxprune.shapeinfer import ShapeMemo, infer_value_info
 from onnxprune.weights import weight_tensors
@@ -282,13 +282,58 @@ def macs_by_node(
     symbolic dims of the graph inputs made concrete, and inference runs only if one is missing.
     The formulas are those of `table` (default: `default_op_table()`).
     """
+    terms = mac_terms(
+        model,
+        input_shapes,
+        batch=batch,
+        dynamic_default=dynamic_default,
+        shapes_inferred=shapes_inferred,
+        table=table,
+    )
+    return terms.per_node()
+
+
+@dataclass(frozen=True)
+class MacTerms:
+    """The MAC-counting nodes of a model with their formulas and the static shapes they read:
+    `per_node()` sums them as `macs_by_node` does; a cost model re-evaluates a formula with some
+    shapes narrowed (`onnxprune.costs`)."""
+
+    shapes: Mapping[str, list[int] | None]
+    nodes: tuple[tuple[int, onnx.NodeProto, MacFormula], ...]
+    """(position in the graph, node, formula) of every node with a MAC formula."""
+
+    def per_node(self, shapes: Mapping[str, list[int] | None] | None = None) -> dict[str, int]:
+        """MACs by first output name at `shapes` (default: the model's own)."""
+        shapes = self.shapes if shapes is None else shapes
+        found: dict[str, int] = {}
+        for position, node, formula in self.nodes:
+            macs = formula(node, NodeShapes(shapes, node, position))
+            if macs:
+                found[node.output[0]] = found.get(node.output[0], 0) + macs
+        return found
+
+
+def mac_terms(
+    model: onnx.ModelProto,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+    *,
+    batch: int = 1,
+    dynamic_default: int = 1,
+    shapes_inferred: bool = False,
+    table: OpTable | None = None,
+) -> MacTerms:
+    """The MAC formulas of `model`'s nodes and the shapes they read (arguments as `macs_by_node`).
+    Raises ShapeUnknownError when a formula needs a shape inference cannot give."""
     check_input_names(model, input_shapes)
     table = table or default_op_table()
     if shapes_inferred and not model.functions:
         shapes = _declared_shapes(model, input_shapes, batch, dynamic_default, table)
         if shapes is not None:
+            terms = _terms(model, shapes, table)
             try:
-                return _macs_of_nodes(model, shapes, table)
+                terms.per_node()
+                return terms
             except ShapeUnknownError:
                 pass  # a shape inference left symbolic or open: infer at concrete input sizes
     inferred = _inference_copy(model, input_shapes, batch, dynamic_default)
@@ -299,7 +344,9 @@ def macs_by_node(
         _infer_and_fold(inferred)
     except Exception as exc:  # as the pass manager did: any failure here means no shapes
         raise ShapeUnknownError(f"shape inference failed, cannot count MACs: {exc}") from exc
-    return _macs_of_nodes(inferred, _known_shapes(inferred), table)
+    terms = _terms(inferred, _known_shapes(inferred), table)
+    terms.per_node()
+    return terms
 
 
 def _infer_and_fold(model: onnx.ModelProto, max_rounds: int = 64) -> None:
@@ -314,18 +361,14 @@ def _infer_and_fold(model: onnx.ModelProto, max_rounds: int = 64) -> None:
         unchanged = 0 if changed else unchanged + 1
 
 
-def _macs_of_nodes(
-    model: onnx.ModelProto, shapes: Mapping[str, list[int] | None], table: OpTable
-) -> dict[str, int]:
-    found: dict[str, int] = {}
+def _terms(model: onnx.ModelProto, shapes: Mapping[str, list[int] | None], table: OpTable) -> MacTerms:
     opset = default_opset(model)
+    nodes = []
     for position, node in enumerate(model.graph.node):
         formula = _formula(node, table, opset)
         if formula is not None and node.output:
-            macs = formula(node, NodeShapes(shapes, node, position))
-            if macs:
-                found[node.output[0]] = found.get(node.output[0], 0) + macs
-    return found
+            nodes.append((position, node, formula))
+    return MacTerms(shapes, tuple(nodes))
 
 
 def _formula(node: onnx.NodeProto, table: OpTable, opset: int):

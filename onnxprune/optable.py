@@ -34,12 +34,32 @@ from types import ModuleType
 
 from onnxprune import macs, rewriters
 from onnxprune.analysis.registry import Count, OpsetRange, PerChannel, Rule, rule_specs
-from onnxprune.analysis.rules import attention, conv, elementwise, layout, linear, normalization, reduce
+from onnxprune.analysis.rules import (
+    attention,
+    conv,
+    elementwise,
+    layout,
+    linear,
+    normalization,
+    recurrent,
+    reduce,
+    vocabulary,
+)
 from onnxprune.graph import norm_domain
 from onnxprune.macs import MacFormula, formula_ops
 from onnxprune.rewriters import Rewriter, rewriter_ops
 
-RULE_MODULES: tuple[ModuleType, ...] = (conv, linear, normalization, elementwise, layout, reduce, attention)
+RULE_MODULES: tuple[ModuleType, ...] = (
+    conv,
+    linear,
+    normalization,
+    elementwise,
+    layout,
+    reduce,
+    attention,
+    recurrent,
+    vocabulary,
+)
 """The modules whose `@channel_rule` functions make the default table's entries."""
 REWRITER_MODULES: tuple[ModuleType, ...] = (rewriters,)
 MACS_MODULES: tuple[ModuleType, ...] = (macs,)

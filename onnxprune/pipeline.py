@@ -18,7 +18,9 @@ from typing import ParamSpec, TypeVar
 import onnx
 
 from onnxprune.analysis import DependencyAnalysis
+from onnxprune.budget import DEFAULT_MAX_GROUP_RATIO, Budget
 from onnxprune.calibration import CalibrationData, calibration_data
+from onnxprune.costs import CostModel
 from onnxprune.data import DataSource
 from onnxprune.errors import ModelError, UsageError
 from onnxprune.importance import default_importances
@@ -27,6 +29,7 @@ from onnxprune.plan import Plan
 from onnxprune.report import PruneReport
 from onnxprune.session import PruneOptions, PruneSession
 from onnxprune.sparsity import SparsityOptions, parse_nm
+from onnxprune.speedup import prune_to_speedup
 from onnxprune.stages import Analyze, Normalize, default_stages, run_stages
 from onnxprune.targets import DEFAULT_ROUND_TO, ReplayPlan, Target, UniformRatio
 
@@ -55,9 +58,12 @@ class PruneResult:
         external: bool = False,
         protect: Iterable[Path] = (),
         structural: onnx.ModelProto | None = None,
+        costs: CostModel | None = None,
     ) -> None:
         self._model = model
         self.structural = structural
+        self.costs = costs
+        """With a budget target: the cost model it allocated against (reusable on this model)."""
         """With compensation: the model as sliced, before compensation changed weights (None
         without); validation checks parity on it."""
         self.plan = plan
@@ -158,6 +164,14 @@ def prune(
     holdout: float = 0.2,
     compensate: str | None = None,
     progress: Callable[[int], None] | None = None,
+    target_macs: float | None = None,
+    target_params: float | None = None,
+    target_speedup: float | None = None,
+    allocation: str = "global",
+    max_group_ratio: float = DEFAULT_MAX_GROUP_RATIO,
+    input_shapes: dict[str, list[int]] | None = None,
+    batch: int = 1,
+    threads: int = 2,
     sparsity: float | None = None,
     sparsity_scope: str = "layer",
     nm: str | tuple[int, int] | None = None,
@@ -165,67 +179,71 @@ def prune(
 ) -> PruneResult:
     """Remove `ratio` of the channels of every prunable coupling group.
 
-    Groups of attention heads lose `head_ratio` of their heads and the other groups (FFN
-    neurons, filters) `ffn_ratio` of their channels; both default to `ratio`. `criterion` names
-    an importance (`onnxprune.importance.default_importances().names()`; default `activation`
-    with calibration data, `l1` without). A `target` object (`onnxprune.targets`) replaces the
-    ratios.
+    Head groups lose `head_ratio` of their heads, other groups (FFN neurons, filters) `ffn_ratio`
+    of their channels; both default to `ratio`. `criterion` names an importance
+    (`default_importances().names()`; default `activation` with calibration data, else `l1`); a
+    `target` (`onnxprune.targets`) replaces the ratios.
 
-    `calibration` is the user's samples: an ``.npz`` file, a folder of ``.npz``/``.npy`` files
-    (keys: graph input names, first axis: samples), a dict of arrays or any iterable of feed dicts
-    (`onnxprune.data`); at most `calibration_samples` of them are used. Fidelity to the input
-    model is measured on `eval_data`, or else on every round(1 / `holdout`)-th feed, which is then
-    not used for statistics (`result.report.fidelity`). `progress(samples)` is called as the
-    calibration runs.
+    `calibration`: an ``.npz`` file, a folder of ``.npz``/``.npy`` files (keys: input names, first
+    axis: samples), a dict of arrays or an iterable of feed dicts (`onnxprune.data`), at most
+    `calibration_samples` used. Fidelity is measured on `eval_data`, else on every
+    round(1 / `holdout`)-th feed, kept out of the statistics; `progress(samples)` follows the run.
 
-    `compensate` refits the kept weights after slicing: "bias" (the removed channels' mean
-    contribution into the consumers' biases; from BatchNormalization parameters when there is no
-    data), "lsq" (least-squares refit of each consumer on both models' activations; needs data)
-    or "none"; default "lsq" with calibration data, "none" without. The changed tensors are the
-    plan's `updates`; `result.structural` is the model before they changed (parity is checked
-    on it: `validate(original, result.model, result.plan, structural=result.structural)`).
+    `compensate` refits kept weights: "bias" (removed channels' mean contribution into consumer
+    biases), "lsq" (least-squares refit of each consumer; needs data) or "none"; default "lsq" with
+    data. Changed tensors are the plan's `updates`; `result.structural` is the model before they
+    changed, for parity (`validate(original, result.model, result.plan, structural=...)`).
 
-    `sparsity` (per layer, or over all layers with `sparsity_scope` "global") or `nm` ("2:4") zero
-    weight entries after the structural prune, and `sparse_format` stores them as sparse
-    initializers (`onnxprune.sparsity`, `docs/plan-format.md`); `ratio` may then be left out.
+    Budgets replace ratios: `target_macs` / `target_params` keep that fraction of the MACs /
+    parameters, `target_speedup` is measured in ONNX Runtime at `threads`, `batch`, `input_shapes`
+    (dynamic dims, also for MACs; default: the first calibration feed's); `allocation`
+    (`onnxprune.budget`) shares the budget, no group losing over `max_group_ratio` of its units.
+    `sparsity` (per layer; `sparsity_scope` "global": over all layers) or `nm` ("2:4") zero weight
+    entries after that, `sparse_format` stores them sparse (`onnxprune.sparsity`); `ratio` optional.
 
-    `model` is a path, bytes or an ``onnx.ModelProto`` (never modified). With `plan`, the
-    given plan is replayed instead of selecting (ratio, criterion and round_to are ignored).
+    `model` is a path, bytes or an ``onnx.ModelProto`` (never modified). With `plan`, that plan is
+    replayed instead of selecting (ratio, criterion and round_to are ignored).
 
     >>> result = prune("models/default.onnx", ratio=0.4)  # doctest: +SKIP
     >>> result.report.params_after < result.report.params_before  # doctest: +SKIP
     True
     """
-    if calibration is not None and not isinstance(calibration, CalibrationData):
-        calibration = calibration_data(
-            calibration, samples=calibration_samples, eval_data=eval_data, holdout=holdout
-        )
-    if criterion is None:
-        criterion = "activation" if calibration is not None else "l1"
+    calibration = _calibration(calibration, calibration_samples, eval_data, holdout)
+    criterion = criterion or ("activation" if calibration is not None else "l1")
     method = _compensation(compensate, calibration is not None, plan is not None)
+    budget = _budget((target_macs, target_params, target_speedup), allocation, max_group_ratio, round_to)
+    _check_one_target(budget, ratio, target, plan)
     sparse = _sparsity(sparsity, sparsity_scope, nm, exclude, sparse_format)
     options = PruneOptions(
-        target=_target(ratio, head_ratio, ffn_ratio, round_to, plan, target, sparse is not None),
+        target=budget if budget else _target(ratio, head_ratio, ffn_ratio, round_to, plan, target, sparse),
         importance=default_importances().get(criterion),
         exclude=_check_exclude(exclude),
         calibration=calibration,
+        input_shapes=input_shapes,
+        batch=batch,
+        threads=threads,
+        sparsity=sparse,
     )
+    if target_speedup is not None:
+        return prune_to_speedup(lambda o: _run(model, o, progress, method), options, model, target_speedup)
+    return _run(model, options, progress, method)
+
+
+def _run(model: ModelLike, options: PruneOptions, progress, method: str | None) -> PruneResult:
+    """One pass of the stages over `model` with `options`."""
+    calibration = options.calibration
     session = PruneSession.open(model, options)
     loaded = session.source
     try:
-        run_stages(session, default_stages(calibration, progress, method, sparse))
+        stages = default_stages(calibration, progress, method, options.target.needs_costs, options.sparsity)
+        run_stages(session, stages)
     except ModelError as exc:  # a problem found deep in a stage: name the file it is in
         located = exc.located(loaded.name)
         if located is exc:
             raise
         raise located from exc
-    return _result(session)
-
-
-def _result(session: PruneSession) -> PruneResult:
-    """The result of a session that ran every stage."""
-    loaded = session.source
     return PruneResult(
+        costs=session.costs,
         model=session.output,
         structural=session.structural,
         plan=session.plan,
@@ -238,6 +256,44 @@ def _result(session: PruneSession) -> PruneResult:
     )
 
 
+def _calibration(
+    data: DataSource | CalibrationData | None,
+    samples: int | None,
+    eval_data: DataSource | None,
+    holdout: float,
+) -> CalibrationData | None:
+    """`prune`'s calibration arguments as `CalibrationData` (None: no data)."""
+    if data is None or isinstance(data, CalibrationData):
+        return data
+    return calibration_data(data, samples=samples, eval_data=eval_data, holdout=holdout)
+
+
+def _check_one_target(budget: Budget | None, *others: object) -> None:
+    """UsageError when a budget comes with a ratio, a target or a plan."""
+    if budget is not None and any(other is not None for other in others):
+        raise UsageError("give either a budget (target_macs/params/speedup) or a ratio, target or plan")
+
+
+def _budget(
+    targets: tuple[float | None, float | None, float | None],
+    allocation: str,
+    max_group_ratio: float,
+    round_to: int,
+) -> Budget | None:
+    """The budget target of `prune`'s (target_macs, target_params, target_speedup) (None: none)."""
+    asked = {k: v for k, v in zip(("macs", "params", "speedup"), targets, strict=True) if v is not None}
+    if not asked:
+        return None
+    if len(asked) > 1:
+        raise UsageError(f"give one budget, not {' and '.join('target_' + k for k in asked)}")
+    ((metric, value),) = asked.items()
+    if metric == "speedup":
+        if not float(value) > 1.0:
+            raise UsageError(f"target_speedup {value} must be > 1")
+        metric, value = "latency", 1.0 / float(value)
+    return Budget(metric, float(value), allocation, max_group_ratio, round_to=int(round_to))
+
+
 def _target(
     ratio: float | None,
     head_ratio: float | None,
@@ -245,15 +301,15 @@ def _target(
     round_to: int,
     plan: Plan | str | os.PathLike | None,
     target: Target | None,
-    sparsity_alone: bool = False,
+    sparsity: SparsityOptions | None = None,
 ) -> Target:
-    """The target `prune`'s arguments ask for (with weight sparsity, no ratio means none)."""
+    """The target `prune`'s arguments ask for (with weight `sparsity`, no ratio means none)."""
     if plan is not None:
         return ReplayPlan(plan if isinstance(plan, Plan) else Plan.load(plan))
     if target is not None:
         return target
     if ratio is None and ffn_ratio is None and head_ratio is None:
-        if not sparsity_alone:
+        if sparsity is None:
             raise UsageError("give a ratio (or a plan to replay)")
         ratio = 0.0
     for name, value in (("ratio", ratio), ("head_ratio", head_ratio), ("ffn_ratio", ffn_ratio)):

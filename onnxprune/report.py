@@ -46,6 +46,12 @@ class PruneReport:
     """With held-out samples: the output model against the input (`FidelityReport.to_json`)."""
     structural_fidelity: dict[str, Any] | None = None
     """With compensation and held-out samples: the structural prune's, before compensation."""
+    budget: dict[str, Any] | None = None
+    """With a budget target: the metric, allocation, asked / predicted / achieved kept fractions,
+    the lowest reachable, and why the budget was missed when it was (`Allocation.to_json`); with
+    a speedup target also each measured attempt."""
+    notes: list[str] = field(default_factory=list)
+    """Things the user should know about the result (groups rounding left whole, ...)."""
     sparsity: dict[str, Any] | None = None
     """With weight sparsity: per-layer and overall sparsity, file sizes raw and gzip, the note."""
 
@@ -64,11 +70,16 @@ def prunable_macs_fraction(
     if not total:
         return None
     prunable = {m.tensor for g in analysis.prunable_groups for m in g.weight_members}
+    # a recurrent layer's W and R may be rebuilt from the parameters at run time (dynamo)
+    rebuilt = {m.tensor for g in analysis.prunable_groups for m in g.members}
     covered = sum(
         macs
         for node in model.graph.node
         if node.output
         and (macs := per_node.get(node.output[0]))
-        and any(name in prunable for name in node.input[:2])
+        and (
+            any(name in prunable for name in node.input[:2])
+            or (node.op_type in ("LSTM", "GRU", "RNN") and any(name in rebuilt for name in node.input[1:3]))
+        )
     )
     return covered / total

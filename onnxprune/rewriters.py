@@ -20,6 +20,7 @@ from onnx import helper, numpy_helper
 
 from onnxprune.analysis.flow import Dim, RuleContext
 from onnxprune.analysis.rules.attention import KV_HEADS, Q_HEADS, ROPE_HEADS
+from onnxprune.analysis.rules.recurrent import hidden_dim, zero_fill
 from onnxprune.graph import fresh_name, graph_defines, node_label, norm_domain, reader_counts
 from onnxprune.plan import Rewrite
 
@@ -233,14 +234,15 @@ def slice_bounds(node: onnx.NodeProto, edit: NodeEditor) -> list[Rewrite]:
     return [Rewrite(node_label(node), "starts/ends", [starts, ends], [new_starts, new_ends])]
 
 
-@rewrites("Reshape", "Expand")
+@rewrites("Reshape", "Expand", "ConstantOfShape")
 def shape_target(node: onnx.NodeProto, edit: NodeEditor) -> list[Rewrite]:
     """Literal target entries of axes that lost positions get their new size; -1, 0 (copy) and 1
-    (broadcast) stay. The target may be a constant or a Concat of pieces; only the constant
-    pieces that hold a changed entry are edited (cloned first when shared), run-time entries
-    stay run-time."""
+    (broadcast) stay. The target (input 1; ConstantOfShape's input 0) may be a constant or a
+    Concat of pieces; only the constant pieces that hold a changed entry are edited (cloned
+    first when shared), run-time entries stay run-time."""
     y = node.output[0]
-    before = edit.ctx.shape_entries(node.input[1])
+    at = 0 if node.op_type == "ConstantOfShape" else 1
+    before = edit.ctx.shape_entries(node.input[at])
     if before is None:
         return []
     offset = (edit.ctx.rank(y) or len(before)) - len(before)
@@ -253,11 +255,11 @@ def shape_target(node: onnx.NodeProto, edit: NodeEditor) -> list[Rewrite]:
             after[j] = int(edit.new_size((y, j + offset)))
     if after == before:
         return []
-    target = edit.ctx.small_const(node.input[1])
+    target = edit.ctx.small_const(node.input[at])
     if target is not None:
-        edit.set_const_input(node, 1, np.asarray(after, dtype=target.dtype))
+        edit.set_const_input(node, at, np.asarray(after, dtype=target.dtype))
     else:
-        concat = edit.private_concat(node, 1)
+        concat = edit.private_concat(node, at)
         if concat is None:
             raise ValueError(
                 f"{node.op_type} '{node_label(node)}': cannot locate the constants of its target"
@@ -273,7 +275,7 @@ def shape_target(node: onnx.NodeProto, edit: NodeEditor) -> list[Rewrite]:
                 new = np.asarray(after[position : position + width], dtype=value.dtype).reshape(value.shape)
                 edit.set_const_input(concat, index, new)
             position += width
-    what = "shape" if node.op_type == "Reshape" else "expand shape"
+    what = {"Reshape": "shape", "Expand": "expand shape"}.get(node.op_type, "fill shape")
     return [Rewrite(node_label(node), what, _plain(before), _plain(after))]
 
 
@@ -321,3 +323,22 @@ def head_counts(node: onnx.NodeProto, edit: NodeEditor) -> list[Rewrite]:
             _set_attr(node, attr, after)
             rewrites.append(Rewrite(node_label(node), attr, int(before), after))
     return rewrites
+
+
+@rewrites("LSTM", "GRU", "RNN")
+def hidden_size(node: onnx.NodeProto, edit: NodeEditor) -> list[Rewrite]:
+    """`hidden_size` follows the kept hidden units (the rule's virtual hidden axis); initial states
+    that are zeros computed at run time (`zero_fill`) are disconnected (zero is the default)."""
+    dim = hidden_dim(node)
+    before = edit.ctx.attr(node, "hidden_size")
+    if not edit.changed(dim):
+        return []
+    after = len(edit.keeps[dim])
+    _set_attr(node, "hidden_size", after)
+    done = [Rewrite(node_label(node), "hidden_size", None if before is None else int(before), after)]
+    for index in (5, 6):  # zero initial states computed at run time: zero is the default
+        state = node.input[index] if len(node.input) > index else ""
+        if state and zero_fill(edit.ctx, state):
+            node.input[index] = ""
+            done.append(Rewrite(node_label(node), f"input {index}", state, ""))
+    return done

@@ -20,8 +20,10 @@ import numpy as np
 import onnx
 
 from onnxprune.analysis import DependencyAnalysis, Dim
+from onnxprune.budget import Allocation
 from onnxprune.calibration import ActivationStats, CalibrationData
 from onnxprune.compensate import CompensationReport
+from onnxprune.costs import CostModel
 from onnxprune.fidelity import FidelityReport
 from onnxprune.importance import Importance, UnitScores, default_importances
 from onnxprune.io import LoadedModel, ModelLike, read_model
@@ -29,7 +31,7 @@ from onnxprune.metrics import count_params
 from onnxprune.optable import OpTable, default_op_table
 from onnxprune.passes import AnalysisCache, PassManager, PassResult
 from onnxprune.plan import Plan
-from onnxprune.sparsity import SparsityReport
+from onnxprune.sparsity import SparsityOptions, SparsityReport
 from onnxprune.targets import Decisions, Target
 from onnxprune.weights import weight_tensors
 from onnxprune.weightstore import WeightStore
@@ -49,6 +51,15 @@ class PruneOptions:
     op_table: OpTable = field(default_factory=default_op_table)
     calibration: CalibrationData | None = None
     """Samples to take activation statistics on and to measure fidelity on (`--calib`)."""
+    input_shapes: dict[str, list[int]] | None = None
+    """Sizes of dynamic input dims for costs: MAC counts and latency measurements (`--input-shape`)."""
+    batch: int = 1
+    threads: int | None = None
+    """ONNX Runtime intra-op threads for latency measurements (None: 2)."""
+    cost_model: CostModel | None = field(default=None, compare=False)
+    """A cost model measured before on this same model (a budget target reuses it)."""
+    sparsity: SparsityOptions | None = None
+    """Weight sparsity after the structural prune (`--sparsity`, `--nm`)."""
 
 
 @dataclass(eq=False)
@@ -74,7 +85,11 @@ class PruneSession:
     analyses: AnalysisCache = field(default_factory=AnalysisCache)
     """Read-only analyses of the working model (its rule context), shared by the passes and the
     stages, dropped when a pass changes the graph."""
+    costs: CostModel | None = None
+    """The cost model of a budget target's metric (`onnxprune.costs`, `onnxprune.latency`)."""
     scores: dict[int, UnitScores] | None = None
+    allocation: Allocation | None = None
+    """What a budget target chose and how close it came to the budget."""
     decisions: Decisions | None = None
     keeps: dict[Dim, np.ndarray] | None = None
     plan: Plan | None = None

@@ -27,11 +27,14 @@ import onnx
 from threadpoolctl import threadpool_limits
 
 from onnxprune.analysis import analyze_model
+from onnxprune.budget import Budget
 from onnxprune.calibration import CalibrationData, collect_activation_stats
 from onnxprune.compensate import compensate
+from onnxprune.costs import CostModel, MacsCost, ParamsCost
 from onnxprune.errors import UsageError
 from onnxprune.fidelity import check_fidelity
 from onnxprune.io import has_external_data, materialize, read_model
+from onnxprune.latency import LatencyCost, MeasureSettings
 from onnxprune.metrics import count_params, macs_by_node
 from onnxprune.optable import OpTable
 from onnxprune.passes import (
@@ -45,9 +48,9 @@ from onnxprune.passes import (
 )
 from onnxprune.report import PruneReport, prunable_macs_fraction
 from onnxprune.selection import build_plan, dim_keeps
-from onnxprune.session import PruneSession
-from onnxprune.sparsity import SparsityOptions, sparsify, sparsity_targets
-from onnxprune.sparsity.run import NO_SPEEDUP, activation_norms, merge_updates, sizes, store_sparse
+from onnxprune.session import PruneOptions, PruneSession
+from onnxprune.sparsity import SparsityOptions
+from onnxprune.sparsity.run import merge_updates, sparsify_session, sparsity_figures, store_sparse_session
 from onnxprune.targets import ReplayPlan, UniformRatio
 
 
@@ -161,6 +164,21 @@ class Calibrate(Stage):
             raise UsageError(f"{data.fit.source}: no calibration samples (after the held-out split)")
 
 
+class Costs(Stage):
+    """The cost model of a budget target's metric, on the normalized model (`onnxprune.costs`)."""
+
+    name = "costs"
+    reads = ("analysis",)
+    writes = ("costs",)
+
+    def run(self, session: PruneSession) -> None:
+        given = session.options.cost_model
+        metric = session.options.target.metric
+        session.costs = (
+            given if given is not None and given.metric == metric else build_costs(metric, session)
+        )
+
+
 class Score(Stage):
     """Per-unit scores of the groups the target needs, from the session's importance."""
 
@@ -184,7 +202,12 @@ class Select(Stage):
     writes = ("decisions",)
 
     def run(self, session: PruneSession) -> None:
-        session.decisions = session.options.target.select(session.analysis, session.scores)
+        target = session.options.target
+        if isinstance(target, Budget):
+            session.allocation = target.allocate(session.analysis, session.scores, session.costs)
+            session.decisions = session.allocation.decisions
+        else:
+            session.decisions = target.select(session.analysis, session.scores, session.costs)
 
 
 class BuildPlan(Stage):
@@ -302,10 +325,9 @@ class Compensate(Stage):
 
 
 class Sparsify(Stage):
-    """Zero weight entries of what the structural prune (and compensation) left
-    (`onnxprune.sparsity`): the smallest |W|, or Wanda's |W|·‖X‖ with calibration data, per layer,
-    globally or N:M. The model before it is kept as `structural` unless compensation kept it
-    already; every zeroed tensor is listed in the plan's `updates` (`by` "sparsity[-N:M]")."""
+    """Zero weight entries of what the structural prune (and compensation) left, keeping the model
+    before it as `structural` (`onnxprune.sparsity.run.sparsify_session`); each zeroed tensor goes in
+    the plan's `updates` (`by` "sparsity" or "sparsity-N:M")."""
 
     name = "sparsity"
     reads = ("output", "plan")
@@ -315,49 +337,19 @@ class Sparsify(Stage):
         self.options = options
 
     def run(self, session: PruneSession) -> None:
-        if session.structural is None:
-            structural = onnx.ModelProto()
-            structural.CopyFrom(session.output)
-            session.structural = structural
-        base_dir = session.source.base_dir
-        data = session.options.calibration
-        norms = None
-        if data is not None:
-            model = session.output
-            if has_external_data(model):  # ONNX Runtime gets the model in memory: weights read in
-                model = onnx.ModelProto()
-                model.CopyFrom(session.output)
-                materialize(model, base_dir)
-            known = session.activations.channels if session.activations and not session.keeps else None
-            norms = activation_norms(model, sparsity_targets(model).values(), data.fit, known)
-        found, updates = sparsify(
-            session.output, self.options, base_dir=base_dir, names=session.input_weights, norms=norms
-        )
-        session.sparsity = found
+        session.sparsity, updates = sparsify_session(session, self.options)
         session.plan = dataclasses.replace(session.plan, updates=merge_updates(session.plan.updates, updates))
 
 
 class StoreSparse(Stage):
-    """Store the sparsified weights as sparse initializers where that is smaller, checked to load
-    and give the same outputs in ONNX Runtime (else the output stays dense and the report says
-    why); the report's sparse-format figures."""
+    """The sparsified weights as sparse initializers where smaller, checked in ONNX Runtime, else
+    dense with the reason (`onnxprune.sparsity.run.store_sparse_session`)."""
 
     name = "sparse-format"
     reads = ("output", "sparsity", "report")
 
     def run(self, session: PruneSession) -> None:
-        dense = session.output
-        if has_external_data(dense):
-            materialize(dense, session.source.base_dir)
-        data = session.options.calibration
-        names = [layer.tensor for layer in session.sparsity.layers]
-        session.output, summary = store_sparse(dense, names, data.fit if data is not None else None)
-        figures = session.report.sparsity
-        if figures is not None:
-            figures["sparse_format"] = summary
-            figures["file_size"].update(
-                sizes({"sparse_format": session.output if summary["tensors"] else None})
-            )
+        session.output = store_sparse_session(session)
 
 
 class Fidelity(Stage):
@@ -414,21 +406,54 @@ class Report(Stage):
             structural_fidelity=(
                 session.structural_fidelity.to_json() if session.structural_fidelity is not None else None
             ),
-            sparsity=_sparsity_summary(session),
+            sparsity=sparsity_figures(session),
         )
+        session.report.budget = _budget_summary(session)
+        session.report.notes = _notes(session)
+
+
+def _budget_summary(session: PruneSession) -> dict | None:
+    """The allocation's figures and the achieved kept fraction of its metric (counted on the
+    output for MACs and parameters; latency is measured by the caller, `prune(target_speedup=)`)."""
+    if session.allocation is None:
+        return None
+    summary = session.allocation.to_json()
+    report = session.report
+    if summary["metric"] == "macs" and report.macs_before and report.macs_after is not None:
+        summary["achieved"] = round(report.macs_after / report.macs_before, 6)
+    elif summary["metric"] == "params" and report.params_before:
+        summary["achieved"] = round(report.params_after / report.params_before, 6)
+    return summary
+
+
+def _notes(session: PruneSession) -> list[str]:
+    target = session.options.target
+    if not isinstance(target, UniformRatio):
+        return []
+    whole = target.left_whole(session.analysis)
+    if not whole:
+        return []
+    smallest = min(g.size for g in whole)
+    return [
+        f"{len(whole)} group(s) of {smallest}-{max(g.size for g in whole)} channels stay whole: removing "
+        f"{target.ratio:g} of them rounds to nothing at --round-to {target.round_to} (kept counts round "
+        f"up); --round-to 1, or --ratio {target.round_to / smallest:.2f} or more, prunes them"
+    ]
 
 
 def default_stages(
     calibration: CalibrationData | None = None,
     tick: Callable[[int], None] | None = None,
     compensation: str | None = None,
+    costs: bool = False,
     sparsity: SparsityOptions | None = None,
 ) -> list[Stage]:
     """The pipeline, in order (a replayed plan scores no group). With `calibration`, activation
     statistics are taken after the analysis, and fidelity is measured on its held-out samples;
     `tick(samples)` follows the calibration run. With `compensation` ("bias" or "lsq"), the kept
-    weights are refitted after cleanup. With `sparsity`, weight entries are zeroed after that (and
-    stored as sparse initializers after the report when it asks)."""
+    weights are refitted after cleanup. With `costs` (a budget target), the cost model of its
+    metric is built before scoring. With `sparsity`, weight entries are zeroed after compensation
+    (and stored as sparse initializers after the report when it asks)."""
     calibrate = [Calibrate(tick)] if calibration is not None else []
     fidelity = [Fidelity()] if calibration is not None and calibration.holdout is not None else []
     compensate_ = [Compensate(compensation)] if compensation is not None else []
@@ -440,6 +465,7 @@ def default_stages(
         *reference,
         Analyze(),
         *calibrate,
+        *([Costs()] if costs else []),
         Score(),
         Select(),
         BuildPlan(),
@@ -452,6 +478,38 @@ def default_stages(
         Report(),
         *store,
     ]
+
+
+def build_costs(metric: str, session: PruneSession) -> CostModel:
+    """The cost model of `metric` for the session's normalized model and analysis."""
+    options, model, analysis = session.options, session.model, session.analysis
+    if metric == "params":
+        return ParamsCost.build(model, analysis)
+    shapes = options.input_shapes or _calibration_shapes(options.calibration, model, options.batch)
+    if metric == "latency":
+        settings = MeasureSettings(threads=options.threads or 2, batch=options.batch, input_shapes=shapes)
+        return LatencyCost.build(
+            model, analysis, options.op_table, settings, lambda ratio: uniform_prune(model, ratio, options)
+        )
+    return MacsCost.build(model, analysis, options.op_table, shapes, options.batch)
+
+
+def _calibration_shapes(
+    calibration: CalibrationData | None, model: onnx.ModelProto, batch: int
+) -> dict[str, list[int]] | None:
+    """Input shapes of the first calibration feed (batch axis set to `batch`): the sizes of dynamic
+    dims (sequence length, image size) costs are counted at when no input shapes were given."""
+    if calibration is None:
+        return None
+    first = next(iter(calibration.fit.feeds(model)), None)
+    return None if first is None else {name: [batch, *a.shape[1:]] for name, a in first.items()}
+
+
+def uniform_prune(model: onnx.ModelProto, ratio: float, options: PruneOptions) -> onnx.ModelProto:
+    """A copy of `model` with `ratio` of every group removed (no alignment, l1), for measuring."""
+    sub = PruneSession.open(model, PruneOptions(UniformRatio(ratio, round_to=1), op_table=options.op_table))
+    run_stages(sub, default_stages())
+    return sub.output
 
 
 def safe_macs_by_node(model: onnx.ModelProto, table: OpTable) -> dict[str, int] | None:
@@ -538,22 +596,3 @@ def _compensation_summary(session: PruneSession) -> dict[str, object] | None:
         "skipped": [f"{r.op} {r.node}: {r.reason}" for r in found.consumers if not r.applied],
         "notes": list(found.notes),
     }
-
-
-def _sparsity_summary(session: PruneSession) -> dict[str, object] | None:
-    """The sparsity report's figures, the file sizes (input, structural prune, output; raw and
-    gzip) and the note that ONNX Runtime's CPU kernels run them dense."""
-    found = session.sparsity
-    if found is None:
-        return None
-    if has_external_data(session.output):
-        found.notes.append("file sizes not measured: the model keeps external data")
-    figures = found.to_json()
-    figures["note"] = NO_SPEEDUP
-    if has_external_data(session.output):
-        figures["file_size"] = {}
-        return figures
-    original = read_model(session.input).model
-    structural = session.structural if session.keeps else None
-    figures["file_size"] = sizes({"input": original, "structural": structural, "output": session.output})
-    return figures

@@ -16,10 +16,12 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
 from onnxprune.analysis import DependencyAnalysis, Group
+from onnxprune.costs import CostModel
 from onnxprune.errors import PlanError, UsageError
 from onnxprune.importance import UnitScores
 from onnxprune.plan import Plan
@@ -33,11 +35,14 @@ gain on odd counts (benchmarks/README.md). Groups under twice this size are not 
 
 
 def kept_count(size: int, ratio: float, round_to: int = 1) -> int:
-    """How many of `size` units stay at `ratio`, as the nearest multiple of `round_to` when the
-    group has at least 2 * `round_to` units (smaller groups cannot be aligned usefully).
+    """How many of `size` units stay at `ratio`, rounded *up* to a multiple of `round_to` when
+    the group has at least 2 * `round_to` units (smaller groups cannot be aligned usefully):
+    rounding never removes more than asked, so a group whose removal rounds to nothing stays whole.
 
-    >>> kept_count(64, 0.4), kept_count(64, 0.4, round_to=8), kept_count(6, 0.4, round_to=8)
-    (39, 40, 4)
+    >>> kept_count(64, 0.4), kept_count(64, 0.4, round_to=8), kept_count(32, 0.4, round_to=8)
+    (39, 40, 24)
+    >>> kept_count(6, 0.4, round_to=8), kept_count(32, 0.1, round_to=8)
+    (4, 32)
     """
     if not 0.0 <= ratio < 1.0:
         raise UsageError(f"ratio {ratio} is outside [0, 1)")
@@ -45,8 +50,7 @@ def kept_count(size: int, ratio: float, round_to: int = 1) -> int:
         raise UsageError(f"round_to {round_to} must be >= 1")
     keep = size - int(np.floor(ratio * size + 1e-9))
     if round_to > 1 and size >= 2 * round_to and keep < size:  # ratio 0 never removes anything
-        keep = round(keep / round_to) * round_to  # nearest multiple (ties to even: benchmarks/ used this)
-        keep = min(max(keep, round_to), size)
+        keep = min(-(-keep // round_to) * round_to, size)  # the next multiple up
     return max(keep, 1)
 
 
@@ -57,14 +61,19 @@ def top_units(scores: np.ndarray, keep: int) -> np.ndarray:
 
 
 class Target(ABC):
-    """What to keep of each group. Subclasses are frozen dataclasses of their settings."""
+    """What to keep of each group. Subclasses are frozen dataclasses of their settings. A target
+    that `needs_costs` (a budget) is handed the cost model of its metric (`onnxprune.costs`)."""
+
+    needs_costs: ClassVar[bool] = False
 
     @abstractmethod
     def groups_to_score(self, analysis: DependencyAnalysis) -> list[Group]:
         """The groups whose scores `select` reads (in analysis order)."""
 
     @abstractmethod
-    def select(self, analysis: DependencyAnalysis, scores: Mapping[int, UnitScores]) -> Decisions:
+    def select(
+        self, analysis: DependencyAnalysis, scores: Mapping[int, UnitScores], costs: CostModel | None = None
+    ) -> Decisions:
         """The kept units of every group that loses some."""
 
 
@@ -95,7 +104,19 @@ class UniformRatio(Target):
     def groups_to_score(self, analysis: DependencyAnalysis) -> list[Group]:
         return [g for g in analysis.prunable_groups if self.kept(g.size, g.kind) < g.size]
 
-    def select(self, analysis: DependencyAnalysis, scores: Mapping[int, UnitScores]) -> Decisions:
+    def left_whole(self, analysis: DependencyAnalysis) -> list[Group]:
+        """Prunable channel groups the ratio would cut but rounding up to `round_to` keeps whole."""
+        if self.ratio <= 0 or int(self.round_to) <= 1:
+            return []
+        return [
+            g
+            for g in analysis.prunable_groups
+            if g.kind == "channels" and kept_count(g.size, self.ratio) < g.size == self.kept(g.size, g.kind)
+        ]
+
+    def select(
+        self, analysis: DependencyAnalysis, scores: Mapping[int, UnitScores], costs: CostModel | None = None
+    ) -> Decisions:
         return {
             g.id: top_units(scores[g.id].member_normalized(), self.kept(g.size, g.kind))
             for g in self.groups_to_score(analysis)
@@ -113,7 +134,9 @@ class ReplayPlan(Target):
     def groups_to_score(self, analysis: DependencyAnalysis) -> list[Group]:
         return []
 
-    def select(self, analysis: DependencyAnalysis, scores: Mapping[int, UnitScores]) -> Decisions:
+    def select(
+        self, analysis: DependencyAnalysis, scores: Mapping[int, UnitScores], costs: CostModel | None = None
+    ) -> Decisions:
         by_key = {(s.tensor, s.axis): s for s in self.plan.slices}
         decisions: Decisions = {}
         for group in analysis.groups:

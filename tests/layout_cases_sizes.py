@@ -3,7 +3,18 @@
 
 from __future__ import annotations
 
-from tests.rule_cases import Case, between_convs, const_is, no_rewrites, shapes, then
+from tests.rule_cases import Case, Check, between_convs, const_is, no_rewrites, shapes, slice_of, then
+
+
+def keeps_positions(key: str, *positions: int) -> Check:
+    """The plan's slice of `key` keeps `positions` (of the original axis)."""
+
+    def check(analysis, result, model):
+        kept = slice_of(result, key).keep
+        assert set(positions) <= set(kept), f"{key} keeps {kept}, not all of {positions}"
+
+    return check
+
 
 SIZE_CASES = [
     # -- Gather
@@ -78,14 +89,93 @@ SIZE_CASES = [
         prunable={"w1:0": 4, "w2:1": 4},
     ),
     Case(
+        # an offset map: channel i of h is channel 1 + i of n; the added channels stay
         "pad-channels",
         between_convs(
             "[pad] n = Pad (h, pads)",
             weights=", int64[8] pads = {0, 1, 0, 0, 0, 1, 0, 0}",
             w2="float[2, 6, 1, 1] w2",
         ),
+        groups=1,
+        prunable={"w1:0": 4, "w2:1": 4},
+        check=then(
+            no_rewrites,
+            shapes(w1=[2, 3, 3, 3], w2=[2, 4, 1, 1]),
+            const_is("pad", 1, [0, 1, 0, 0, 0, 1, 0, 0]),
+        ),
+    ),
+    Case(
+        # the widened identity path of a BlazeFace block: x (4 channels) + 2 zero channels is
+        # added to a conv branch of 6; x's channels prune through the Pad, the branch's last two
+        # filters sit on the constant channels and stay
+        "pad-channels-residual",
+        """g (float[1, 3, 8, 8] x) => (float[1, 2, 8, 8] y)
+        <float[4, 3, 3, 3] w1, float[6, 4, 3, 3] wb, float[2, 6, 1, 1] w2,
+         int64[8] pads = {0, 0, 0, 0, 0, 2, 0, 0}> {
+        [conv1] h = Conv <pads = [1, 1, 1, 1]> (x, w1)
+        [branch] c = Conv <pads = [1, 1, 1, 1]> (h, wb)
+        [pad] p = Pad (h, pads)
+        [add] s = Add (c, p)
+        [conv2] y = Conv (s, w2)
+    }""",
+        groups=1,
+        prunable={"w1:0": 4, "wb:1": 4, "wb:0": 4, "w2:1": 4},
+        check=then(shapes(w1=[2, 3, 3, 3], wb=[4, 2, 3, 3], w2=[2, 4, 1, 1]), keeps_positions("wb:0", 4, 5)),
+    ),
+    Case(
+        "pad-channels-reflect",
+        between_convs(
+            '[pad] n = Pad <mode = "reflect"> (h, pads)',
+            weights=", int64[8] pads = {0, 1, 0, 0, 0, 1, 0, 0}",
+            w2="float[2, 6, 1, 1] w2",
+        ),
         groups=0,
         pinned={"w1:0": ("pad", "Pad"), "w2:1": ("pad", "Pad")},
+    ),
+    Case(
+        "pad-channels-crop",
+        between_convs(
+            "[pad] n = Pad (h, pads)",
+            weights=", int64[8] pads = {0, -1, 0, 0, 0, 0, 0, 0}",
+            w2="float[2, 3, 1, 1] w2",
+        ),
+        groups=0,
+        pinned={"w1:0": ("pad", "Pad"), "w2:1": ("pad", "Pad")},
+    ),
+    # -- ConstantOfShape, and Expand of a one-value constant: every position holds the same value
+    Case(
+        "constant-of-shape-literal",
+        between_convs(
+            "[fill] z = ConstantOfShape <value = float[1] {0.5}> (dims)\n    [add] n = Add (h, z)",
+            weights=", int64[4] dims = {1, 4, 8, 8}",
+        ),
+        groups=1,
+        prunable={"w1:0": 4, "w2:1": 4},
+        rewrites=(("fill", "fill shape"),),
+        check=const_is("fill", 0, [1, 2, 8, 8]),
+    ),
+    Case(
+        "expand-one-value-constant",
+        between_convs(
+            "[fill] z = Expand (c, dims)\n    [add] n = Add (h, z)",
+            weights=", float[1] c = {0.25}, int64[4] dims = {1, 4, 8, 8}",
+        ),
+        groups=1,
+        prunable={"w1:0": 4, "w2:1": 4},
+        rewrites=(("fill", "expand shape"),),
+        check=const_is("fill", 1, [1, 2, 8, 8]),
+    ),
+    Case(
+        # a constant of two values: only one-value fills free their broadcast axes (conservative)
+        "expand-two-value-constant",
+        between_convs(
+            "[fill] z = Expand (c, dims)\n    [add] n = Add (h, z)",
+            weights=", float[1, 1, 1, 2] c = {0.25, 0.5}, int64[4] dims = {1, 4, 8, 2}",
+            x="1, 3, 8, 2",
+            y="1, 2, 8, 2",
+        ),
+        groups=0,
+        pinned={"w1:0": ("fill", "Expand"), "w2:1": ("fill", "Expand")},
     ),
     # -- Resize and Upsample
     Case(

@@ -39,6 +39,9 @@ STORES_COUNTS = {
     "Resize": {3},
     "Attention": {"q_num_heads", "kv_num_heads"},
     "RotaryEmbedding": {"num_heads"},
+    "LSTM": {"hidden_size"},
+    "GRU": {"hidden_size"},
+    "RNN": {"hidden_size"},
 }
 
 

@@ -11,7 +11,9 @@ from tests import (
     test_rules_layout,
     test_rules_linear,
     test_rules_normalization,
+    test_rules_recurrent,
     test_rules_reduce,
+    test_rules_vocabulary,
 )
 from tests.rule_cases import Case
 
@@ -23,6 +25,8 @@ FAMILIES = {
     "layout": test_rules_layout.CASES,
     "reduce": test_rules_reduce.CASES,
     "attention": test_rules_attention.CASES,
+    "recurrent": test_rules_recurrent.CASES,
+    "vocabulary": test_rules_vocabulary.CASES,
 }
 
 

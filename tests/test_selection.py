@@ -21,13 +21,15 @@ from onnxprune.targets import DEFAULT_ROUND_TO, ReplayPlan, UniformRatio, kept_c
         (64, 0.4, 8, 40),
         (64, 0.0, 8, 64),  # ratio 0 never removes, even when 64 is aligned already
         (20, 0.0, 8, 20),  # nor rounds an unaligned group down
-        (20, 0.1, 8, 16),
+        (20, 0.1, 8, 20),  # 18 kept rounds up past the size: the group stays whole
+        (20, 0.3, 8, 16),
         (6, 0.4, 8, 4),  # too small to align: the ratio alone
         (15, 0.5, 8, 8),
         (1000, 0.4, 16, 608),
         (3, 0.9, 1, 1),  # at least one unit stays
         (100, 0.95, 8, 8),
-        (32, 0.4, 8, 16),  # 20 kept is halfway between 16 and 24: ties go to the even multiple
+        (32, 0.4, 8, 24),  # 20 kept rounds up: rounding never removes more than asked
+        (32, 0.1, 8, 32),
     ],
 )
 def test_kept_count(size, ratio, round_to, kept):

@@ -87,6 +87,13 @@ def analyze_model(
             trial = [*state[:i], alt, *state[i + 1 :]]
             if (found := score(trial)) > best:
                 state, best = trial, found
+    for cluster in _joined_choices(collected, graph):  # choices that only help together
+        for alt in range(1, max(len(collected.choices[i][2]) for i in cluster)):
+            trial = list(state)
+            for i in cluster:
+                trial[i] = alt if alt < len(collected.choices[i][2]) else trial[i]
+            if (found := score(trial)) > best:
+                state, best = trial, found
     add_links(graph, _chosen_links(collected, state))
     groups, shared, dim_sizes, links = _resolve(collected, state, ctx, weights, graph)
     barriers = dedupe_barriers(b for g in groups if not g.prunable for b in g.barriers)
@@ -232,6 +239,34 @@ def _resolve(
     if batch:
         groups, shared = batch_groups(batch, dim_sizes, weights, collected.roles, pins)
     return groups, shared, dim_sizes, links
+
+
+def _joined_choices(collected: _Collected, graph: nx.Graph) -> list[list[int]]:
+    """Clusters of two or more choices whose alternatives touch a common coupling component:
+    one may pin what another frees (a recurrent layer's hidden units merged with its
+    directions by one Reshape for Y and another for Y_h), so flipping one alone gains nothing.
+    Tried after the single flips, each cluster as a whole."""
+    component_of = {d: k for k, dims in enumerate(coupling_components(graph)) for d in dims}
+    owners: dict[object, list[int]] = defaultdict(list)
+    for i, (_, _, alternatives) in enumerate(collected.choices):
+        touched = {component_of.get(d, d) for alt in alternatives for link in alt for d in (link.a, link.b)}
+        for key in touched:
+            owners[key].append(i)
+    parent = list(range(len(collected.choices)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for members in owners.values():
+        for i in members[1:]:
+            parent[root(i)] = root(members[0])
+    clusters: dict[int, list[int]] = defaultdict(list)
+    for i in range(len(collected.choices)):
+        clusters[root(i)].append(i)
+    return [c for c in clusters.values() if len(c) > 1]
 
 
 def _chosen_links(collected: _Collected, state: list[int]) -> list[Link]:

@@ -10,6 +10,7 @@ merged, and the report's figures (file sizes, sparse format).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
@@ -17,11 +18,16 @@ import onnx
 from onnxprune.calibration import channel_stats
 from onnxprune.data import DataLoader
 from onnxprune.errors import UsageError
+from onnxprune.io import has_external_data, materialize, read_model
 from onnxprune.plan import TensorUpdate
 from onnxprune.runtime import make_feeds
-from onnxprune.sparsity.layout import SparseTarget
+from onnxprune.sparsity.api import SparsityOptions, SparsityReport, sparsify
+from onnxprune.sparsity.layout import SparseTarget, sparsity_targets
 from onnxprune.sparsity.storage import model_sizes, runs_the_same, to_sparse_initializers
 from onnxprune.stats import ChannelStats
+
+if TYPE_CHECKING:
+    from onnxprune.session import PruneSession
 
 NO_SPEEDUP = (
     "ONNX Runtime's CPU kernels run sparse weights dense: no speedup there. What sparsity buys on "
@@ -117,3 +123,88 @@ def store_sparse(
         return model, summary
     summary["checked_feeds"] = len(feeds)
     return sparse, summary
+
+
+def summary_lines(figures: Mapping[str, Any]) -> list[str]:
+    """The CLI summary of a report's sparsity figures: overall, per layer, the dense weights and
+    why, file sizes, and that ONNX Runtime runs sparse weights dense."""
+    scope = f" ({figures['scope']})" if figures["scope"] else ""
+    lines = [
+        f"weight sparsity {figures['pattern']}{scope}: {figures['zeros']:,} of {figures['size']:,} entries "
+        f"zero ({figures['sparsity']:.1%}) in {len(figures['layers'])} weights; "
+        f"{figures['all_sparsity']:.1%} of all Conv/Gemm/MatMul weights"
+    ]
+    lines += [f"  {x['tensor']} ({x['op_type']} {x['node']}): {x['sparsity']:.1%}" for x in figures["layers"]]
+    lines += [f"  dense: {why}" for why in figures["dense"]]
+    for what, size in figures.get("file_size", {}).items():
+        lines.append(f"  file size, {what}: {size['raw']:,} bytes raw, {size['gzip']:,} gzip")
+    stored = figures.get("sparse_format")
+    if stored is not None:
+        why = f"; {stored['kept_dense']}" if stored["kept_dense"] else ""
+        lines.append(f"  sparse initializers: {stored['tensors']} weights{why}")
+    return [*lines, figures["note"]]
+
+
+def wanda_norms(
+    model: onnx.ModelProto,
+    base_dir: str | None,
+    data: DataLoader | None,
+    known: Mapping[str, ChannelStats] | None,
+) -> dict[str, np.ndarray] | None:
+    """Activation norms for Wanda when there are calibration samples (`data`; None: none), taken
+    on `model` (read into memory first when it keeps external data)."""
+    if data is None:
+        return None
+    if has_external_data(model):  # ONNX Runtime gets the model in memory: weights read in
+        copy = onnx.ModelProto()
+        copy.CopyFrom(model)
+        materialize(copy, base_dir)
+        model = copy
+    return activation_norms(model, sparsity_targets(model).values(), data, known)
+
+
+def sparsify_session(
+    session: PruneSession, options: SparsityOptions
+) -> tuple[SparsityReport, list[TensorUpdate]]:
+    """The `Sparsify` stage's work: keep the output as `session.structural` unless compensation
+    kept it already, take Wanda's activation norms when there are calibration samples (reusing the
+    calibration statistics when nothing was removed structurally), zero the weights of the output."""
+    if session.structural is None:
+        structural = onnx.ModelProto()
+        structural.CopyFrom(session.output)
+        session.structural = structural
+    base_dir, data = session.source.base_dir, session.options.calibration
+    known = session.activations.channels if session.activations and not session.keeps else None
+    norms = wanda_norms(session.output, base_dir, data.fit if data else None, known)
+    return sparsify(session.output, options, base_dir=base_dir, names=session.input_weights, norms=norms)
+
+
+def store_sparse_session(session: PruneSession) -> onnx.ModelProto:
+    """The `StoreSparse` stage's work: the output with sparse initializers (or as it was), and the
+    report's sparse-format figures."""
+    dense = session.output
+    if has_external_data(dense):
+        materialize(dense, session.source.base_dir)
+    data = session.options.calibration
+    names = [layer.tensor for layer in session.sparsity.layers]
+    output, summary = store_sparse(dense, names, data.fit if data is not None else None)
+    figures = session.report.sparsity
+    if figures is not None:
+        figures["sparse_format"] = summary
+        figures["file_size"].update(sizes({"sparse_format": output if summary["tensors"] else None}))
+    return output
+
+
+def sparsity_figures(session: PruneSession) -> dict[str, Any] | None:
+    """The report's sparsity figures (None without weight sparsity): what was zeroed, the file
+    sizes (input, structural prune when there is one, output; raw and gzip) and the note that ONNX
+    Runtime's CPU kernels run them dense. Sizes are not measured for a model with external data."""
+    found, output = session.sparsity, session.output
+    if found is None:
+        return None
+    if has_external_data(output):
+        found.notes.append("file sizes not measured: the model keeps external data")
+        return {**found.to_json(), "note": NO_SPEEDUP, "file_size": {}}
+    structural = session.structural if session.keeps else None
+    models = {"input": read_model(session.input).model, "structural": structural, "output": output}
+    return {**found.to_json(), "note": NO_SPEEDUP, "file_size": sizes(models)}

@@ -7,6 +7,7 @@ import onnx
 from onnxprune.analysis.flow import ChannelFlow, FlowBuilder, RuleContext
 from onnxprune.analysis.registry import channel_rule
 from onnxprune.analysis.rules._common import link_same_axes
+from onnxprune.analysis.rules.vocabulary import compared_table_axes, value_source, vocabulary_reason
 
 UNARY = (
     "Relu",
@@ -113,4 +114,6 @@ def broadcast(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
             flow.link((name, axis), (y, axis + offset))
             if ctx.is_weight(name):
                 flow.role((name, axis), "out")
+    for axis, values in compared_table_axes(node, ctx):
+        flow.pin((y, axis), vocabulary_reason(values, value_source(ctx, values)))
     return flow.build()

@@ -11,6 +11,7 @@ from onnxprune.analysis.flow import ChannelFlow, FlowBuilder, Link, RuleContext,
 from onnxprune.analysis.index_map import IndexMap
 from onnxprune.analysis.registry import channel_rule
 from onnxprune.analysis.rules._common import int_list, link_same_axes, norm_axis, opt_input
+from onnxprune.analysis.rules.vocabulary import pin_vocabulary
 
 
 @channel_rule("Transpose")
@@ -277,7 +278,9 @@ def _merge(flow: FlowBuilder, src: str, shape: Shape, axes: list[int], merged: t
 @channel_rule("Expand", counts=(1,))
 def expand(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
     """Broadcast to a target shape: axes the input already has at full size pass through (their
-    target entries are rewritten); axes broadcast from size 1 are pinned."""
+    target entries are rewritten); axes broadcast from size 1 are pinned, unless the input is a
+    constant of one value (torch's zero initial states): every position of the output is then
+    the same value, and a literal target entry just follows the kept positions."""
     flow = FlowBuilder()
     x, y = node.input[0], node.output[0]
     x_shape, y_shape = ctx.shape(x), ctx.shape(y)
@@ -290,6 +293,34 @@ def expand(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
     for i, size in enumerate(x_shape):
         if size is not None and size == y_shape[i + offset] and size != 1:
             flow.link((x, i), (y, i + offset))
+    if len(target) == len(y_shape) and is_uniform_constant(ctx, x):
+        for j, entry in enumerate(target):
+            if isinstance(entry, int) and entry > 1 and (j < offset or x_shape[j - offset] == 1):
+                flow.free((y, j))
+    return flow.build()
+
+
+def is_uniform_constant(ctx: RuleContext, tensor: str) -> bool:
+    """True for a small constant whose elements are all equal (a fill value)."""
+    value = ctx.small_const(tensor)
+    return value is not None and (value.size <= 1 or bool((value == value.reshape(-1)[0]).all()))
+
+
+@channel_rule("ConstantOfShape", counts=(0,))
+def constant_of_shape(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
+    """A tensor of one value whose shape is the input vector: an axis whose size is a literal
+    entry can lose positions (the entry is rewritten); an entry that copies a dim
+    (`Concat(2, Shape(x)[0], 48)`, torch's initial states) links the two axes."""
+    flow = FlowBuilder()
+    y = node.output[0]
+    entries = ctx.shape_entries(node.input[0])
+    _link_copied_sizes(flow, ctx, y, entries)
+    rank = ctx.rank(y)
+    if entries is None or rank is None or len(entries) != rank:
+        return flow.build()
+    for j, entry in enumerate(entries):
+        if isinstance(entry, int) and entry > 1:
+            flow.free((y, j))
     return flow.build()
 
 
@@ -366,13 +397,16 @@ def slice_(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
 
 @channel_rule("Gather")
 def gather(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
-    """Axes of the data other than the gathered one pass through; the gathered axis is pinned."""
+    """Axes of the data other than the gathered one pass through; the gathered axis is pinned
+    (an embedding table's rows picked by run-time ids: a vocabulary, said so)."""
     flow = FlowBuilder()
     data, indices, y = node.input[0], node.input[1], node.output[0]
     rd, ri = ctx.rank(data), ctx.rank(indices)
     if rd is None or ri is None:
         return flow.build()
     axis = norm_axis(int(ctx.attr(node, "axis", 0)), rd)
+    if ctx.is_weight(data) and not ctx.is_weight(indices):
+        pin_vocabulary(flow, ctx, data, axis, indices)
     for i in range(rd):
         if i < axis:
             flow.link((data, i), (y, i))
@@ -385,7 +419,11 @@ def gather(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
 
 @channel_rule("Pad")
 def pad(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
-    """Axes that get no padding pass through; padded axes are pinned."""
+    """Axes that get no padding pass through. With constant padding, a padded axis is an offset
+    map: position i of X is position `before + i` of Y, and the added positions (constants) are
+    pinned, so the pad amounts never change (residual blocks that widen the identity path with
+    zero channels). Reflect, edge and wrap padding copy positions of X, and negative pads crop:
+    those axes are pinned."""
     flow = FlowBuilder()
     x, y = node.input[0], node.output[0]
     rank = ctx.rank(x)
@@ -395,8 +433,22 @@ def pad(node: onnx.NodeProto, ctx: RuleContext) -> ChannelFlow:
         return flow.build()
     axes = int_list(ctx, node, "axes_", 3) if opt_input(node, 3) else list(range(rank))
     axes = [norm_axis(a, rank) for a in (axes or [])]
-    padded = {a for k, a in enumerate(axes) if pads[k] or pads[k + len(axes)]}
-    link_same_axes(flow, ctx, x, y, skip=padded)
+    amounts = {
+        a: (pads[k], pads[k + len(axes)]) for k, a in enumerate(axes) if pads[k] or pads[k + len(axes)]
+    }
+    link_same_axes(flow, ctx, x, y, skip=set(amounts))
+    mode = ctx.attr(node, "mode", "constant")
+    if (mode.decode() if isinstance(mode, bytes) else mode) != "constant":
+        return flow.build()
+    for axis, (before, after) in amounts.items():
+        size = ctx.size((x, axis))
+        if size is None or before < 0 or after < 0:
+            continue
+        flow.link((x, axis), (y, axis), IndexMap.at_offset(before))
+        added = (*range(before), *range(before + size, before + size + after))
+        constants = flow.virtual_dim(f"{y}::pad_constants_{axis}", len(added))
+        flow.link(constants, (y, axis), IndexMap.gather(added))
+        flow.pin(constants, f"Pad adds {before} + {after} constant positions on axis {axis}: they stay")
     return flow.build()
 
 
