@@ -66,6 +66,17 @@ class CalibrationData:
     calibrate stage uses them instead of running the model again."""
 
 
+def calibration_shapes(
+    calibration: CalibrationData | None, model: onnx.ModelProto, batch: int
+) -> dict[str, list[int]] | None:
+    """Input shapes of the first calibration feed (batch axis set to `batch`): the sizes of dynamic
+    dims (sequence length, image size) costs are counted at when no input shapes were given."""
+    if calibration is None:
+        return None
+    first = next(iter(calibration.fit.feeds(model)), None)
+    return None if first is None else {name: [batch, *a.shape[1:]] for name, a in first.items()}
+
+
 def calibration_data(
     source: DataSource,
     *,

@@ -25,7 +25,7 @@ from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn
 from rich.table import Table
 
-from onnxprune.budget import ALLOCATIONS, DEFAULT_MAX_GROUP_RATIO
+from onnxprune.cli_options import add_budget_options, add_depth_options, add_sparsity_options
 from onnxprune.errors import EXIT_CHECK_FAILED, EXIT_INTERNAL, EXIT_OK, OnnxPruneError, UsageError
 from onnxprune.importance import default_importances
 from onnxprune.targets import DEFAULT_ROUND_TO
@@ -51,7 +51,7 @@ def _prune_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--ffn-ratio", type=float, help="fraction of other channels (FFN, filters) removed (default: --ratio)"
     )
-    _add_budget(p)
+    add_budget_options(p)
     importances = default_importances()
     p.add_argument(
         "--criterion",
@@ -95,8 +95,14 @@ def _prune_parser() -> argparse.ArgumentParser:
         metavar="N",
         help=f"kept channel counts are multiples of N (default {DEFAULT_ROUND_TO}: fast on CPUs; 1: off)",
     )
-    _add_depth(p)
-    p.add_argument("--exclude", metavar="REGEX", help="node names whose channels stay")
+    add_depth_options(p)
+    p.add_argument(
+        "--exclude",
+        metavar="REGEX",
+        help="node names whose channels stay (and, with --sparsity/--nm, whose weights stay dense; "
+        "default there: the first and last layers)",
+    )
+    add_sparsity_options(p)
     p.add_argument("--plan", metavar="PLAN.json", help="write the plan here")
     p.add_argument("--apply-plan", metavar="PLAN.json", help="replay this plan instead of selecting")
     p.add_argument("--report", metavar="REPORT.json", help="write the report here")
@@ -108,50 +114,6 @@ def _prune_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="allow the output to overwrite the input")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
-
-
-def _add_depth(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--drop-blocks", type=int, metavar="N", help="drop N whole residual branches first (x + f(x) -> x)"
-    )
-    p.add_argument("--depth-ratio", type=float, metavar="R", help="drop this share of the residual branches")
-    p.add_argument(
-        "--depth-criterion",
-        choices=("block-influence", "drop-fidelity", "weight-norm"),
-        help="which branches go: block-influence (1 - cos(x, x + f(x)), needs --calib; the default with "
-        "it), drop-fidelity (output cosine with the branch dropped alone, needs --calib), weight-norm "
-        "(RMS of the branch's last weights: a weak proxy; the default without --calib)",
-    )
-
-
-def _add_budget(p: argparse.ArgumentParser) -> None:
-    budget = p.add_argument_group("budgets (instead of --ratio; onnxprune.budget)")
-    budget.add_argument("--target-macs", type=float, metavar="F", help="keep this fraction of the MACs")
-    budget.add_argument(
-        "--target-params", type=float, metavar="F", help="keep this fraction of the parameters"
-    )
-    budget.add_argument(
-        "--target-speedup",
-        type=float,
-        metavar="X",
-        help="make the model X times faster, measured in ONNX Runtime at --threads, --batch, --input-shape",
-    )
-    budget.add_argument(
-        "--allocate",
-        choices=ALLOCATIONS,
-        default="global",
-        help="how groups share the budget: global (one threshold on scores made comparable across "
-        "groups), uniform (one ratio), sensitivity (measured curves) (default: global)",
-    )
-    budget.add_argument(
-        "--max-group-ratio",
-        type=float,
-        default=DEFAULT_MAX_GROUP_RATIO,
-        metavar="R",
-        help=f"no group loses more than this fraction of its units ({DEFAULT_MAX_GROUP_RATIO})",
-    )
-    budget.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads for timing (2)")
-    budget.add_argument("--batch", type=int, default=1, help="batch size for MACs and timing (1)")
 
 
 def _analyze_parser() -> argparse.ArgumentParser:
@@ -268,21 +230,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERNAL
 
 
+def _check_prune_args(args: argparse.Namespace) -> None:
+    """UsageError when the command line asks for nothing to remove, or data options without data."""
+    budgets = (args.target_macs, args.target_params, args.target_speedup)
+    ratios = (args.ratio, args.head_ratio, args.ffn_ratio)
+    depth = (args.drop_blocks, args.depth_ratio)
+    if args.apply_plan is None and all(
+        v is None for v in (*ratios, *budgets, *depth, args.sparsity, args.nm)
+    ):
+        raise UsageError(
+            "onnxprune: give --ratio R (or --head-ratio / --ffn-ratio, --target-macs F, --target-params F, "
+            "--target-speedup X, --drop-blocks N, --sparsity S, --nm N:M, or --apply-plan PLAN.json)"
+        )
+    if args.calib is None and (args.eval_data or args.calib_samples is not None):
+        raise UsageError("onnxprune: --eval-data and --calib-samples need --calib DATA")
+
+
 def _prune(args: argparse.Namespace, console: Console) -> int:
     from onnxprune.pipeline import prune
     from onnxprune.plan import Plan
 
-    budgets = (args.target_macs, args.target_params, args.target_speedup)
-    ratios = (args.ratio, args.head_ratio, args.ffn_ratio)
-    depth = (args.drop_blocks, args.depth_ratio)
-    if args.apply_plan is None and all(v is None for v in (*ratios, *budgets, *depth)):
-        raise UsageError(
-            "onnxprune: give --ratio R (or --head-ratio / --ffn-ratio, --target-macs F, --target-params F, "
-            "--target-speedup X, --drop-blocks N, or --apply-plan PLAN.json)"
-        )
+    _check_prune_args(args)
     plan = Plan.load(args.apply_plan) if args.apply_plan else None
-    if args.calib is None and (args.eval_data or args.calib_samples is not None):
-        raise UsageError("onnxprune: --eval-data and --calib-samples need --calib DATA")
     shapes = parse_input_shapes(args.input_shape)
     with _progress(console, "pruning", "calibration samples" if args.calib else None) as tick:
         result = prune(
@@ -311,6 +280,10 @@ def _prune(args: argparse.Namespace, console: Console) -> int:
             input_shapes=shapes,
             batch=args.batch,
             threads=args.threads,
+            sparsity=args.sparsity,
+            sparsity_scope=args.sparsity_scope,
+            nm=args.nm,
+            sparse_format=args.sparse_format,
         )
     ok = True
     validation = bench = None
@@ -421,12 +394,18 @@ def _print_summary(console: Console, report, bench=None, path=None) -> None:
             f"compensation {c['method']}: {c['applied']} of {c['consumers']} consumers refitted, "
             f"{c['tensors_updated']} tensors updated, {c['seconds']:.1f} s"
         )
+    if report.sparsity is not None:
+        from onnxprune.sparsity.run import summary_lines
+
+        for line in summary_lines(report.sparsity):
+            console.print(line)
     if report.budget is not None:
         _print_budget(console, report.budget)
     for note in report.notes:
         console.print(f"note: {note}")
     if report.structural_fidelity is not None:
-        _print_fidelity(console, report.structural_fidelity, "structural prune, before compensation")
+        before = "compensation" if report.compensation else "sparsity"
+        _print_fidelity(console, report.structural_fidelity, f"structural prune, before {before}")
     if report.fidelity is not None:
         _print_fidelity(console, report.fidelity, "output model" if report.compensation else "")
 

@@ -31,6 +31,7 @@ from onnxprune.io import ModelLike, has_external_data, materialize, save_model
 from onnxprune.plan import Plan
 from onnxprune.report import PruneReport
 from onnxprune.session import PruneOptions, PruneSession
+from onnxprune.sparsity import SparsityOptions, parse_nm
 from onnxprune.speedup import prune_to_speedup
 from onnxprune.stages import Analyze, Normalize, default_stages, run_stages
 from onnxprune.targets import DEFAULT_ROUND_TO, ReplayPlan, Target, UniformRatio
@@ -177,6 +178,10 @@ def prune(
     drop_blocks: int | None = None,
     depth_ratio: float | None = None,
     depth_criterion: str | None = None,
+    sparsity: float | None = None,
+    sparsity_scope: str = "layer",
+    nm: str | tuple[int, int] | None = None,
+    sparse_format: bool = False,
 ) -> PruneResult:
     """Remove `ratio` of the channels of every prunable coupling group.
 
@@ -200,6 +205,9 @@ def prune(
     (dynamic dims, also for MACs; default: the first calibration feed's); `allocation`
     (`onnxprune.budget`) shares the budget, no group losing over `max_group_ratio` of its units.
     `drop_blocks` residual branches (or `depth_ratio` of them) go first (`onnxprune.depth`).
+    `sparsity` (per layer; `sparsity_scope` "global": over all layers) or `nm` ("2:4") zero weight
+    entries after that, `sparse_format` stores them sparse (`onnxprune.sparsity`); `ratio` optional.
+
     `model` is a path, bytes or an ``onnx.ModelProto`` (never modified). With `plan`, that plan is
     replayed instead of selecting (ratio, criterion and round_to are ignored).
 
@@ -207,18 +215,17 @@ def prune(
     >>> result.report.params_after < result.report.params_before  # doctest: +SKIP
     True
     """
-    if calibration is not None and not isinstance(calibration, CalibrationData):
-        calibration = calibration_data(
-            calibration, samples=calibration_samples, eval_data=eval_data, holdout=holdout
-        )
+    calibration = _calibration(calibration, calibration_samples, eval_data, holdout)
     budget = _budget((target_macs, target_params, target_speedup), allocation, max_group_ratio, round_to)
-    if budget is not None and any(other is not None for other in (ratio, target, plan)):
-        raise UsageError("give either a budget (target_macs/params/speedup) or a ratio, target or plan")
-    goal = budget or _target(ratio, head_ratio, ffn_ratio, round_to, plan, target, drop_blocks, depth_ratio)
+    _check_one_target(budget, ratio, target, plan)
+    sparse = _sparsity(sparsity, sparsity_scope, nm, exclude, sparse_format)
+    goal = budget or _target(
+        ratio, head_ratio, ffn_ratio, round_to, plan, target, (drop_blocks, depth_ratio), sparse
+    )
     depth = depth_stage(goal, drop_blocks, depth_ratio, depth_criterion)
     method = _compensation(compensate, calibration is not None, plan is not None, depth is not None)
     importance = default_importances().get(criterion or ("l1" if calibration is None else "activation"))
-    measure = {"input_shapes": input_shapes, "batch": batch, "threads": threads}
+    measure = {"input_shapes": input_shapes, "batch": batch, "threads": threads, "sparsity": sparse}
     options = PruneOptions(goal, importance, _check_exclude(exclude), calibration=calibration, **measure)
     options = _with_sensitivity(options, model)
     if target_speedup is not None:
@@ -254,7 +261,10 @@ def _run(
     session = PruneSession.open(model, options)
     loaded = session.source
     try:
-        run_stages(session, default_stages(calibration, progress, method, options.target.needs_costs, depth))
+        stages = default_stages(
+            calibration, progress, method, options.target.needs_costs, depth, options.sparsity
+        )
+        run_stages(session, stages)
     except ModelError as exc:  # a problem found deep in a stage: name the file it is in
         located = exc.located(loaded.name)
         if located is exc:
@@ -278,6 +288,24 @@ def _result(session: PruneSession) -> PruneResult:
         external=loaded.external,
         protect=loaded.data_files,
     )
+
+
+def _calibration(
+    data: DataSource | CalibrationData | None,
+    samples: int | None,
+    eval_data: DataSource | None,
+    holdout: float,
+) -> CalibrationData | None:
+    """`prune`'s calibration arguments as `CalibrationData` (None: no data)."""
+    if data is None or isinstance(data, CalibrationData):
+        return data
+    return calibration_data(data, samples=samples, eval_data=eval_data, holdout=holdout)
+
+
+def _check_one_target(budget: Budget | None, *others: object) -> None:
+    """UsageError when a budget comes with a ratio, a target or a plan."""
+    if budget is not None and any(other is not None for other in others):
+        raise UsageError("give either a budget (target_macs/params/speedup) or a ratio, target or plan")
 
 
 def _budget(
@@ -307,16 +335,17 @@ def _target(
     round_to: int,
     plan: Plan | str | os.PathLike | None,
     target: Target | None,
-    drop_blocks: int | None = None,
-    depth_ratio: float | None = None,
+    depth: tuple[int | None, float | None] = (None, None),
+    sparsity: SparsityOptions | None = None,
 ) -> Target:
-    """The target `prune`'s arguments ask for (depth alone: no channel removed)."""
+    """The target `prune`'s arguments ask for (with depth, `(drop_blocks, depth_ratio)`, or weight
+    `sparsity`, no ratio means no channel removed)."""
     if plan is not None:
         return ReplayPlan(plan if isinstance(plan, Plan) else Plan.load(plan))
     if target is not None:
         return target
     if ratio is None and ffn_ratio is None and head_ratio is None:
-        if drop_blocks is not None or depth_ratio is not None:
+        if any(d is not None for d in depth) or sparsity is not None:
             return UniformRatio(ratio=0.0, round_to=int(round_to))
         raise UsageError("give a ratio (or a plan to replay)")
     for name, value in (("ratio", ratio), ("head_ratio", head_ratio), ("ffn_ratio", ffn_ratio)):
@@ -361,6 +390,26 @@ def _compensation(asked: str | None, calibrated: bool, replay: bool, depth: bool
     if asked == "lsq" and not calibrated:
         raise UsageError("lsq compensation needs calibration data (--calib); 'bias' works without")
     return None if asked == "none" else asked
+
+
+def _sparsity(
+    ratio: float | None,
+    scope: str,
+    nm: str | tuple[int, int] | None,
+    exclude: str | None,
+    sparse_format: bool,
+) -> SparsityOptions | None:
+    """The weight sparsity `prune`'s arguments ask for (None: none)."""
+    if nm is not None:
+        pair = parse_nm(nm) if isinstance(nm, str) else (int(nm[0]), int(nm[1]))
+        if ratio:
+            raise UsageError("give a sparsity ratio or an N:M pattern (--nm), not both")
+        return SparsityOptions(nm=pair, exclude=_check_exclude(exclude), sparse_format=sparse_format)
+    if ratio is None:
+        if sparse_format:
+            raise UsageError("sparse format needs weight sparsity (--sparsity or --nm)")
+        return None
+    return SparsityOptions(float(ratio), scope, None, _check_exclude(exclude), sparse_format)  # type: ignore[arg-type]
 
 
 def _check_exclude(exclude: str | None) -> str | None:

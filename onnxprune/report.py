@@ -13,6 +13,10 @@ from typing import Any
 import onnx
 
 from onnxprune.analysis import DependencyAnalysis
+from onnxprune.budget import Allocation
+from onnxprune.costs import CostModel, MacsCost
+from onnxprune.metrics import macs_by_node
+from onnxprune.optable import OpTable
 
 
 @dataclass
@@ -54,9 +58,32 @@ class PruneReport:
     a speedup target also each measured attempt."""
     notes: list[str] = field(default_factory=list)
     """Things the user should know about the result (groups rounding left whole, ...)."""
+    sparsity: dict[str, Any] | None = None
+    """With weight sparsity: per-layer and overall sparsity, file sizes raw and gzip, the note."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def budget_summary(
+    allocation: Allocation | None,
+    costs: CostModel | None,
+    output: onnx.ModelProto,
+    report: PruneReport,
+    table: OpTable,
+) -> dict[str, Any] | None:
+    """A budget's figures (`Allocation.to_json`) and the achieved kept fraction of its metric,
+    counted on `output`: MACs at the shapes the cost model counted at, parameters as
+    `count_params` (latency is measured by the caller, `prune(target_speedup=...)`)."""
+    if allocation is None:
+        return None
+    summary = allocation.to_json()
+    if isinstance(costs, MacsCost) and costs.full:
+        after = macs_by_node(output, costs.input_shapes, batch=costs.batch, table=table)
+        summary["achieved"] = round(sum(after.values()) / costs.full, 6)
+    elif summary["metric"] == "params" and report.params_before:
+        summary["achieved"] = round(report.params_after / report.params_before, 6)
+    return summary
 
 
 def prunable_macs_fraction(

@@ -31,6 +31,7 @@ from onnxprune.metrics import count_params
 from onnxprune.optable import OpTable, default_op_table
 from onnxprune.passes import AnalysisCache, PassManager, PassResult
 from onnxprune.plan import Plan
+from onnxprune.sparsity import SparsityOptions, SparsityReport
 from onnxprune.targets import Decisions, Target
 from onnxprune.weights import weight_tensors
 from onnxprune.weightstore import WeightStore
@@ -58,6 +59,8 @@ class PruneOptions:
     """ONNX Runtime intra-op threads for latency measurements (None: 2)."""
     cost_model: CostModel | None = field(default=None, compare=False)
     """A cost model measured before on this same model (a budget target reuses it)."""
+    sparsity: SparsityOptions | None = None
+    """Weight sparsity after the structural prune (`--sparsity`, `--nm`)."""
 
 
 @dataclass(eq=False)
@@ -103,6 +106,8 @@ class PruneSession:
     fidelity: FidelityReport | None = None
     structural_fidelity: FidelityReport | None = None
     """With compensation and held-out data: the structural prune's fidelity, before compensation."""
+    sparsity: SparsityReport | None = None
+    """With weight sparsity: what it zeroed, per layer."""
     report: PruneReport | None = None
     pass_results: list[PassResult] = field(default_factory=list)
     stage_seconds: dict[str, float] = field(default_factory=dict)

@@ -24,6 +24,7 @@ import onnx
 from onnx import numpy_helper
 
 from onnxprune.plan import Plan, TensorSlice, TensorUpdate
+from onnxprune.sparsity.check import sparsity_problems
 from onnxprune.weights import weight_tensors
 
 _FLOAT_TYPES = (
@@ -173,7 +174,9 @@ def check_slices(original: onnx.ModelProto, pruned: onnx.ModelProto, plan: Plan)
     every slice of that tensor in turn, or, when the plan lists it in `updates`, have that
     shape and element type. A weight present in both models may change shape only through a
     plan slice, and a float weight may change values only if `updates` lists it. Each update
-    must name a weight of `pruned` of the listed shape.
+    must name a weight of `pruned` of the listed shape. A tensor updated by weight sparsity alone
+    must be its sliced original with some entries zeroed, and hold its N:M pattern
+    (`onnxprune.sparsity.check`).
 
     >>> import onnx
     >>> m = onnx.parser.parse_model('''<ir_version: 8, opset_import: ["" : 17]>
@@ -204,4 +207,5 @@ def check_slices(original: onnx.ModelProto, pruned: onnx.ModelProto, plan: Plan)
         problem = _check_unplanned(name, original_weights[name], pruned_weights[name], name in updates)
         if problem:
             problems.append(problem)
+    problems.extend(sparsity_problems(original, pruned, plan))
     return problems

@@ -28,7 +28,7 @@ from threadpoolctl import threadpool_limits
 
 from onnxprune.analysis import analyze_model
 from onnxprune.budget import Budget
-from onnxprune.calibration import CalibrationData, collect_activation_stats
+from onnxprune.calibration import CalibrationData, calibration_shapes, collect_activation_stats
 from onnxprune.compensate import compensate
 from onnxprune.costs import CostModel, MacsCost, ParamsCost
 from onnxprune.errors import UsageError
@@ -46,9 +46,11 @@ from onnxprune.passes import (
     SliceWeights,
     normalization_passes,
 )
-from onnxprune.report import PruneReport, prunable_macs_fraction
+from onnxprune.report import PruneReport, budget_summary, prunable_macs_fraction
 from onnxprune.selection import build_plan, dim_keeps
 from onnxprune.session import PruneOptions, PruneSession
+from onnxprune.sparsity import SparsityOptions
+from onnxprune.sparsity.run import merge_updates, sparsify_session, sparsity_figures, store_sparse_session
 from onnxprune.targets import ReplayPlan, UniformRatio
 
 
@@ -161,7 +163,7 @@ class Calibrate(Stage):
             model.CopyFrom(session.model)
             materialize(model, session.source.base_dir)
         session.activations = collect_activation_stats(model, session.analysis, data.fit, tick=self.tick)
-        if not session.activations.feeds:
+        if not session.activations.feeds and session.analysis.prunable_groups:  # none: nothing to read
             raise UsageError(f"{data.fit.source}: no calibration samples (after the held-out split)")
 
 
@@ -330,6 +332,34 @@ class Compensate(Stage):
         session.plan = dataclasses.replace(session.plan, updates=tuple(found.updates))
 
 
+class Sparsify(Stage):
+    """Zero weight entries of what the structural prune (and compensation) left, keeping the model
+    before it as `structural` (`onnxprune.sparsity.run.sparsify_session`); each zeroed tensor goes in
+    the plan's `updates` (`by` "sparsity" or "sparsity-N:M")."""
+
+    name = "sparsity"
+    reads = ("output", "plan")
+    writes = ("structural", "sparsity")
+
+    def __init__(self, options: SparsityOptions) -> None:
+        self.options = options
+
+    def run(self, session: PruneSession) -> None:
+        session.sparsity, updates = sparsify_session(session, self.options)
+        session.plan = dataclasses.replace(session.plan, updates=merge_updates(session.plan.updates, updates))
+
+
+class StoreSparse(Stage):
+    """The sparsified weights as sparse initializers where smaller, checked in ONNX Runtime, else
+    dense with the reason (`onnxprune.sparsity.run.store_sparse_session`)."""
+
+    name = "sparse-format"
+    reads = ("output", "sparsity", "report")
+
+    def run(self, session: PruneSession) -> None:
+        session.output = store_sparse_session(session)
+
+
 class Fidelity(Stage):
     """The output model against the input on the held-out samples: cosine, relative error and
     argmax agreement per output (`onnxprune.fidelity`); with compensation, the structural prune's
@@ -385,42 +415,14 @@ class Report(Stage):
                 session.structural_fidelity.to_json() if session.structural_fidelity is not None else None
             ),
             depth=session.depth.to_json() if session.depth is not None else None,
+            sparsity=sparsity_figures(session),
         )
-        session.report.budget = _budget_summary(session)
-        session.report.notes = _notes(session)
-
-
-def _budget_summary(session: PruneSession) -> dict | None:
-    """The allocation's figures and the achieved kept fraction of its metric (counted on the
-    output for MACs and parameters; latency is measured by the caller, `prune(target_speedup=)`)."""
-    if session.allocation is None:
-        return None
-    summary = session.allocation.to_json()
-    report = session.report
-    costs = session.costs
-    if isinstance(costs, MacsCost) and costs.full:  # counted at the shapes the budget was
-        after = macs_by_node(
-            session.output, costs.input_shapes, batch=costs.batch, table=session.options.op_table
+        session.report.budget = budget_summary(
+            session.allocation, session.costs, session.output, session.report, session.options.op_table
         )
-        summary["achieved"] = round(sum(after.values()) / costs.full, 6)
-    elif summary["metric"] == "params" and report.params_before:
-        summary["achieved"] = round(report.params_after / report.params_before, 6)
-    return summary
-
-
-def _notes(session: PruneSession) -> list[str]:
-    target = session.options.target
-    if not isinstance(target, UniformRatio):
-        return []
-    whole = target.left_whole(session.analysis)
-    if not whole:
-        return []
-    smallest = min(g.size for g in whole)
-    return [
-        f"{len(whole)} group(s) of {smallest}-{max(g.size for g in whole)} channels stay whole: removing "
-        f"{target.ratio:g} of them rounds to nothing at --round-to {target.round_to} (kept counts round "
-        f"up); --round-to 1, or --ratio {target.round_to / smallest:.2f} or more, prunes them"
-    ]
+        target = session.options.target
+        note = target.rounding_note(analysis) if isinstance(target, UniformRatio) else None
+        session.report.notes = [note] if note else []
 
 
 def default_stages(
@@ -429,17 +431,22 @@ def default_stages(
     compensation: str | None = None,
     costs: bool = False,
     depth: Stage | None = None,
+    sparsity: SparsityOptions | None = None,
 ) -> list[Stage]:
     """The pipeline, in order (a replayed plan scores no group). With `calibration`, activation
     statistics are taken after the analysis, and fidelity is measured on its held-out samples;
     `tick(samples)` follows the calibration run. With `compensation` ("bias" or "lsq"), the kept
     weights are refitted after cleanup. With `costs` (a budget target), the cost model of its
     metric is built before scoring. A `depth` stage (`onnxprune.depth.DropBlocks`) drops
-    residual branches from the normalized model before the width analysis."""
+    residual branches from the normalized model before the width analysis. With `sparsity`,
+    weight entries are zeroed after compensation (stored as sparse initializers after the report
+    when it asks)."""
     calibrate = [Calibrate(tick)] if calibration is not None else []
     fidelity = [Fidelity()] if calibration is not None and calibration.holdout is not None else []
     compensate_ = [Compensate(compensation)] if compensation is not None else []
     reference = [KeepReference()] if compensation is not None else []
+    sparsify = [Sparsify(sparsity)] if sparsity is not None else []
+    store = [StoreSparse()] if sparsity is not None and sparsity.sparse_format else []
     return [
         Normalize(),
         *reference,
@@ -454,8 +461,10 @@ def default_stages(
         Apply(),
         Cleanup(),
         *compensate_,
+        *sparsify,
         *fidelity,
         Report(),
+        *store,
     ]
 
 
@@ -464,24 +473,13 @@ def build_costs(metric: str, session: PruneSession) -> CostModel:
     options, model, analysis = session.options, session.model, session.analysis
     if metric == "params":
         return ParamsCost.build(model, analysis)
-    shapes = options.input_shapes or _calibration_shapes(options.calibration, model, options.batch)
+    shapes = options.input_shapes or calibration_shapes(options.calibration, model, options.batch)
     if metric == "latency":
         settings = MeasureSettings(threads=options.threads or 2, batch=options.batch, input_shapes=shapes)
         return LatencyCost.build(
             model, analysis, options.op_table, settings, lambda ratio: uniform_prune(model, ratio, options)
         )
     return MacsCost.build(model, analysis, options.op_table, shapes, options.batch)
-
-
-def _calibration_shapes(
-    calibration: CalibrationData | None, model: onnx.ModelProto, batch: int
-) -> dict[str, list[int]] | None:
-    """Input shapes of the first calibration feed (batch axis set to `batch`): the sizes of dynamic
-    dims (sequence length, image size) costs are counted at when no input shapes were given."""
-    if calibration is None:
-        return None
-    first = next(iter(calibration.fit.feeds(model)), None)
-    return None if first is None else {name: [batch, *a.shape[1:]] for name, a in first.items()}
 
 
 def uniform_prune(model: onnx.ModelProto, ratio: float, options: PruneOptions) -> onnx.ModelProto:

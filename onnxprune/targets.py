@@ -104,6 +104,18 @@ class UniformRatio(Target):
     def groups_to_score(self, analysis: DependencyAnalysis) -> list[Group]:
         return [g for g in analysis.prunable_groups if self.kept(g.size, g.kind) < g.size]
 
+    def rounding_note(self, analysis: DependencyAnalysis) -> str | None:
+        """What to tell the user when rounding up leaves groups the ratio would cut whole."""
+        whole = self.left_whole(analysis)
+        if not whole:
+            return None
+        smallest = min(g.size for g in whole)
+        return (
+            f"{len(whole)} group(s) of {smallest}-{max(g.size for g in whole)} channels stay whole: removing "
+            f"{self.ratio:g} of them rounds to nothing at --round-to {self.round_to} (kept counts round "
+            f"up); --round-to 1, or --ratio {self.round_to / smallest:.2f} or more, prunes them"
+        )
+
     def left_whole(self, analysis: DependencyAnalysis) -> list[Group]:
         """Prunable channel groups the ratio would cut but rounding up to `round_to` keeps whole."""
         if self.ratio <= 0 or int(self.round_to) <= 1:

@@ -9,7 +9,10 @@ together and re-exports the names callers import from it.
 A plan with `updates` (compensation changed kept weights after slicing) is validated in two
 steps: parity on the *structural* model (sliced, before any weight-changing pass; give it as
 `structural=`), then, on the final model, exact slices for every tensor not in `updates` and
-shapes for those in it, with fidelity reported beside.
+shapes for those in it, with fidelity reported beside. Weight sparsity's updates are checked
+further (`onnxprune.sparsity.check`: only entries zeroed, N:M patterns), and a plan whose updates
+are all weight sparsity gets parity on the final model itself, the original carrying the same
+zeros. Sparse initializers are checked in their dense form.
 
 >>> report = validate("model.onnx", "pruned.onnx", Plan.load("plan.json"))  # doctest: +SKIP
 >>> bool(report), report.parity.outputs[0].rel_err < 1e-4  # doctest: +SKIP
@@ -47,6 +50,8 @@ from onnxprune.parity import (
 from onnxprune.plan import Plan
 from onnxprune.runtime import FEED_INT_HIGH, make_feeds, ort_session
 from onnxprune.slice_check import check_slices
+from onnxprune.sparsity.check import sparsity_only, with_zeros_of
+from onnxprune.sparsity.storage import densified
 
 
 def _io_shape_problems(original: onnx.ModelProto, pruned: onnx.ModelProto) -> list[str]:
@@ -149,7 +154,13 @@ class ValidationReport:
 
 
 def _checker_error(model: onnx.ModelProto) -> str | None:
+    """The full check's error, or None. A model with sparse initializers gets the structural
+    check, and its dense form the full one: ONNX shape inference types a sparse initializer as a
+    sparse tensor, which the standard ops' inference does not accept."""
     try:
+        if model.graph.sparse_initializer:
+            onnx.checker.check_model(model)
+            model = densified(model)
         onnx.checker.check_model(model, full_check=True)
     except Exception as exc:
         return f"{type(exc).__name__}: {exc}"
@@ -242,6 +253,17 @@ def _parity_step(
             original, structural, plan, tolerance=tolerance, input_shapes=input_shapes
         )
         return parity, None, problems, error
+    if session is not None and sparsity_only(plan):  # the original gets the same zeroed entries
+        parity = _parity(
+            with_zeros_of(original, densified(pruned), plan),
+            dataclasses.replace(plan, updates=()),
+            pruned,
+            session,
+            label="pruned (its zeroed weights zeroed in the original too)",
+            tolerance=tolerance,
+            input_shapes=input_shapes,
+        )
+        return parity, None, [], None
     if plan.updates:
         skipped = (
             f"the plan lists {len(plan.updates)} updated tensors (values changed after slicing), so the "
@@ -296,7 +318,7 @@ def validate(
     check_input_names(original_model, input_shapes)
     checker_error = _checker_error(pruned_model)
     shape_problems = _io_shape_problems(original_model, pruned_model)
-    slice_problems = check_slices(original_model, pruned_model, the_plan)
+    slice_problems = check_slices(original_model, densified(pruned_model), the_plan)
     session, runtime_error = _runtime_error(pruned_model, original_model, input_shapes)
     parity, skipped, problems, structural_error = _parity_step(
         original_model,
