@@ -35,14 +35,15 @@ from machine import cpu_model, git_state, ram_gib
 from trained_fidelity import KINDS, checked_in_models, kind_of_extra, load_npz, output_fidelity, run_model
 
 import onnxprune
+from onnxprune.budget import Budget
 
 HERE = Path(__file__).resolve().parent
 
 
-def sensitivity_curves(path: Any, calibration: Any) -> Any:
-    """The per-group sensitivity curves `allocation="sensitivity"` reads (none before that exists)."""
-    measure = getattr(onnxprune, "sensitivity", None)
-    return None if measure is None else measure(path, calibration=calibration)
+def sensitivity_curves(path: Any, calibration: Any, shapes: Any = None) -> Any:
+    """The per-group sensitivity curves `allocation="sensitivity"` reads, measured on the
+    calibration data (fidelity on its held-out fifth)."""
+    return onnxprune.sensitivity(path, calibration=calibration, latency_runs=0, input_shapes=shapes)
 
 
 COMPENSATE: dict[str, str] = {}
@@ -53,12 +54,12 @@ def prune_row(
     path: Any, budget: float, allocation: str, calibration: Any, curves: Any, shapes: Any = None
 ) -> dict[str, Any]:
     """Prune at one budget and allocation; validate; the figures of the prune."""
-    extra = {"sensitivity": curves} if allocation == "sensitivity" else {}
-    extra.update(COMPENSATE)
+    if allocation == "sensitivity":  # the curves measured once per model, shared by its budgets
+        goal = {"target": Budget("macs", budget, "sensitivity", sensitivity=curves.loss_curves())}
+    else:
+        goal = {"target_macs": budget, "allocation": allocation}
     start = time.perf_counter()
-    result = onnxprune.prune(
-        path, target_macs=budget, allocation=allocation, calibration=calibration, holdout=0.0, **extra
-    )
+    result = onnxprune.prune(path, calibration=calibration, holdout=0.0, **goal, **COMPENSATE)
     seconds = time.perf_counter() - start
     report = onnxprune.validate(
         path, result.model, result.plan, structural=result.structural, input_shapes=shapes
@@ -124,7 +125,8 @@ def minilm_rows(budgets, allocations, work_dir: Path, log: Callable[[str], None]
     calib = feeds(tokenizer, pool[:CALIB_SENTENCES], CALIB_BATCH)
     eval_batches = feeds(tokenizer, pool[CALIB_SENTENCES:], BATCH)
     eval_emb = embed(session(str(onnx_path)), eval_batches)
-    curves = sensitivity_curves(str(onnx_path), calib) if "sensitivity" in allocations else None
+    shapes = {name: [1, 128] for name in calib[0]}  # MACs and validation's random feeds
+    curves = sensitivity_curves(str(onnx_path), calib, shapes) if "sensitivity" in allocations else None
     rows = []
     for budget in budgets:
         for allocation in allocations:
@@ -136,7 +138,6 @@ def minilm_rows(budgets, allocations, work_dir: Path, log: Callable[[str], None]
                 "original": 1.0,
             }
             try:
-                shapes = {name: [1, 128] for name in calib[0]}  # for validation's random feeds
                 got = prune_row(str(onnx_path), budget, allocation, calib, curves, shapes)
                 emb = embed(session(got.pop("result").model.SerializeToString()), eval_batches)
                 figures = fidelity(eval_emb, emb)
