@@ -227,3 +227,25 @@ def test_bench_two_models_and_refuses_other_inputs(model, tmp_path, capsys):
     other = MODELS / "transformers" / "bert_dynamo.onnx"
     assert main(["bench", str(model), str(other), "--runs", "1"]) == EXIT_USAGE
     assert "input" in capsys.readouterr().err
+
+
+def test_budget_flags_report_asked_against_achieved(model, tmp_path, capsys):
+    report = tmp_path / "report.json"
+    assert (
+        main(["prune", str(model), str(tmp_path / "o.onnx"), "--target-macs", "0.5", "--report", str(report)])
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "budget: macs x0.500 asked" in out and "global allocation" in out
+    budget = json.loads(report.read_text())["budget"]
+    assert budget["asked"] == 0.5 and abs(budget["achieved"] - 0.5) <= 0.01
+    code = main(
+        ["prune", str(model), str(tmp_path / "u.onnx"), "--target-params", "0.6", "--allocate", "uniform"]
+    )
+    assert code == EXIT_OK and "uniform allocation" in capsys.readouterr().out
+
+
+def test_a_budget_with_a_ratio_is_a_usage_error(model, tmp_path, capsys):
+    code = main(["prune", str(model), str(tmp_path / "o.onnx"), "--target-macs", "0.5", "--ratio", "0.3"])
+    assert code == EXIT_USAGE and "either a budget" in capsys.readouterr().err
+    assert not (tmp_path / "o.onnx").exists()
