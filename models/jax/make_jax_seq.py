@@ -10,7 +10,9 @@ native_serialization=False, enable_xla=False)`` in a ``tf.function`` (weights ar
 closed over), then ``tf2onnx.convert.from_function(..., input_signature=(tf.TensorSpec((None,
 None, 16), tf.float32, name="x"),), opset=17)``. JAX >= 0.5 ignores ``native_serialization=False``
 and emits one ``XlaCallModule`` op (StableHLO), which tf2onnx 1.17 cannot convert; so this uses
-JAX 0.4.38, whose graph lowering (``enable_xla=False``) emits plain TF ops. Checks:
+JAX 0.4.38, whose graph lowering (``enable_xla=False``) emits plain TF ops.
+``with_gradient=True`` because ``with_gradient=False`` adds a ``PreventGradient`` op that
+tf2onnx 1.17 does not convert. Checks:
 ``onnx.checker`` (full) and ONNX Runtime against the JAX function on [3, 7, 16]:
 ``max|ort - jax| / max(1, max|jax|) < 1e-4``.
 
