@@ -1,7 +1,7 @@
 """Coverage table: every reference export of an architecture family, pruned at one ratio.
 
 For each model in models/torchvision, models/keras, models/transformers, models/sequence,
-models/quantized, models/keras_seq and models/controlflow: the share of MACs
+models/quantized, models/keras_seq, models/controlflow and models/jax: the share of MACs
 in layers with prunable channels, params and MACs before -> after `onnxprune.prune` with
 default options, mask-equivalence parity (worst relative error over the validation feeds), and
 the ONNX Runtime speedup from `onnxprune.bench.benchmark` (interleaved, CPU).
@@ -30,8 +30,22 @@ import onnxprune
 from onnxprune.bench import benchmark
 
 ROOT = Path(__file__).resolve().parent.parent
-FAMILIES = ("torchvision", "keras", "transformers", "sequence", "quantized", "keras_seq", "controlflow")
-EXPORTER = {"keras": "tf2onnx", "keras_seq": "tf2onnx", "quantized": "onnxruntime.quantization"}
+FAMILIES = (
+    "torchvision",
+    "keras",
+    "transformers",
+    "sequence",
+    "quantized",
+    "keras_seq",
+    "controlflow",
+    "jax",
+)
+EXPORTER = {
+    "keras": "tf2onnx",
+    "keras_seq": "tf2onnx",
+    "quantized": "onnxruntime.quantization",
+    "jax": "jax2tf+tf2onnx",
+}
 """Families whose file names carry no exporter suffix, and what made them."""
 START, END = "<!-- coverage:start -->", "<!-- coverage:end -->"
 

@@ -64,7 +64,7 @@ def test_transformer_hidden_width_is_pinned_by_layer_norm(path):
 
 
 QUANTIZED = _files("quantized")
-KERAS_SEQUENCE = _files("keras_seq")
+KERAS_SEQUENCE = _files("keras_seq") + _files("jax")
 CONTROL_FLOW = _files("controlflow")
 
 
@@ -82,7 +82,8 @@ def _sequence_shapes(model: onnx.ModelProto, batch: int, seq: int) -> dict[str, 
 def test_quantized_and_sequence_models_cut_a_tenth_at_0_3_with_parity(path):
     """ONNX Runtime's static QDQ (per-channel) and dynamic quantization, Keras Dense on
     sequences through tf2onnx: pinned whole before their rules; now at least 10 % of the
-    parameters go at ratio 0.3, mask-equivalent at two batch and sequence sizes."""
+    parameters go at ratio 0.3, mask-equivalent at two batch and sequence sizes. (The JAX
+    Dense-on-sequence model through jax2tf and tf2onnx, models/jax, pruned without a new rule.)"""
     original = onnx.load(path)
     result = onnxprune.prune(original, ratio=0.3)
     assert result.report.params_after <= 0.9 * result.report.params_before, result.report
@@ -132,3 +133,17 @@ def test_keras_attention_projections_are_pinned_with_a_named_reason():
     assert "Reshape" in reasons and "run time" in reasons, reasons
     ffn = [g for g in analysis.prunable_groups if any("ffn1" in m.tensor for m in g.members)]
     assert ffn and ffn[0].size == 128
+
+
+def test_jax2tf_ffn_hidden_axis_prunes_and_the_model_width_stays():
+    """jax2tf's graph lowering writes ``x @ W`` on [B, S, F] as a TF ``Einsum``, which tf2onnx
+    turns into one 3-D ``MatMul`` (no Reshape around it): the 48-wide FFN hidden axis is
+    prunable; the 16-wide model axis is pinned by the hand-written layer norm's mean (ReduceSum
+    over the last axis), as a LayerNormalization pins it."""
+    model = onnx.load(MODELS / "jax" / "dense_seq.onnx")
+    shapes = {t.name: tuple(t.dims) for t in model.graph.initializer}
+    analysis = onnxprune.analyze(model)
+    hidden = [g for g in analysis.prunable_groups if g.size == 48]
+    assert hidden and {shapes.get(m.tensor) for m in hidden[0].members} >= {(16, 48), (48, 16)}
+    width = [g for g in analysis.pinned_groups if g.size == 16]
+    assert width and any(b.op_type == "ReduceSum" for g in width for b in g.barriers)
