@@ -7,12 +7,13 @@ uniform pruning and Torch-Pruning at the same MACs, all timed in one window.
 For each model (torchvision ResNet-50 and MobileNetV2 exported by `export_torchvision.py`, full
 width, 224x224, batch 1):
 
-1. ``onnxprune.prune(model, target_speedup=2.0)``: latency model, allocation, measure, repeat;
-   its own measured speedup and attempts are recorded (`report.budget`);
-2. the MACs fraction M that prune kept; at that M: ``prune(target_macs=M, allocation="uniform")``
-   and ``allocation="global"``;
-3. Torch-Pruning 1.6.1 (uniform L2 magnitude, ``round_to=16``, classifier output kept), its ratio
-   bisected until its MACs fraction is within 1 % of M, exported with the dynamo exporter;
+1. ``onnxprune.prune(model, target_speedup=2.0)`` with the default alignment (``round_to=8``) and
+   with 16: latency model, allocation, measure, repeat; its own measured speedup and attempts are
+   recorded (`report.budget`);
+2. Torch-Pruning 1.6.1 (uniform L2 magnitude, ``round_to=16``, classifier output kept), its ratio
+   bisected towards the MACs fraction M of the first prune, exported with the dynamo exporter;
+3. at the peer's own MACs fraction (counted by onnxprune), so the MACs are equal:
+   ``prune(target_macs=..., allocation="uniform" | "global", round_to=16)``;
 4. every pruned model against the original with ``onnxprune.bench.benchmark`` (interleaved,
    2 threads), the variants taking turns, `--repeats` times; the median speedup is reported.
 
@@ -30,6 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import onnx
 import torch
 import torch_pruning as tp
 from export_torchvision import IMAGE, build, export
@@ -38,6 +40,7 @@ from torch import nn
 
 import onnxprune
 from onnxprune.bench import benchmark
+from onnxprune.metrics import count_macs
 
 HERE = Path(__file__).resolve().parent
 MODELS = ("resnet50", "mobilenet_v2")
@@ -74,23 +77,40 @@ def peer_at_macs(name: str, fraction: float, scratch: Path) -> tuple[Path, float
 
 
 def onnxprune_variants(original: Path, scratch: Path, speedup: float) -> tuple[dict[str, Path], dict]:
-    """The speedup-targeted prune and the uniform / global prunes at its MACs fraction."""
-    start = time.perf_counter()
-    targeted = onnxprune.prune(str(original), target_speedup=speedup)
-    seconds = time.perf_counter() - start
-    budget = dict(targeted.report.budget)
-    macs = targeted.report.macs_after / targeted.report.macs_before
-    out = {"onnxprune --target-speedup": scratch / "target.onnx"}
-    targeted.save(out["onnxprune --target-speedup"], force=True)
+    """The speedup-targeted prunes, with the default alignment (8) and with 16 (the peer's)."""
+    out: dict[str, Path] = {}
+    info: dict[str, Any] = {}
+    for round_to in (8, 16):
+        start = time.perf_counter()
+        targeted = onnxprune.prune(str(original), target_speedup=speedup, round_to=round_to)
+        label = f"onnxprune --target-speedup {speedup:g} --round-to {round_to}"
+        out[label] = scratch / f"target_{round_to}.onnx"
+        targeted.save(out[label], force=True)
+        info[label] = {
+            "budget": dict(targeted.report.budget),
+            "macs_fraction": targeted.report.macs_after / targeted.report.macs_before,
+            "prune_seconds": time.perf_counter() - start,
+        }
+    return out, info
+
+
+def at_macs(original: Path, scratch: Path, macs: float) -> dict[str, Path]:
+    """onnxprune at the peer's MACs fraction, aligned like the peer (round_to 16)."""
+    out = {}
     for allocation in ("uniform", "global"):
-        result = onnxprune.prune(str(original), target_macs=macs, allocation=allocation)
+        result = onnxprune.prune(str(original), target_macs=macs, allocation=allocation, round_to=16)
         check = onnxprune.validate(str(original), result.model, result.plan)
         if not check:
             raise SystemExit(f"{original.name}: {allocation} prune failed validation\n{check}")
-        label = f"onnxprune --target-macs {macs:.3f} --allocate {allocation}"
+        label = f"onnxprune --target-macs {macs:.3f} --allocate {allocation} --round-to 16"
         out[label] = scratch / f"{allocation}.onnx"
         result.save(out[label], force=True)
-    return out, {"budget": budget, "macs_fraction": macs, "prune_seconds": seconds}
+    return out
+
+
+def _macs_fraction(original: Path, pruned: Path) -> float:
+    """The pruned model's MACs over the original's, counted by onnxprune."""
+    return count_macs(onnx.load(pruned)) / count_macs(onnx.load(original))
 
 
 def measure(original: Path, pruned: dict[str, Path], repeats: int, runs: int) -> list[dict[str, Any]]:
@@ -127,14 +147,20 @@ def markdown(results: dict[str, Any], command: str) -> str:
         "",
     ]
     for name, entry in results["models"].items():
-        b = entry["onnxprune"]["budget"]
+        lines += [f"## {name}", ""]
+        for label, info in entry["onnxprune"].items():
+            b = info["budget"]
+            lines.append(
+                f"- `{label}`: {len(b['attempts'])} attempt(s) ("
+                + "; ".join(
+                    f"budget {a['latency_budget']:.3f}: predicted {a['predicted_speedup']:.2f}x, measured "
+                    f"{a['measured_speedup']:.2f}x"
+                    for a in b["attempts"]
+                )
+                + f"), MACs kept {info['macs_fraction']:.3f}, prune {info['prune_seconds']:.0f} s."
+                + (f" Note: {b['note']}" if b.get("note") else "")
+            )
         lines += [
-            f"## {name}",
-            "",
-            f"`--target-speedup {results['speedup']}`: {len(b['attempts'])} attempt(s), its own measurement "
-            f"{b['measured_speedup']:.2f}x, MACs kept {entry['onnxprune']['macs_fraction']:.3f}, "
-            f"prune {entry['onnxprune']['prune_seconds']:.0f} s. "
-            + (f"Note: {b['note']}" if b.get("note") else ""),
             "",
             "| variant | MACs kept | params kept | measured speedup (range) | roofline speedup |",
             "| --- | --- | --- | --- | --- |",
@@ -145,16 +171,7 @@ def markdown(results: dict[str, Any], command: str) -> str:
                 f"| {r['variant']} | {r['macs_fraction']:.3f} | {r['params_fraction']:.3f} | "
                 f"**{r['speedup']:.2f}x** ({lo:.2f}-{hi:.2f}) | {r['roofline_speedup'] or 0:.2f}x |"
             )
-        lines += [
-            "",
-            "Attempts: "
-            + "; ".join(
-                f"budget {a['latency_budget']:.3f}: predicted {a['predicted_speedup']:.2f}x, measured "
-                f"{a['measured_speedup']:.2f}x"
-                for a in b["attempts"]
-            ),
-            "",
-        ]
+        lines.append("")
     return "\n".join(lines) + "\n"
 
 
@@ -179,8 +196,11 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory() as folder:
             scratch = Path(folder)
             pruned, info = onnxprune_variants(original, scratch, args.speedup)
-            peer, peer_macs = peer_at_macs(name, info["macs_fraction"], scratch)
-            pruned[f"torch-pruning 1.6.1 round_to=16 (MACs {peer_macs:.3f})"] = peer
+            aim = info[next(iter(info))]["macs_fraction"]
+            peer, peer_macs = peer_at_macs(name, aim, scratch)
+            pruned[f"torch-pruning 1.6.1 round_to=16 (its MACs count {peer_macs:.3f})"] = peer
+            peer_fraction = _macs_fraction(original, peer)
+            pruned.update(at_macs(original, scratch, peer_fraction))
             rows = measure(original, pruned, args.repeats, args.runs)
         results["models"][name] = {"onnxprune": info, "rows": rows}
         print(json.dumps(rows, indent=1), flush=True)
