@@ -119,15 +119,22 @@ class Budget(Target):
         return max(group.size - self.aligned(group, group.size - max(most, 0)), 0)
 
     def step(self, group: Group) -> int:
-        """The alignment of `group`'s kept count: `round_to` for channel groups of at least
-        2 * round_to units (as `kept_count` aligns them), else 1 (heads, small groups)."""
+        """The alignment of `group`'s kept count: `round_to` for channel groups wider than it, else
+        1 (heads; no alignment asked)."""
         r = int(self.round_to)
-        return r if group.kind == "channels" and group.size >= 2 * r else 1
+        return r if group.kind == "channels" and group.size > r else 1
 
     def aligned(self, group: Group, kept: int) -> int:
-        """`kept` rounded up to a multiple of the group's `step` (never past its size)."""
+        """`kept` rounded up to a multiple of the group's `step` (never past its size). A channel
+        group no wider than `round_to` stays whole: a few odd channels at the high-resolution
+        start of a CNN save little and run slowly (the unaligned fallback may still cut them)."""
+        if kept >= group.size:
+            return kept
+        r = int(self.round_to)
+        if group.kind == "channels" and r > 1 and group.size <= r:
+            return group.size
         step = self.step(group)
-        return kept if kept >= group.size else min(-(-kept // step) * step, group.size)
+        return min(-(-kept // step) * step, group.size)
 
     def select(
         self, analysis: DependencyAnalysis, scores: Mapping[int, UnitScores], costs: CostModel | None = None
