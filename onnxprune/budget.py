@@ -111,7 +111,13 @@ class Budget(Target):
         return f"{self.metric} x{self.keep:.2f} ({self.allocation} allocation)"
 
     def groups_to_score(self, analysis: DependencyAnalysis) -> list[Group]:
-        return [g for g in analysis.prunable_groups if self.max_removed(g) > 0]
+        # unaligned limits: the fallback that lands a budget aligned steps cannot may cut these
+        loose = dataclasses.replace(self, round_to=1)
+        return [g for g in analysis.prunable_groups if loose.max_removed(g) > 0]
+
+    def reachable(self, groups: list[Group], costs: CostModel) -> float:
+        """The lowest cost fraction the caps, minimums and alignment allow."""
+        return costs.fraction({g.id: g.size - self.max_removed(g) for g in groups})
 
     def max_removed(self, group: Group) -> int:
         """The most units `group` may lose: the cap, the minimum kept, and alignment."""
@@ -150,20 +156,20 @@ class Budget(Target):
         if self.allocation == "sensitivity" and not self.sensitivity:
             raise UsageError("allocation 'sensitivity' needs sensitivity curves (onnxprune.sensitivity)")
         groups = self.groups_to_score(analysis)
-        floor = {g.id: g.size - self.max_removed(g) for g in groups}
-        reachable = costs.fraction(floor)
+        reachable = self.reachable(groups, costs)
         counts, predicted = self._counts(groups, scores, costs)
         remarks: tuple[str, ...] = ()
-        if not self.within(predicted) and predicted > reachable and self.round_to > 1:
-            # aligned steps are too coarse here (few, small groups): let single units land it
-            loose = dataclasses.replace(self, round_to=1)._counts(groups, scores, costs)
-            if abs(loose[1] - self.keep) < abs(predicted - self.keep):
-                odd = sum(n % self.round_to != 0 and n < g.size for g in groups if (n := loose[0][g.id]))
+        if not self.within(predicted) and self.round_to > 1:
+            # aligned steps are too coarse here (few or small groups): let single units land it
+            loose = dataclasses.replace(self, round_to=1)
+            counts_loose, fraction = loose._counts(groups, scores, costs)
+            if abs(fraction - self.keep) < abs(predicted - self.keep):
+                odd = sum(n % self.round_to != 0 and n < g.size for g in groups if (n := counts_loose[g.id]))
                 remarks = (
                     f"{odd} group(s) keep a count that is not a multiple of {self.round_to}: "
                     "aligned steps could not land the budget",
                 )
-                counts, predicted = loose
+                counts, predicted, reachable = counts_loose, fraction, loose.reachable(groups, costs)
         note = None if self.within(predicted) else _why_missed(self, predicted, reachable)
         ranked = {g.id: _ranking(scores[g.id]) for g in groups}
         decisions = {gid: top_units(ranked[gid], n) for gid, n in counts.items() if n < _size(groups, gid)}
