@@ -92,7 +92,7 @@ class CostModel(ABC):
         return self.cost(kept) / full if full else 1.0
 
 
-def _narrowed(shapes: Mapping[str, list[int] | None], sizes: Mapping[Dim, int]) -> dict:
+def narrowed(shapes: Mapping[str, list[int] | None], sizes: Mapping[Dim, int]) -> dict:
     """`shapes` with the axes in `sizes` replaced (the other entries are shared, not copied)."""
     changed: dict[str, list[int] | None] = {}
     for (tensor, axis), size in sizes.items():
@@ -149,7 +149,7 @@ class MacsCost(CostModel):
         sizes = self.shrink.sizes(kept)
         if not sizes:
             return self._full
-        return float(sum(self.terms.per_node(_narrowed(self.terms.shapes, sizes)).values()))
+        return float(sum(self.terms.per_node(narrowed(self.terms.shapes, sizes)).values()))
 
 
 class ParamsCost(CostModel):
@@ -175,5 +175,4 @@ class ParamsCost(CostModel):
         sizes = {dim: n for dim, n in self.shrink.sizes(kept).items() if dim[0] in self.shapes}
         if not sizes:
             return self._full
-        narrowed = _narrowed(self.shapes, sizes)
-        return float(sum(math.prod(s) for s in narrowed.values()))
+        return float(sum(math.prod(s) for s in narrowed(self.shapes, sizes).values()))

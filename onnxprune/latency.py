@@ -27,7 +27,7 @@ import numpy as np
 import onnx
 
 from onnxprune.analysis import DependencyAnalysis
-from onnxprune.costs import AxisShrink, CostModel, Kept, _narrowed
+from onnxprune.costs import AxisShrink, CostModel, Kept, narrowed
 from onnxprune.latency_cache import LatencyCache, node_signature
 from onnxprune.macs import NodeShapes
 from onnxprune.metrics import MacTerms, mac_terms
@@ -72,13 +72,13 @@ class NodeWork:
     def signatures(self, kept: Kept) -> dict[str, str]:
         """`node_signature` of every node when each group keeps `kept[group]` units."""
         sizes = self.shrink.sizes(kept)
-        shapes = _narrowed(self.shapes, sizes) if sizes else self.shapes
+        shapes = narrowed(self.shapes, sizes) if sizes else self.shapes
         return {key: node_signature(node, shapes) for key, node, _ in self.nodes}
 
     def at(self, kept: Kept) -> dict[str, float]:
         """Work of every node when each group keeps `kept[group]` units."""
         sizes = self.shrink.sizes(kept)
-        shapes = _narrowed(self.shapes, sizes) if sizes else self.shapes
+        shapes = narrowed(self.shapes, sizes) if sizes else self.shapes
         work = {}
         for key, node, found in self.nodes:
             if found is not None:

@@ -1,25 +1,2 @@
-"""Channel rules for every supported op, registered on import (explicitly, one module per family)."""
-
-from onnxprune.analysis.rules import (
-    attention,
-    controlflow,
-    conv,
-    elementwise,
-    layout,
-    linear,
-    normalization,
-    quantized,
-    reduce,
-)
-
-__all__ = [
-    "attention",
-    "controlflow",
-    "conv",
-    "elementwise",
-    "layout",
-    "linear",
-    "normalization",
-    "quantized",
-    "reduce",
-]
+"""Channel rules, one module per op family. The op table (`onnxprune.optable.RULE_MODULES`) is
+the one list of the families it reads; a module here is just where a family's rules live."""
